@@ -1,0 +1,204 @@
+"""Every default of a run, in one place.
+
+`Config` is one dataclass of sections. It is written to `RUN_DIR/config.toml` when a run
+starts and read back by `explore resume`. Any field can be overridden from the CLI with
+`--set section.field=value` (see `apply_overrides`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomli_w
+
+
+@dataclass
+class RunConfig:
+    target: str = "sandbox-flowers"       # flowers102, food101, ..., folder:PATH, sandbox-flowers
+    hours: float = 30.0                   # wall-clock budget, counted across resumes
+    rounds: int = 0                       # stop after this many rounds; 0 = budget only
+    max_images: int = 0                   # stop once this many images are kept; 0 = no cap
+    run_dir: str = "runs/latest"
+    cache_dir: str = ""                   # "" = RUN_DIR/cache; share one across runs to reuse images
+    data_root: str = "~/.cache/explore/data"
+    seed: int = 0
+    device: str = "auto"                  # auto, cpu, cuda, cuda:1
+    checkpoint_every: int = 5             # keep a numbered checkpoint every N rounds (latest.pt always)
+
+
+@dataclass
+class CrawlConfig:
+    engine: str = "ddgs"                  # ddgs, sandbox, corpus:PATH
+    queries_per_round: int = 256          # Internet Explorer's value
+    results_per_query: int = 100
+    concurrency: int = 128                # requests in flight, all hosts together
+    per_host: int = 8                     # requests in flight to one host
+    politeness_delay_s: float = 0.0       # pause between two requests to one host
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 15.0
+    max_bytes: int = 20_000_000           # byte cap per response, enforced while streaming
+    max_redirects: int = 5
+    retries: int = 2                      # for 429 and 5xx only
+    user_agent: str = "explore-crawler/0.1 (research image crawler; honours X-Robots-Tag noai)"
+    allow: list[str] = field(default_factory=list)  # host:port pairs allowed although not public
+    search_interval_s: float = 3.0        # at most one real-engine search per this many seconds
+    search_retries: int = 5
+    search_backoff_s: float = 2.0         # first backoff; doubles, with jitter
+    image_size: int = 256                 # stored images: shorter side resized to this
+    min_side: int = 32                    # smaller originals are rejected (too_small)
+    max_aspect: float = 5.0               # longer/shorter side beyond this is rejected
+    max_pixels: int = 64_000_000          # decompression-bomb limit (an error, not a warning)
+    jpeg_quality: int = 90
+    near_dup_threshold: float = 0.95      # cosine similarity at or above which an image is a near-copy
+    leak_threshold: float = 0.92          # near-copies of target *test* images are dropped at this
+    cache_max_bytes: int = 50_000_000_000
+
+
+@dataclass
+class ModelConfig:
+    name: str = "vit-b16"                 # tiny-64 (CPU), vit-s16, vit-b16
+    init: str = "scratch"                 # scratch, timm:MODEL_NAME, file:PATH
+    mask_ratio: float = 0.75
+    caption_weight: float = 1.0           # lambda in: pixel MSE + lambda * caption CE
+    max_caption_tokens: int = 32
+    norm_pix_loss: bool = True
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 256
+    steps_per_round: int = 500
+    lr: float = 1.5e-4                    # base lr for batch 256, as MAE
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 2000
+    total_steps: int = 100_000            # cosine schedule length
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    target_share: float = 0.25            # batch shares: target images, this round's candidates,
+    candidate_share: float = 0.5          # and replay of earlier high-reward images
+    replay_share: float = 0.25
+    replay_size: int = 50_000
+    workers: int = 4
+    bf16: bool = True                     # autocast on GPU
+    compile: bool = False
+
+
+@dataclass
+class RewardConfig:
+    k: int = 15                           # target-train neighbours per candidate
+    floor: float = 0.0                    # reward of a query that yields nothing usable
+
+
+@dataclass
+class PolicyConfig:
+    name: str = "gp"                      # gp, ucb, random, oracle
+    vocab: str = "imagenet21k"            # imagenet21k, wordnet, file:PATH, sandbox
+    descriptors: str = ""                 # file of words combined with concepts; "" = none
+    descriptor_share: float = 0.0         # share of queries that get a descriptor
+    temperature: float = 0.1              # tau in p(c) ∝ exp(r̂(c)/tau)
+    epsilon: float = 0.1                  # share of uniformly random concepts
+    ucb_beta: float = 1.0
+    max_observations: int = 4000          # GP fitted on at most this many (most recent/best) points
+    text_model: str = "all-MiniLM-L6-v2"
+
+
+@dataclass
+class SandboxConfig:
+    seed: int = 0
+    profile: str = "none"                 # none, realistic, hostile
+    host: str = "127.0.0.1"
+    port: int = 0                         # 0 = any free port
+
+
+@dataclass
+class EvalConfig:
+    label_fractions: tuple[float, ...] = (1.0, 0.1)
+    knn_k: int = 20
+    probe_c: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
+    val_share: float = 0.2
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    crawl: CrawlConfig = field(default_factory=CrawlConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Config":
+        cfg = cls()
+        for section, values in data.items():
+            if not hasattr(cfg, section):
+                raise ValueError(f"unknown config section [{section}]")
+            for key, value in values.items():
+                _set_field(getattr(cfg, section), section, key, value)
+        return cfg
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(tomli_w.dumps(self.to_dict()))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        with open(path, "rb") as f:
+            return cls.from_dict(tomllib.load(f))
+
+
+def _field_type(section_obj, key: str):
+    hints = typing.get_type_hints(type(section_obj))
+    return hints[key]
+
+
+def _coerce(tp, value):
+    """Convert a TOML value or a CLI string to the field's declared type."""
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"not a boolean: {value!r}")
+        return bool(value)
+    if tp in (int, float, str):
+        return tp(value)
+    if origin in (list, tuple):
+        (inner, *_) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        items = [_coerce(inner, v.strip() if isinstance(v, str) else v) for v in value]
+        return tuple(items) if origin is tuple else items
+    return value
+
+
+def _set_field(section_obj, section: str, key: str, value) -> None:
+    if key not in {f.name for f in dataclasses.fields(section_obj)}:
+        raise ValueError(f"unknown config field {section}.{key}")
+    setattr(section_obj, key, _coerce(_field_type(section_obj, key), value))
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply `section.field=value` strings (from `--set`) in order."""
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        section, dot, key = name.strip().partition(".")
+        if not sep or not dot or not hasattr(cfg, section):
+            raise ValueError(f"expected section.field=value, got {item!r}")
+        _set_field(getattr(cfg, section), section, key, value.strip())
+    return cfg
