@@ -202,3 +202,35 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
             raise ValueError(f"expected section.field=value, got {item!r}")
         _set_field(getattr(cfg, section), section, key, value.strip())
     return cfg
+
+
+# Small values for the offline sandbox web on a CPU (DESIGN.md §2: "the sandbox uses small
+# values"). Applied under the user's own --config and --set, so every one can be overridden.
+SANDBOX_PRESET = [
+    "crawl.engine=sandbox",
+    "crawl.queries_per_round=16",
+    "crawl.results_per_query=24",
+    "crawl.search_interval_s=0",
+    "crawl.image_size=80",
+    "crawl.concurrency=64",
+    "crawl.per_host=64",
+    "crawl.connect_timeout_s=2",
+    "crawl.read_timeout_s=3",
+    "model.name=tiny-64",
+    "train.batch_size=32",
+    "train.steps_per_round=30",
+    "train.lr=1e-3",
+    "train.warmup_steps=30",
+    "train.total_steps=3000",
+    "train.workers=0",
+    "train.replay_size=2000",
+    "reward.k=10",
+    "policy.vocab=sandbox",
+    "policy.temperature=0.05",
+    "run.checkpoint_every=0",
+    "run.device=cpu",
+]
+
+
+def is_sandbox_target(target: str) -> bool:
+    return target.startswith("sandbox-")
