@@ -54,35 +54,135 @@ def main() -> None:
     reward the queries whose images look like the target, and ask more of what helped."""
 
 
+RunDirOption = Annotated[Optional[Path], typer.Option("--run-dir", help="Run directory (state, logs, checkpoints).")]
+
+
 @app.command()
 def run(
-    target: Annotated[str, typer.Option(help="flowers102, food101, ..., folder:PATH, sandbox-flowers")] = "sandbox-flowers",
-    hours: Annotated[float, typer.Option(help="Wall-clock budget, counted across resumes.")] = 30.0,
-    run_dir: Annotated[Optional[Path], typer.Option(help="Run directory (state, logs, checkpoints).")] = None,
+    target: Annotated[str, typer.Option(help="flowers102, food101, oxford-pets, dtd, cifar10, cifar100, folder:PATH, sandbox-flowers, sandbox-vehicles")] = "sandbox-flowers",
+    hours: Annotated[Optional[float], typer.Option(help="Wall-clock budget, counted across resumes.")] = None,
+    run_dir: RunDirOption = None,
+    engine: Annotated[Optional[str], typer.Option(help="ddgs, sandbox or corpus:PATH.")] = None,
+    policy: Annotated[Optional[str], typer.Option(help="gp, ucb, random or oracle (sandbox only).")] = None,
+    vocab: Annotated[Optional[str], typer.Option(help="imagenet21k, wordnet, file:PATH (sandbox: its world).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="tiny-64, vit-s16 or vit-b16.")] = None,
+    rounds: Annotated[Optional[int], typer.Option(help="Stop after this many rounds (0: budget only).")] = None,
+    max_images: Annotated[Optional[int], typer.Option(help="Stop once this many images are kept.")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(help="Where target datasets are found.")] = None,
     config_file: Annotated[Optional[Path], typer.Option("--config", help="A config.toml to start from.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Plain log lines instead of progress bars.")] = False,
     set_: SetOption = None,
 ) -> None:
-    """Explore the web for a target task (or resume the run in RUN_DIR)."""
-    load_config(config_file, set_)
-    not_built("explore run")
+    """Explore the web for a target task. Re-running it on an existing run directory resumes it."""
+    from explorer.config import SANDBOX_PRESET, is_sandbox_target
+    from explorer.session import RunDir
+
+    rd = RunDir(run_dir or Path("runs") / target.replace(":", "_").replace("/", "_"))
+    if rd.exists():
+        console.print(f"[bold]{rd.root}[/] exists: resuming it (its saved config wins; --set still applies).")
+        _run(rd, overrides=set_ or [], hours=hours, quiet=quiet)
+        return
+    overrides = list(SANDBOX_PRESET) if is_sandbox_target(target) else []
+    overrides += [f"run.target={target}", f"run.run_dir={rd.root}"]
+    for name, value in (("run.hours", hours), ("crawl.engine", engine), ("policy.name", policy),
+                        ("policy.vocab", vocab), ("model.name", model), ("run.rounds", rounds),
+                        ("run.max_images", max_images), ("run.data_root", data_root)):
+        if value is not None:
+            overrides.append(f"{name}={value}")
+    try:
+        cfg = Config.load(config_file) if config_file else Config()
+        cfg = apply_overrides(cfg, overrides + list(set_ or []))
+    except (OSError, ValueError) as e:
+        fail(str(e))
+    rd.save_config(cfg)
+    _run(rd, overrides=[], hours=None, quiet=quiet)
 
 
 @app.command()
-def resume(run_dir: Annotated[Path, typer.Argument(help="Run directory to continue.")]) -> None:
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory to continue.")],
+    hours: Annotated[Optional[float], typer.Option(help="Change the total budget.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Plain log lines instead of progress bars.")] = False,
+    set_: SetOption = None,
+) -> None:
     """Continue a stopped or killed run from its last consistent state."""
-    not_built("explore resume")
+    from explorer.session import RunDir
+
+    rd = RunDir(run_dir)
+    if not rd.exists():
+        fail(f"{run_dir} is not a run directory (no config.toml)")
+    _run(rd, overrides=set_ or [], hours=hours, quiet=quiet)
+
+
+def _run(rd, overrides: list[str], hours: Optional[float], quiet: bool) -> None:
+    from explorer.assemble import run_exploration
+    from explorer.errors import UserError
+
+    try:
+        cfg = apply_overrides(rd.load_config(), list(overrides) + ([f"run.hours={hours}"] if hours else []))
+        rd.save_config(cfg)
+        run_exploration(rd, cfg, console=console, quiet=quiet)
+    except UserError as e:
+        fail(str(e))
+    except (OSError, ValueError) as e:
+        fail(f"{type(e).__name__}: {e}")
 
 
 @app.command()
-def rewards(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
+def rewards(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    plot: Annotated[bool, typer.Option("--plot", help="Write reward curves and image grids to RUN_DIR/plots.")] = False,
+    top: Annotated[int, typer.Option(help="How many best and worst concepts to show.")] = 10,
+) -> None:
     """Print the reward log: per round, and the best and worst concepts."""
-    not_built("explore rewards")
+    from explorer import report
+    from explorer.session import RunDir
+
+    rd = _existing_run(run_dir)
+    if fmt in ("csv", "json"):
+        typer.echo(report.export(rd, fmt))
+        return
+    if fmt != "table":
+        fail(f"unknown format {fmt!r}: use table, csv or json")
+    out = Console()
+    out.print(report.rounds_table(rd.read_rounds()))
+    concepts = report.concept_rewards(rd)
+    out.print(report.concepts_table(concepts[:top], f"Best {min(top, len(concepts))} concepts"))
+    out.print(report.concepts_table(concepts[::-1][:top], f"Worst {min(top, len(concepts))} concepts"))
+    if plot:
+        for path in report.plot(rd, rd.cache_dir(rd.load_config())):
+            out.print(f"wrote {path}")
 
 
 @app.command()
-def status(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
-    """Rounds done, queries, images kept, outcomes, budget used and left."""
-    not_built("explore status")
+def status(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Rounds done, queries, images kept, outcomes, training steps, budget used and left."""
+    import json
+
+    from explorer import report
+
+    info = report.status(_existing_run(run_dir))
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    out = Console()
+    for key, value in info.items():
+        if key == "outcomes":
+            value = ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
+        out.print(f"[bold]{key.replace('_', ' ')}[/]: {value}")
+
+
+def _existing_run(run_dir: Path):
+    from explorer.session import RunDir
+
+    rd = RunDir(run_dir)
+    if not rd.exists() or not rd.db_path.exists():
+        fail(f"{run_dir} is not a run directory with a database (run `explore run` first)")
+    return rd
 
 
 @app.command("eval")

@@ -1,0 +1,215 @@
+"""Builds a run's parts from its config and drives it: the composition root of `explore run`.
+
+The loop itself (explorer/loop.py) is handed finished parts; this module decides which parts,
+starts the sandbox web when the target lives there, handles Ctrl-C, and prints the summary.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from explorer.config import Config, is_sandbox_target
+from explorer.errors import UserError
+from explorer.session import Budget, RunDir, RunLocked
+
+
+@contextlib.contextmanager
+def sandbox_for(cfg: Config):
+    """Start the sandbox web in-process when the run needs it; yield it (or None)."""
+    needs = is_sandbox_target(cfg.run.target) or cfg.crawl.engine == "sandbox"
+    if not needs:
+        yield None
+        return
+    from explorer.sandbox.server import start_sandbox
+
+    with start_sandbox(seed=cfg.sandbox.seed, profile=cfg.sandbox.profile,
+                       host=cfg.sandbox.host, port=cfg.sandbox.port) as server:
+        yield server
+
+
+def resolve_target(cfg: Config, sandbox, run: RunDir):
+    """The target dataset, with its train images as files (the trainer streams them)."""
+    from explorer.targets import TargetError, load_target
+
+    spec = cfg.run.target
+    data_root = Path(cfg.run.data_root).expanduser()
+    if is_sandbox_target(spec):
+        if sandbox is None:
+            raise UserError(f"{spec} needs the sandbox web")
+        if spec not in sandbox.world.target_names:
+            raise UserError(f"unknown sandbox target {spec!r}; have {', '.join(sandbox.world.target_names)}")
+        folder = sandbox.world.write_target(spec, data_root / f"sandbox-seed{cfg.sandbox.seed}" / spec)
+        spec = f"folder:{folder}"
+    try:
+        target = load_target(spec, data_root, download=True)
+    except TargetError as e:
+        raise UserError(str(e)) from e
+    target.name = cfg.run.target
+    return target
+
+
+def load_concepts(cfg: Config, sandbox) -> list[str]:
+    from explorer.vocab import VocabError, load_vocab, normalise_concepts
+
+    if cfg.policy.vocab == "sandbox":
+        if sandbox is None:
+            raise UserError("policy.vocab=sandbox needs the sandbox web")
+        return normalise_concepts(list(sandbox.world.concepts))
+    try:
+        return load_vocab(cfg.policy.vocab)
+    except VocabError as e:
+        raise UserError(str(e)) from e
+
+
+def leak_vectors(paths: list[str], cfg: Config) -> np.ndarray:
+    """Near-dup embeddings of the target's test images: the web's copies of them are dropped."""
+    from explorer.images import embed_file
+
+    return np.stack([embed_file(p, cfg.crawl) for p in paths]) if paths else np.zeros((0, 1), np.float32)
+
+
+@dataclass
+class Parts:
+    cache: object
+    crawler: object
+    engine: object
+    learner: object
+    target: object
+
+    def close(self) -> None:
+        self.crawler.close()
+        self.cache.close()
+
+
+def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
+    from explorer.crawl import Crawler, leak_index_from_vectors, open_cache
+    from explorer.engines import make_engine
+    from explorer.engines.cached import CachedEngine
+    from explorer.learner import Learner
+    from explorer.loop import Explorer
+    from explorer.progress import RoundPrinter
+    from explorer.vocab import concept_embeddings
+    from policies.base import load_descriptors
+    from policies import make_policy
+
+    target = resolve_target(cfg, sandbox, run)
+    train_paths = target.materialise(run.root / "target", "train")
+    test_paths = target.materialise(run.root / "target", "test") if target.test is not None else []
+
+    cache = open_cache(run.cache_dir(cfg), cfg.crawl, db_path=run.db_path)
+    allow = list(cfg.crawl.allow) + ([sandbox.host_port] if sandbox else [])
+    try:
+        engine = make_engine(cfg.crawl.engine, cfg.crawl, sandbox_url=sandbox.url if sandbox else None)
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    leak = leak_vectors(test_paths, cfg)
+    crawler = Crawler.for_cache(cache, cfg.crawl, allow=allow,
+                                leak_index=leak_index_from_vectors(leak) if len(test_paths) else None,
+                                allow_files=cfg.crawl.engine.startswith("corpus:"))
+
+    concepts = load_concepts(cfg, sandbox)
+    embeddings = concept_embeddings(concepts, cfg.policy.text_model,
+                                    Path("~/.cache/explore/concepts").expanduser())
+    relevance = None
+    if cfg.policy.name == "oracle":
+        if sandbox is None or not is_sandbox_target(cfg.run.target):
+            raise UserError("the oracle policy knows the ground truth of sandbox targets only")
+        relevance = sandbox.world.relevance(cfg.run.target)
+    try:
+        policy = make_policy(cfg.policy.name, concepts, embeddings, cfg.policy, cfg.run.seed,
+                             relevance=relevance)
+    except ValueError as e:
+        raise UserError(str(e)) from e
+
+    learner = Learner(cfg, run, train_paths, target)
+    if learner.policy_state is not None:
+        policy.load_state_dict(learner.policy_state)
+    budget = Budget(run, cfg.run.hours)
+    if learner.rounds_done:
+        console.print(f"resuming {run.root} at round {learner.rounds_done}, "
+                      f"{budget.spent_s / 3600:.2f} h of {cfg.run.hours:g} h spent")
+    explorer = Explorer(cfg, run, cache.db, CachedEngine(engine, cache.db), crawler, policy, learner,
+                        budget, descriptors=load_descriptors(cfg.policy.descriptors),
+                        on_round=RoundPrinter(console, quiet))
+    explorer.console = console
+    return explorer, Parts(cache, crawler, engine, learner, target)
+
+
+def finish(run: RunDir, cfg: Config, parts: Parts, console: Console, stopped: bool) -> None:
+    """The user's summary: the reward table, the final evaluation, where everything is."""
+    import json
+
+    from explorer import report
+    from explorer.evaluate import checkpoint_id, evaluate_target, format_table
+
+    out = Console()
+    rounds = run.read_rounds()
+    out.print(report.rounds_table(rounds))
+    concepts = report.concept_rewards(run)
+    if concepts:
+        out.print(report.concepts_table(concepts[:10], "Best concepts"))
+    target = parts.target
+    if stopped:
+        out.print("stopped before the budget ran out: `explore resume` continues it")
+    elif rounds and target.labelled and target.test is not None and run.latest_checkpoint.exists():
+        results = evaluate_target(parts.learner.encode_images, target, cfg.eval,
+                                  feature_cache=run.root / "features",
+                                  ckpt_id=checkpoint_id(run.latest_checkpoint))
+        (run.root / "eval.json").write_text(json.dumps(results, indent=1, default=str))
+        out.print(format_table(results))
+    out.print(f"run directory: [bold]{run.root}[/]  (explore status / rewards / eval {run.root})")
+
+
+def run_exploration(run: RunDir, cfg: Config, console: Console, quiet: bool = False) -> None:
+    try:
+        lock = run.lock()
+        lock.__enter__()
+    except RunLocked as e:
+        raise UserError(str(e)) from e
+    try:
+        with sandbox_for(cfg) as sandbox:
+            explorer, parts = build(run, cfg, sandbox, console, quiet)
+            try:
+                _drive(explorer)
+                finish(run, cfg, parts, console, stopped=explorer.stop_requested
+                       and not explorer.budget.exhausted())
+            finally:
+                parts.close()
+    finally:
+        lock.__exit__()
+
+
+def _drive(explorer) -> int:
+    """Run the loop; the first Ctrl-C stops at the next safe point (after the round's
+    checkpoint), the second stops at once (the run still resumes: it is a kill)."""
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        presses = 0
+
+        def on_sigint() -> None:
+            nonlocal presses
+            presses += 1
+            if presses == 1:
+                explorer.request_stop()
+                explorer.console.print("[yellow]stopping after this round's checkpoint; "
+                                       "Ctrl-C again to stop at once[/]")
+            else:
+                os._exit(130)
+
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+        loop.add_signal_handler(signal.SIGTERM, explorer.request_stop)
+        try:
+            return await explorer.run()
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    return asyncio.run(main())

@@ -1,0 +1,107 @@
+"""The model side of a round: train MUG on the round's images, then score them against the
+target with the updated encoder (DESIGN.md §2 "trainer.train" and "reward").
+
+It runs in a worker thread while the event loop crawls the next round, so it never touches the
+database: the loop hands it file paths and captions and takes back rewards.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from explorer.config import Config
+from explorer.data import ImageRecord, embed_paths, eval_transform, mixed_batches
+from explorer.mug import MODEL_CONFIGS, build_model
+from explorer.reward import image_rewards
+from explorer.session import RunDir
+from explorer.train import Trainer
+
+
+@dataclass
+class RoundImages:
+    """What the loop hands the learner for one round."""
+
+    candidates: list[tuple[str, str, str]]   # (sha256, path, caption) kept this round
+    replay: list[tuple[str, str, str]]       # earlier images, highest reward first
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Learner:
+    def __init__(self, cfg: Config, run: RunDir, target_train: list[str], target=None):
+        from explorer.text import load_tokenizer
+
+        self.cfg = cfg
+        self.run = run
+        self.device = pick_device(cfg.run.device)
+        self.tokenizer = load_tokenizer(cfg.policy.text_model)
+        torch.manual_seed(cfg.run.seed)
+        self.model = build_model(cfg.model, vocab_size=self.tokenizer.vocab_size)
+        self.trainer = Trainer(cfg, self.model, self.device)
+        self.image_size = MODEL_CONFIGS[cfg.model.name].image_size
+        self.target = [ImageRecord(p, None) for p in target_train]
+        self.target_train = list(target_train)
+        self.eval_target = target if target is not None and target.labelled and target.test is not None else None
+        self.rounds_done = 0
+        self.policy_state: dict | None = None
+        if run.latest_checkpoint.exists():
+            self._restore(run.latest_checkpoint)
+
+    def _restore(self, path: Path) -> None:
+        ck = self.trainer.load_checkpoint(path)
+        extra = ck.get("explore", {})
+        self.rounds_done = int(extra.get("round", -1)) + 1
+        self.policy_state = json.loads(extra["policy"]) if "policy" in extra else None
+
+    # ---- one round ------------------------------------------------------------------------
+    def train_round(self, round_: int, images: RoundImages, _target_paths=None) -> dict:
+        """MUG steps on a mix of target, this round's candidates and replay; then rewards."""
+        started = time.monotonic()
+        candidates = [ImageRecord(p, c or None) for _, p, c in images.candidates]
+        replay = [ImageRecord(p, c or None) for _, p, c in images.replay]
+        batches = mixed_batches(self.target, candidates, replay, self.cfg, self.tokenizer,
+                                self.image_size, seed=self.cfg.run.seed * 100_003 + round_)
+        stats = self.trainer.train_steps(self.cfg.train.steps_per_round, batches)
+        del batches
+        target_emb = self.embed(self.target_train)
+        cand_emb = self.embed([p for _, p, _ in images.candidates])
+        rewards = image_rewards(cand_emb, target_emb, self.cfg.reward.k) if len(cand_emb) else []
+        stats["image_rewards"] = {sha: float(r) for (sha, _, _), r in zip(images.candidates, rewards)}
+        stats["knn_acc"] = self.knn_accuracy()
+        stats["seconds"] = time.monotonic() - started
+        return stats
+
+    def embed(self, paths: list[str]) -> np.ndarray:
+        return embed_paths(self.model, paths, self.image_size, batch_size=128, device=self.device)
+
+    def encode_images(self, images: list) -> np.ndarray:
+        """PIL images -> unit embeddings [N, D] (the evaluation transform), for evaluation."""
+        transform = eval_transform(self.image_size)
+        batch = torch.stack([transform(im.convert("RGB")) for im in images]).to(self.device)
+        return self.model.embed(batch).cpu().numpy().astype(np.float32, copy=False)
+
+    def knn_accuracy(self) -> float | None:
+        """A cheap per-round progress signal: k-NN accuracy on (a fixed subset of) the target."""
+        if self.eval_target is None:
+            return None
+        from explorer.evaluate import progress_knn
+
+        return float(progress_knn(self.encode_images, self.eval_target, self.cfg.eval))
+
+    def save(self, round_: int, policy_state: dict) -> None:
+        """latest.pt after every round (atomic); a numbered copy every N rounds."""
+        extra = {"round": round_, "policy": json.dumps(policy_state)}
+        self.trainer.save_checkpoint(self.run.latest_checkpoint, extra={"explore": extra})
+        every = self.cfg.run.checkpoint_every
+        if every and (round_ + 1) % every == 0:
+            self.trainer.save_checkpoint(self.run.round_checkpoint(round_), extra={"explore": extra})
+        self.rounds_done = round_ + 1

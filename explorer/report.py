@@ -1,0 +1,164 @@
+"""What a run learned, read back from its directory: `explore status` and `explore rewards`.
+
+Reads only: the database (opened read-only), rounds.jsonl, budget.json and the checkpoints.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from pathlib import Path
+
+from rich.table import Table
+
+from explorer.session import RunDir
+
+
+def _connect(run: RunDir) -> sqlite3.Connection:
+    con = sqlite3.connect(f"file:{run.db_path}?mode=ro", uri=True)
+    con.row_factory = sqlite3.Row
+    return con
+
+
+def status(run: RunDir) -> dict:
+    """Rounds done, queries, images kept, outcome counts, training steps, budget, checkpoint."""
+    from explorer.config import Config
+
+    cfg = run.load_config()
+    rounds = run.read_rounds()
+    with _connect(run) as con:
+        queries = con.execute("SELECT COUNT(*) FROM queries").fetchone()[0]
+        failed = con.execute("SELECT COUNT(*) FROM queries WHERE status='failed'").fetchone()[0]
+        images = con.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+        outcomes = {row[0]: row[1] for row in con.execute(
+            "SELECT outcome, COUNT(*) FROM attempts GROUP BY outcome ORDER BY 2 DESC")}
+    try:
+        spent = json.loads(run.budget_path.read_text())["spent_s"]
+    except (OSError, ValueError, KeyError):
+        spent = 0.0
+    cache = run.cache_dir(cfg)
+    cache_bytes = sum(p.stat().st_size for p in (cache / "images").rglob("*") if p.is_file()) \
+        if (cache / "images").exists() else 0
+    last = rounds[-1] if rounds else {}
+    return {
+        "run_dir": str(run.root),
+        "target": cfg.run.target,
+        "rounds_done": len(rounds),
+        "queries": queries,
+        "failed_queries": failed,
+        "images_kept": images,
+        "outcomes": outcomes,
+        "train_steps": int(last.get("train", {}).get("step", 0)),
+        "budget_used_s": round(float(spent), 1),
+        "budget_left_s": round(max(0.0, cfg.run.hours * 3600 - float(spent)), 1),
+        "cache_bytes": cache_bytes,
+        "last_checkpoint_round": last.get("round") if run.latest_checkpoint.exists() else None,
+        "last_knn_acc": last.get("knn_acc"),
+    }
+
+
+def concept_rewards(run: RunDir) -> list[dict]:
+    """Every concept asked, with its mean reward over its queries, best first."""
+    with _connect(run) as con:
+        rows = con.execute(
+            "SELECT concept, COUNT(*) AS n, AVG(reward) AS reward, SUM(n_kept) AS kept "
+            "FROM queries WHERE reward IS NOT NULL GROUP BY concept ORDER BY reward DESC"
+        ).fetchall()
+    return [dict(r) for r in rows]
+
+
+def query_rows(run: RunDir) -> list[dict]:
+    with _connect(run) as con:
+        rows = con.execute(
+            "SELECT id, round, concept, text, engine, status, n_results, n_kept, reward, error "
+            "FROM queries ORDER BY round, id").fetchall()
+    return [dict(r) for r in rows]
+
+
+def rounds_table(rounds: list[dict]) -> Table:
+    table = Table(title="Rounds")
+    for col in ("round", "queries", "fetched", "kept", "mean reward", "k-NN acc", "loss", "best concepts"):
+        table.add_column(col, justify="left" if col == "best concepts" else "right")
+    for r in rounds:
+        knn = r.get("knn_acc")
+        loss = r.get("train", {}).get("loss")
+        table.add_row(
+            str(r["round"]), str(r["queries"]), str(r["fetched"]), str(r["kept"]),
+            f"{r['mean_reward']:.3f}" if r.get("mean_reward") is not None else "-",
+            f"{100 * knn:.1f}%" if knn is not None else "-",
+            f"{loss:.3f}" if loss is not None else "-",
+            ", ".join(f"{c} ({v:.2f})" for c, v in r.get("best", [])[:3]),
+        )
+    return table
+
+
+def concepts_table(concepts: list[dict], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("concept", "queries", "images kept", "mean reward"):
+        table.add_column(col, justify="left" if col == "concept" else "right")
+    for c in concepts:
+        table.add_row(c["concept"], str(c["n"]), str(c["kept"] or 0), f"{c['reward']:.3f}")
+    return table
+
+
+def export(run: RunDir, fmt: str) -> str:
+    rows = query_rows(run)
+    if fmt == "json":
+        return json.dumps({"rounds": run.read_rounds(), "queries": rows}, indent=1)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0].keys()) if rows else ["id"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def plot(run: RunDir, cache_dir: Path, top: int = 6, per_concept: int = 6) -> list[Path]:
+    """Reward curves and a grid of sample images of the best concepts, as PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    run.plots.mkdir(parents=True, exist_ok=True)
+    rounds = run.read_rounds()
+    out = []
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax[0].plot([r["round"] for r in rounds], [r["mean_reward"] for r in rounds], marker="o")
+    ax[0].set_xlabel("round"), ax[0].set_ylabel("mean query reward")
+    knn = [(r["round"], r["knn_acc"]) for r in rounds if r.get("knn_acc") is not None]
+    if knn:
+        ax[1].plot(*zip(*knn), marker="o")
+    ax[1].set_xlabel("round"), ax[1].set_ylabel("target k-NN accuracy")
+    fig.tight_layout()
+    path = run.plots / "rewards.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    out.append(path)
+
+    best = concept_rewards(run)[:top]
+    with _connect(run) as con:
+        fig, axes = plt.subplots(len(best) or 1, per_concept, figsize=(per_concept * 1.3, (len(best) or 1) * 1.4),
+                                 squeeze=False)
+        for i, c in enumerate(best):
+            rows = con.execute(
+                "SELECT images.path FROM images JOIN queries ON images.query_id = queries.id "
+                "WHERE queries.concept = ? ORDER BY images.reward DESC LIMIT ?",
+                (c["concept"], per_concept)).fetchall()
+            for j in range(per_concept):
+                axes[i][j].axis("off")
+                if j < len(rows):
+                    p = Path(rows[j][0])
+                    p = p if p.is_absolute() else cache_dir / p
+                    try:
+                        axes[i][j].imshow(Image.open(p).convert("RGB"))
+                    except OSError:
+                        pass
+            axes[i][0].set_title(f"{c['concept']} ({c['reward']:.2f})", fontsize=7, loc="left")
+        fig.tight_layout()
+        path = run.plots / "best_concepts.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        out.append(path)
+    return out
