@@ -186,9 +186,32 @@ def _existing_run(run_dir: Path):
 
 
 @app.command("eval")
-def eval_(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
+def eval_(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint to evaluate (default: the latest).")] = None,
+    protocol: Annotated[Optional[list[str]], typer.Option(help="linear and/or knn (repeatable; default both).")] = None,
+    label_fraction: Annotated[Optional[list[float]], typer.Option(help="Share of train labels, per class (repeatable; default 1.0 and 0.1).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
     """Linear probe and k-NN accuracy on the target, with all labels and with 10%."""
-    not_built("explore eval")
+    import json
+
+    from explorer.assemble import evaluate_run
+    from explorer.errors import UserError
+    from explorer.evaluate import format_table
+
+    rd = _existing_run(run_dir)
+    try:
+        results = evaluate_run(rd, checkpoint, tuple(protocol or ("linear", "knn")),
+                               tuple(label_fraction) if label_fraction else None)
+    except UserError as e:
+        fail(str(e))
+    except ValueError as e:
+        fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(results, default=str))
+    else:
+        Console().print(format_table(results))
 
 
 @app.command()

@@ -34,18 +34,21 @@ def sandbox_for(cfg: Config):
         yield server
 
 
-def resolve_target(cfg: Config, sandbox, run: RunDir):
-    """The target dataset, with its train images as files (the trainer streams them)."""
+def resolve_target(cfg: Config, world=None):
+    """The target dataset. A sandbox target is first written out by its world (like a
+    download), then read as a folder; `world` defaults to the sandbox world of cfg's seed."""
     from explorer.targets import TargetError, load_target
 
     spec = cfg.run.target
     data_root = Path(cfg.run.data_root).expanduser()
     if is_sandbox_target(spec):
-        if sandbox is None:
-            raise UserError(f"{spec} needs the sandbox web")
-        if spec not in sandbox.world.target_names:
-            raise UserError(f"unknown sandbox target {spec!r}; have {', '.join(sandbox.world.target_names)}")
-        folder = sandbox.world.write_target(spec, data_root / f"sandbox-seed{cfg.sandbox.seed}" / spec)
+        if world is None:
+            from explorer.sandbox.world import World
+
+            world = World(cfg.sandbox.seed)
+        if spec not in world.target_names:
+            raise UserError(f"unknown sandbox target {spec!r}; have {', '.join(world.target_names)}")
+        folder = world.write_target(spec, data_root / f"sandbox-seed{cfg.sandbox.seed}" / spec)
         spec = f"folder:{folder}"
     try:
         target = load_target(spec, data_root, download=True)
@@ -99,7 +102,7 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
     from policies.base import load_descriptors
     from policies import make_policy
 
-    target = resolve_target(cfg, sandbox, run)
+    target = resolve_target(cfg, sandbox.world if sandbox else None)
     train_paths = target.materialise(run.root / "target", "train")
     test_paths = target.materialise(run.root / "target", "test") if target.test is not None else []
 
@@ -213,3 +216,24 @@ def _drive(explorer) -> int:
             loop.remove_signal_handler(signal.SIGTERM)
 
     return asyncio.run(main())
+
+
+def evaluate_run(run: RunDir, checkpoint: Path | None, protocols: tuple[str, ...],
+                 fractions: tuple[float, ...] | None) -> dict:
+    """`explore eval`: frozen features of a checkpoint on the run's target."""
+    from explorer.evaluate import checkpoint_id, evaluate_target
+    from explorer.learner import Learner
+    from explorer.targets import TargetError
+
+    cfg = run.load_config()
+    path = checkpoint or run.latest_checkpoint
+    if not Path(path).exists():
+        raise UserError(f"no checkpoint at {path} (has the run finished a round?)")
+    target = resolve_target(cfg)
+    learner = Learner(cfg, run, [], target, checkpoint=Path(path))
+    try:
+        return evaluate_target(learner.encode_images, target, cfg.eval, protocols=protocols,
+                               fractions=fractions, feature_cache=run.root / "features",
+                               ckpt_id=checkpoint_id(path))
+    except TargetError as e:
+        raise UserError(str(e)) from e

@@ -37,7 +37,8 @@ def pick_device(name: str) -> torch.device:
 
 
 class Learner:
-    def __init__(self, cfg: Config, run: RunDir, target_train: list[str], target=None):
+    def __init__(self, cfg: Config, run: RunDir, target_train: list[str], target=None,
+                 checkpoint: Path | None = None):
         from explorer.text import load_tokenizer
 
         self.cfg = cfg
@@ -53,8 +54,9 @@ class Learner:
         self.eval_target = target if target is not None and target.labelled and target.test is not None else None
         self.rounds_done = 0
         self.policy_state: dict | None = None
-        if run.latest_checkpoint.exists():
-            self._restore(run.latest_checkpoint)
+        checkpoint = checkpoint or run.latest_checkpoint
+        if checkpoint.exists():
+            self._restore(checkpoint)
 
     def _restore(self, path: Path) -> None:
         ck = self.trainer.load_checkpoint(path)
