@@ -86,11 +86,14 @@ class RunDir:
         cfg.save(self.config_path)
 
     def append_round(self, record: dict) -> None:
-        """One line per finished round. A line is written whole (one write of < 4 KiB
-        to an O_APPEND file), so a kill leaves no partial line."""
+        """One line per finished round, in one write to an O_APPEND file. Should a kill ever
+        leave a partial line, the next record starts on a fresh line and readers skip it."""
         line = (json.dumps(record, sort_keys=True) + "\n").encode()
-        fd = os.open(self.rounds_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.rounds_log, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line
             os.write(fd, line)
         finally:
             os.close(fd)
