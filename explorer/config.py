@@ -51,6 +51,7 @@ class CrawlConfig:
     search_timeout_s: float = 30.0        # one search attempt, everything included
     search_region: str = "us-en"          # ddgs region
     search_safesearch: str = "moderate"   # ddgs: on, moderate, off
+    search_backend: str = "auto"          # ddgs image backends: auto, duckduckgo, bing (comma list)
     corpus_cache_dir: str = "~/.cache/explore/corpus"  # caption embeddings of corpus:PATH engines
     corpus_text_model: str = "all-MiniLM-L6-v2"        # embeds corpus captions and queries
     image_size: int = 256                 # stored images: shorter side resized to this

@@ -39,7 +39,8 @@ class DDGSEngine(RetryingEngine):
     def _images(self, query: str, max_results: int) -> list:
         client = self.ddgs_factory(timeout=self.ddgs_timeout)
         return client.images(query, region=self.cfg.search_region,
-                             safesearch=self.cfg.search_safesearch, max_results=max_results)
+                             safesearch=self.cfg.search_safesearch, max_results=max_results,
+                             backend=self.cfg.search_backend)
 
     async def attempt(self, query: str, max_results: int) -> Attempt:
         try:
