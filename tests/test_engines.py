@@ -15,7 +15,7 @@ from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
 
 from explorer.config import CrawlConfig
 from explorer.engines import (Backoff, CachedEngine, CorpusEngine, DDGSEngine, Engine, RateLimiter,
-                              SandboxEngine, SearchOutcome, make_engine)
+                              SandboxEngine, SearchOutcome, clean_results, make_engine)
 from explorer.records import SearchResult
 
 DATA = Path(__file__).parent / "data"
@@ -323,6 +323,24 @@ def test_sandbox_search_returns_clean_results():
     assert [r.title for r in out.results] == ["red rose 0", "red rose 1", "red rose 2", "red rose 3"]
     assert all(r.source == "sandbox" and r.width == 96 for r in out.results)
     assert params == [{"q": "red rose", "max_results": "4"}]
+
+
+def test_sandbox_large_answer_arrives_whole():
+    (out,), _, _, _ = run_sandbox(["peony"], max_results=3000)    # ~0.5 MB of JSON
+    assert out.ok and len(out.results) == 3000
+
+
+def test_clean_results_drops_bad_rows_and_repeats():
+    rows = [{"image": "http://[::1/x.jpg"}, "not a dict", {"image": "ftp://a.org/x.jpg"},
+            {"image": "https:///x.jpg"}, {"image": " https://a.org/x.jpg ", "title": "x"},
+            {"image": "https://a.org/x.jpg"}, {"image": "HTTPS://a.org/y.jpg", "source": "Bing"},
+            {"image": "file:///data/z.jpg"}]
+    kept = clean_results(rows, 10, default_source="ddgs")
+    assert [(r.image, r.source) for r in kept] == [("https://a.org/x.jpg", "ddgs"),
+                                                   ("HTTPS://a.org/y.jpg", "Bing")]
+    assert clean_results(rows, 1, default_source="ddgs") == kept[:1]
+    assert clean_results({"image": "x"}, 5) == []
+    assert clean_results(rows, 10, schemes=("https", "file"))[-1].image == "file:///data/z.jpg"
 
 
 def test_sandbox_rate_limits_are_retried_with_backoff():

@@ -72,12 +72,17 @@ def clean_results(rows, max_results: int, schemes: tuple[str, ...] = ("http", "h
             continue
         result = SearchResult.from_dict(row)
         image = result.image.strip()
-        parts = urlsplit(image)
+        try:
+            parts = urlsplit(image)
+        except ValueError:                # e.g. an unclosed IPv6 bracket
+            continue
         if parts.scheme.lower() not in schemes or (parts.scheme != "file" and not parts.netloc):
             continue
         if image in seen:
             continue
         seen.add(image)
+        if image != result.image:
+            result = dataclasses.replace(result, image=image)
         if not result.source and default_source:
             result = dataclasses.replace(result, source=default_source)
         kept.append(result)

@@ -50,15 +50,17 @@ class SandboxEngine(RetryingEngine):
                     return Attempt(error=f"HTTP {resp.status}", retryable=True)
                 if resp.status != 200:
                     return Attempt(error=f"HTTP {resp.status}")
-                body = await resp.content.read(MAX_BODY_BYTES + 1)
+                body = bytearray()
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    body += chunk
+                    if len(body) > MAX_BODY_BYTES:
+                        return Attempt(error=f"answer over {MAX_BODY_BYTES} bytes")
         except asyncio.TimeoutError:
             return Attempt(error=f"timeout after {self.cfg.search_timeout_s:g} s", retryable=True)
         except aiohttp.ClientError as e:
             return Attempt(error=f"connection error: {type(e).__name__}: {e}", retryable=True)
-        if len(body) > MAX_BODY_BYTES:
-            return Attempt(error=f"answer over {MAX_BODY_BYTES} bytes")
         try:
-            rows = json.loads(body)
+            rows = json.loads(bytes(body))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             return Attempt(error=f"bad JSON: {e}")
         if not isinstance(rows, list):
