@@ -47,6 +47,13 @@ class CrawlConfig:
     search_interval_s: float = 3.0        # at most one real-engine search per this many seconds
     search_retries: int = 5
     search_backoff_s: float = 2.0         # first backoff; doubles, with jitter
+    search_backoff_max_s: float = 60.0    # a single backoff never waits longer than this
+    search_timeout_s: float = 30.0        # one search attempt, everything included
+    search_region: str = "us-en"          # ddgs region
+    search_safesearch: str = "moderate"   # ddgs: on, moderate, off
+    search_backend: str = "auto"          # ddgs image backends: auto, duckduckgo, bing (comma list)
+    corpus_cache_dir: str = "~/.cache/explore/corpus"  # caption embeddings of corpus:PATH engines
+    corpus_text_model: str = "all-MiniLM-L6-v2"        # embeds corpus captions and queries
     image_size: int = 256                 # stored images: shorter side resized to this
     min_side: int = 32                    # smaller originals are rejected (too_small)
     max_aspect: float = 5.0               # longer/shorter side beyond this is rejected

@@ -1,0 +1,40 @@
+"""Image search engines behind one interface (DESIGN.md §3, "Engines").
+
+    engine = make_engine("ddgs" | "sandbox" | "corpus:PATH", cfg.crawl, sandbox_url=...)
+    outcome = await engine.search("red rose", max_results=100)   # -> SearchOutcome
+
+Wrap an engine in `CachedEngine(engine, db)` so a query is never sent twice.
+"""
+from __future__ import annotations
+
+from explorer.config import CrawlConfig
+from explorer.engines.base import (Attempt, Backoff, Engine, RateLimiter, RetryingEngine,
+                                   SearchOutcome, clean_results)
+from explorer.engines.cached import CachedEngine, SearchStore
+from explorer.engines.corpus import CorpusEngine
+from explorer.engines.ddgs_engine import DDGSEngine
+from explorer.engines.sandbox import SandboxEngine
+
+__all__ = ["Attempt", "Backoff", "CachedEngine", "CorpusEngine", "DDGSEngine", "Engine",
+           "RateLimiter", "RetryingEngine", "SandboxEngine", "SearchOutcome", "SearchStore",
+           "clean_results", "make_engine"]
+
+SPECS = "ddgs, sandbox, corpus:PATH"
+
+
+def make_engine(spec: str, cfg: CrawlConfig, sandbox_url: str | None = None) -> Engine:
+    """The engine named by `spec` (crawl.engine): "ddgs", "sandbox" or "corpus:PATH"."""
+    kind, sep, arg = spec.strip().partition(":")
+    if kind == "ddgs" and not sep:
+        return DDGSEngine(cfg)
+    if kind == "sandbox" and not sep:
+        if not sandbox_url:
+            raise ValueError("engine 'sandbox' needs the sandbox web's URL (start it with "
+                             "`explore sandbox`, or run a sandbox target)")
+        return SandboxEngine(sandbox_url, cfg)
+    if kind == "corpus":
+        if not arg.strip():
+            raise ValueError("engine 'corpus:PATH' needs a path: a folder of images or a "
+                             "CSV/parquet of url,caption")
+        return CorpusEngine(arg.strip(), cfg)
+    raise ValueError(f"unknown search engine {spec!r}; expected one of: {SPECS}")

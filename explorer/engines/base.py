@@ -1,0 +1,189 @@
+"""What every search engine shares: the outcome record, result cleaning, backoff with full
+jitter, a rate cap, and the retry loop (DESIGN.md §5, "Engines").
+
+An engine answers `search(query, max_results) -> SearchOutcome`. Expected failures (rate limit,
+timeout, HTTP error, bad JSON, no results) come back as a value with a reason, after retries;
+only bugs and the user's own mistakes raise.
+"""
+from __future__ import annotations
+
+import abc
+import asyncio
+import dataclasses
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, ClassVar
+from urllib.parse import urlsplit
+
+from explorer.config import CrawlConfig
+from explorer.records import SearchResult
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
+
+
+@dataclass
+class SearchOutcome:
+    """The answer to one search: results, or an error with a reason.
+
+    `attempts` counts requests actually sent (0 = answered from the search cache).
+    `retryable` says whether asking again later may succeed (rate limit, timeout, 5xx).
+    """
+
+    results: list[SearchResult]
+    error: str = ""
+    retryable: bool = False
+    attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+@dataclass
+class Attempt:
+    """One request to an engine: its raw rows (dicts with the ddgs keys), or why it failed."""
+
+    rows: list = field(default_factory=list)
+    error: str = ""
+    retryable: bool = False
+
+
+def clean_results(rows, max_results: int, schemes: tuple[str, ...] = ("http", "https"),
+                  default_source: str = "") -> list[SearchResult]:
+    """Turn raw rows into at most `max_results` SearchResults.
+
+    Drops rows that are not dicts, whose `image` is not a URL with one of `schemes`, and
+    repeats of an image URL already kept; fills an empty `source` with `default_source`.
+    """
+    if not isinstance(rows, (list, tuple)):
+        return []
+    kept: list[SearchResult] = []
+    seen: set[str] = set()
+    for row in rows:
+        if len(kept) >= max_results:
+            break
+        if not isinstance(row, dict):
+            continue
+        result = SearchResult.from_dict(row)
+        image = result.image.strip()
+        try:
+            parts = urlsplit(image)
+        except ValueError:                # e.g. an unclosed IPv6 bracket
+            continue
+        if parts.scheme.lower() not in schemes or (parts.scheme != "file" and not parts.netloc):
+            continue
+        if image in seen:
+            continue
+        seen.add(image)
+        if image != result.image:
+            result = dataclasses.replace(result, image=image)
+        if not result.source and default_source:
+            result = dataclasses.replace(result, source=default_source)
+        kept.append(result)
+    return kept
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter: before retry `i` (0-based) wait
+    uniform(0, min(max_s, base_s * 2**i)) seconds. `sleep` and `rng` are injectable so tests
+    record delays instead of waiting."""
+
+    base_s: float
+    retries: int
+    max_s: float = 60.0
+    rng: random.Random = field(default_factory=random.Random)
+    sleep: Sleep = asyncio.sleep
+
+    def cap(self, retry: int) -> float:
+        return min(self.max_s, self.base_s * 2.0 ** retry)
+
+    def delay(self, retry: int) -> float:
+        return self.rng.uniform(0.0, self.cap(retry))
+
+    async def wait(self, retry: int) -> float:
+        delay = self.delay(retry)
+        await self.sleep(delay)
+        return delay
+
+
+class RateLimiter:
+    """At most one start per `interval_s` seconds; concurrent callers queue in arrival order."""
+
+    def __init__(self, interval_s: float, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep):
+        self.interval_s = interval_s
+        self.clock = clock
+        self.sleep = sleep
+        self._next_start = -math.inf
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        if self.interval_s <= 0:
+            return
+        async with self._lock:
+            now = self.clock()
+            if now < self._next_start:
+                await self.sleep(self._next_start - now)
+                now = max(self.clock(), self._next_start)
+            self._next_start = now + self.interval_s
+
+
+class Engine(abc.ABC):
+    """An image search engine. Every engine returns the same SearchResult records."""
+
+    name: ClassVar[str]
+    # URL schemes a result's `image` may have; only the corpus engine adds "file".
+    schemes: ClassVar[tuple[str, ...]] = ("http", "https")
+
+    @abc.abstractmethod
+    async def search(self, query: str, max_results: int) -> SearchOutcome:
+        """Up to `max_results` cleaned results for `query`, or an error value."""
+
+    async def aclose(self) -> None:
+        """Release connections and threads; the engine is not used afterwards."""
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+
+class RetryingEngine(Engine):
+    """An engine behind the network: each attempt waits for the rate cap, a retryable failure
+    backs off and tries again, at most `cfg.search_retries` times."""
+
+    def __init__(self, cfg: CrawlConfig, *, min_interval_s: float = 0.0,
+                 sleep: Sleep = asyncio.sleep, clock: Clock = time.monotonic,
+                 rng: random.Random | None = None):
+        self.cfg = cfg
+        self.backoff = Backoff(base_s=cfg.search_backoff_s, retries=cfg.search_retries,
+                               max_s=cfg.search_backoff_max_s, rng=rng or random.Random(), sleep=sleep)
+        self.limiter = RateLimiter(min_interval_s, clock=clock, sleep=sleep)
+
+    @abc.abstractmethod
+    async def attempt(self, query: str, max_results: int) -> Attempt:
+        """Send one request; never raise for an expected failure."""
+
+    async def search(self, query: str, max_results: int) -> SearchOutcome:
+        attempts = 0
+        while True:
+            await self.limiter.wait()
+            result = await self.attempt(query, max_results)
+            attempts += 1
+            if not result.error or not result.retryable or attempts > self.backoff.retries:
+                break
+            delay = await self.backoff.wait(attempts - 1)
+            log.info("%s: %r failed (%s); retry %d/%d after %.1f s", self.name, query,
+                     result.error, attempts, self.backoff.retries, delay)
+        if result.error:
+            log.warning("%s: %r gave up after %d attempt(s): %s", self.name, query, attempts,
+                        result.error)
+        results = clean_results(result.rows, max_results, self.schemes, default_source=self.name)
+        return SearchOutcome(results, result.error, result.retryable, attempts)

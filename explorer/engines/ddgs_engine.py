@@ -1,0 +1,64 @@
+"""The real web: image search through ddgs (the maintained successor of duckduckgo-search).
+
+ddgs is synchronous, so each request runs in a worker thread (`asyncio.to_thread`). ddgs 9
+swallows its backends' errors and raises a plain `DDGSException("No results found.")` or
+`TimeoutException` instead, so a rate limit looks like "no results": every ddgs exception is
+retried with backoff, and searches are capped to one per `cfg.search_interval_s`.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from typing import Callable
+
+import ddgs
+from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
+
+from explorer.config import CrawlConfig
+from explorer.engines.base import Attempt, Clock, RetryingEngine, Sleep
+
+SAFESEARCH = ("on", "moderate", "off")
+
+
+class DDGSEngine(RetryingEngine):
+    name = "ddgs"
+
+    def __init__(self, cfg: CrawlConfig, ddgs_factory: Callable[..., object] = ddgs.DDGS, *,
+                 sleep: Sleep = asyncio.sleep, clock: Clock = time.monotonic,
+                 rng: random.Random | None = None):
+        if cfg.search_safesearch not in SAFESEARCH:
+            raise ValueError(f"crawl.search_safesearch must be one of {', '.join(SAFESEARCH)}, "
+                             f"not {cfg.search_safesearch!r}")
+        super().__init__(cfg, min_interval_s=cfg.search_interval_s, sleep=sleep, clock=clock, rng=rng)
+        self.ddgs_factory = ddgs_factory
+        # ddgs's own per-request timeout; our deadline below covers the whole attempt.
+        self.ddgs_timeout = max(1, math.ceil(cfg.search_timeout_s / 2))
+
+    def _images(self, query: str, max_results: int) -> list:
+        client = self.ddgs_factory(timeout=self.ddgs_timeout)
+        return client.images(query, region=self.cfg.search_region,
+                             safesearch=self.cfg.search_safesearch, max_results=max_results,
+                             backend=self.cfg.search_backend)
+
+    async def attempt(self, query: str, max_results: int) -> Attempt:
+        try:
+            rows = await asyncio.wait_for(asyncio.to_thread(self._images, query, max_results),
+                                          timeout=self.cfg.search_timeout_s)
+        except asyncio.TimeoutError:
+            # The worker thread cannot be cancelled; ddgs's own timeout ends it soon.
+            return Attempt(error=f"timeout: no answer in {self.cfg.search_timeout_s:g} s",
+                           retryable=True)
+        except RatelimitException as e:
+            return Attempt(error=f"rate limited: {e}", retryable=True)
+        except TimeoutException as e:
+            return Attempt(error=f"timeout: {e}", retryable=True)
+        except DDGSException as e:
+            if "no results" in str(e).lower():
+                return Attempt(error="no results (ddgs also answers this when rate-limited)",
+                               retryable=True)
+            return Attempt(error=f"ddgs error: {e}", retryable=True)
+        if not isinstance(rows, list):
+            return Attempt(error=f"ddgs returned {type(rows).__name__}, not a list")
+        return Attempt(rows=rows)
