@@ -94,7 +94,7 @@ class Target:
         dataset = self.train if split == "train" else self.test
         if dataset is None:
             raise TargetError(f"target {self.name} has no {split} split")
-        out = Path(directory).expanduser() / _slug(self.name) / split
+        out = Path(directory).expanduser() / slug(self.name) / split
         names = [f"{i:06d}.png" for i in range(len(dataset))]
         if not (out / ".complete").exists():
             tmp = out.with_name(split + ".tmp")
@@ -317,7 +317,7 @@ def load_target(spec: str, data_root: str | Path, download: bool = False) -> Tar
     return _load_torchvision(name, Path(data_root).expanduser(), download)
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
     """A file-name-safe, collision-free form of a target name."""
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[-60:]
     return f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
