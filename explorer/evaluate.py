@@ -186,6 +186,7 @@ def knn_accuracy(Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray, yte: np.ndar
     Cosine similarity (exact search, faiss IndexFlatIP on L2-normalised features); each of the
     k nearest train features votes for its label with weight exp(sim / temperature).
     """
+    ytr, yte = np.asarray(ytr), np.asarray(yte)
     train = np.ascontiguousarray(Xtr, dtype=np.float32).copy()
     test = np.ascontiguousarray(Xte, dtype=np.float32).copy()
     faiss.normalize_L2(train)

@@ -270,10 +270,11 @@ def _one_folder(directory: Path) -> tuple[list[str], ImageFiles]:
     return present, samples
 
 
-def load_folder(path: str | Path, seed: int = FOLDER_SPLIT_SEED) -> Target:
-    """A target from a folder of images (see the module docstring for the layouts)."""
+def load_folder(path: str | Path, seed: int = FOLDER_SPLIT_SEED, name: str | None = None) -> Target:
+    """A target from a folder of images (see the module docstring for the layouts).
+    `name` defaults to `folder:ABSOLUTE_PATH`; the CLI names sandbox targets after themselves."""
     root = Path(path).expanduser().resolve()
-    name = f"folder:{root}"
+    name = name or f"folder:{root}"
     if not root.is_dir():
         raise TargetUnavailable(f"{name}: no such folder")
     if (root / "train").is_dir() and (root / "test").is_dir():

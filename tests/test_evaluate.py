@@ -205,3 +205,10 @@ def test_progress_knn_uses_fixed_subsets():
     acc = progress_knn(encoder, colour_target(), cfg)
     assert encoder.images == 18 and acc >= 0.8
     assert progress_knn(encoder, colour_target(), cfg) == acc
+
+
+def test_extract_features_with_decoding_workers_matches_in_process():
+    ds, encoder = ColourImages(4, 0), CountingEncoder()
+    X0, y0 = extract_features(encoder, ds, batch_size=5, workers=0)
+    X2, y2 = extract_features(encoder, ds, batch_size=5, workers=2)
+    assert np.array_equal(X0, X2) and np.array_equal(y0, y2)

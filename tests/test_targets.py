@@ -17,7 +17,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from explorer.targets import FOLDER_SPLIT_SEED, Target, TargetError, TargetUnavailable, _hash_share, load_target
+from explorer.targets import FOLDER_SPLIT_SEED, Target, TargetError, TargetUnavailable, _hash_share, load_folder, load_target
 
 COLOURS = [(220, 30, 30), (30, 200, 40), (30, 40, 220), (230, 210, 30)]
 
@@ -283,6 +283,7 @@ def test_folder_of_loose_images_is_unlabelled(tmp_path):
     assert not t.labelled and t.classes == [] and t.test is None and t.test_paths() is None
     assert len(t.train) == 3 and all(t.train[i][1] == -1 for i in range(3))
     assert t.materialise(tmp_path / "out") == t.train_paths()
+    assert load_folder(tmp_path, name="sandbox-flowers").name == "sandbox-flowers"
 
 
 def test_folder_mistakes_are_one_line_errors(tmp_path):
