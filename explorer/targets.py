@@ -117,10 +117,11 @@ class _Torchvision:
     folder: str                   # under data_root, where torchvision keeps it
     required: tuple[str, ...]     # inside `folder`: what must be there to read it offline
     build: Callable[[Path, bool], Target]
+    contents: str = ""            # how the error message names `required`; "" = list them
 
     @property
     def layout(self) -> str:
-        return f"{self.folder}/ ({', '.join(self.required)})"
+        return f"{self.folder}/ ({self.contents or ', '.join(self.required)})"
 
 
 def _files(ds: Dataset) -> list[str]:
@@ -185,7 +186,7 @@ TORCHVISION_TARGETS: dict[str, _Torchvision] = {
     "cifar10": _Torchvision("cifar-10-batches-py",
                             ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
                              "data_batch_5", "test_batch", "batches.meta"),
-                            _cifar(tvd.CIFAR10, "cifar10")),
+                            _cifar(tvd.CIFAR10, "cifar10"), "data_batch_1..5, test_batch, batches.meta"),
     "cifar100": _Torchvision("cifar-100-python", ("train", "test", "meta"),
                              _cifar(tvd.CIFAR100, "cifar100")),
 }
