@@ -123,11 +123,17 @@ class SandboxConfig:
 
 @dataclass
 class EvalConfig:
-    label_fractions: tuple[float, ...] = (1.0, 0.1)
+    label_fractions: tuple[float, ...] = (1.0, 0.1)  # all labels and 10%, as INTERN reports
     knn_k: int = 20
-    probe_c: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
-    val_share: float = 0.2
-    seed: int = 0
+    knn_temperature: float = 0.07         # DINO's weighted k-NN: votes weigh exp(cosine / T)
+    probe_c: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)  # logistic-regression C sweep
+    val_share: float = 0.2                # share of the labelled train set that picks C
+    max_iter: int = 1000                  # lbfgs iterations per probe fit
+    seed: int = 0                         # label subsets and the validation split
+    batch_size: int = 256                 # images per encode_fn call
+    workers: int = 4                      # image-decoding processes for feature extraction
+    progress_max_train: int = 5000        # per-round k-NN progress signal: train images used
+    progress_max_test: int = 2000         # and test images used
 
 
 @dataclass
