@@ -37,7 +37,7 @@ def sandbox_for(cfg: Config):
 def resolve_target(cfg: Config, world=None):
     """The target dataset. A sandbox target is first written out by its world (like a
     download), then read as a folder; `world` defaults to the sandbox world of cfg's seed."""
-    from explorer.targets import TargetError, load_target
+    from explorer.targets import TargetError, load_folder, load_target
 
     spec = cfg.run.target
     data_root = Path(cfg.run.data_root).expanduser()
@@ -49,13 +49,11 @@ def resolve_target(cfg: Config, world=None):
         if spec not in world.target_names:
             raise UserError(f"unknown sandbox target {spec!r}; have {', '.join(world.target_names)}")
         folder = world.write_target(spec, data_root / f"sandbox-seed{cfg.sandbox.seed}" / spec)
-        spec = f"folder:{folder}"
+        return load_folder(folder, name=spec)
     try:
-        target = load_target(spec, data_root, download=True)
+        return load_target(spec, data_root, download=True)
     except TargetError as e:
         raise UserError(str(e)) from e
-    target.name = cfg.run.target
-    return target
 
 
 def load_concepts(cfg: Config, sandbox) -> list[str]:
