@@ -116,7 +116,7 @@ class SandboxConfig:
     oversize_bytes: int = 25_000_000      # body length of the oversize faults (above crawl.max_bytes)
     gzip_bomb_bytes: int = 30_000_000     # inflated length of the gzip-bomb fault
     forbidden_hosts: tuple[str, ...] = ("127.0.0.2", "::1")  # loopback listeners off the allow-list
-    cache_items: int = 4096               # encoded images the server keeps in memory (LRU)
+    cache_bytes: int = 200_000_000        # encoded images the server keeps in memory (LRU)
 
 
 @dataclass

@@ -82,6 +82,7 @@ class Sandbox:
         self.stats = Stats()
         self._search_attempts: Counter = Counter()
         self._images: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._cached_bytes = 0
         self._runners: list[web.AppRunner] = []
         self.forbidden: dict[str, int] = {}   # host -> port of each forbidden listener
         self.url = ""
@@ -176,9 +177,11 @@ class Sandbox:
         if data is None:
             loop = asyncio.get_running_loop()
             data = await loop.run_in_executor(None, self._encode, image_id, ext, thumb)
-            self._images[key] = data
-            while len(self._images) > self.options.cache_items:
-                self._images.popitem(last=False)
+            if key not in self._images:
+                self._images[key] = data
+                self._cached_bytes += len(data)
+            while self._cached_bytes > self.options.cache_bytes:
+                self._cached_bytes -= len(self._images.popitem(last=False)[1])
         else:
             self._images.move_to_end(key)
         return data

@@ -28,6 +28,7 @@ from explorer.sandbox import vocab
 from explorer.sandbox.draw import draw_picture
 
 FORMATS = ("jpg", "png", "webp")
+FORMAT_SHARES = (0.7, 0.15, 0.15)   # as on the web, mostly JPEG
 CANVAS = 128                      # long side at which pictures are drawn before resizing
 MARKER = ".complete"              # written last into a finished target folder
 
@@ -185,7 +186,7 @@ class World:
         aspect = r.uniform(0.6, 1.0)
         short = max(64, int(long_side * aspect))
         w, h = (long_side, short) if r.random() < 0.6 else (short, long_side)
-        return w, h, r.choice(FORMATS)
+        return w, h, r.choices(FORMATS, weights=FORMAT_SHARES)[0]
 
     # ---- pictures ---------------------------------------------------------------------------
 
