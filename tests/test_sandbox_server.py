@@ -18,15 +18,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cli import app
-from explorer.sandbox import faults, start_sandbox
+from explorer.sandbox import faults, image_id_of_url, start_sandbox
+from explorer.sandbox.server import is_loopback
 from explorer.sandbox.world import World
 
 TIMEOUT = aiohttp.ClientTimeout(total=20)
 MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"RIFF")
-
-
-def image_id_of(url: str) -> str:
-    return urlsplit(url).path.rsplit("/", 1)[1].rsplit(".", 1)[0]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +50,7 @@ def test_search_answers_ddgs_keys_and_relates_to_the_query(clean):
             for res in results:
                 assert set(res) == {"title", "image", "thumbnail", "url", "height", "width", "source"}
                 assert res["source"] == "sandbox" and res["image"].startswith(clean.url + "/img/")
-            families = Counter(clean.world.image_info(image_id_of(r["image"])).family for r in results)
+            families = Counter(clean.world.image_info(image_id_of_url(r["image"])).family for r in results)
             assert families["flowers"] >= 0.7 * len(results)
             first = results[0]
             async with s.get(first["image"]) as r:
@@ -122,15 +119,19 @@ async def _check_faults(server, urls: dict[str, str]) -> set[str]:
                 assert r.status == status
             checked.add(kind)
 
-        async with await get("stall", timeout=aiohttp.ClientTimeout(sock_read=0.3)) as r:
-            with pytest.raises(asyncio.TimeoutError):
+        with pytest.raises(asyncio.TimeoutError):  # silent before the headers or mid-body
+            async with await get("stall", timeout=aiohttp.ClientTimeout(sock_read=0.3)) as r:
                 await r.read()
         checked.add("stall")
 
         async with await get("truncated") as r:
             assert r.status == 200 and r.content_length > 0
-            with pytest.raises(aiohttp.ClientPayloadError):
-                await r.read()
+            if faults.variant(0, urlsplit(urls["truncated"]).path, 2) == 0:  # half a file
+                with pytest.raises(OSError):
+                    Image.open(io.BytesIO(await r.read())).load()
+            else:  # a body short of its Content-Length
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await r.read()
         checked.add("truncated")
 
         async with await get("wrong_content_type") as r:
@@ -179,8 +180,7 @@ async def _check_faults(server, urls: dict[str, str]) -> set[str]:
         async with await get("redirect_forbidden") as r:
             assert r.status == 302
             target = urlsplit(r.headers["Location"])
-        address = ipaddress.ip_address(target.hostname)
-        assert address.is_loopback and str(address) != "127.0.0.1"
+        assert is_loopback(target.hostname) and target.hostname != "127.0.0.1"
         assert f"{target.hostname}:{target.port}" != server.host_port
         async with s.get(r.headers["Location"]) as hit:  # the listener there counts it
             assert hit.status == 200
@@ -267,3 +267,37 @@ def test_serve_command_rejects_an_unknown_profile():
     result = CliRunner().invoke(app, ["sandbox", "serve", "--profile", "nasty"])
     assert result.exit_code == 1
     assert "unknown sandbox fault profile" in result.output
+
+
+def test_forbidden_redirects_stay_on_loopback_off_the_allow_list():
+    with start_sandbox(seed=1, profile="hostile") as server:
+        world = server.world
+        paths = []
+        for i in range(3000):
+            info = world.image_info(f"c{i % 2688}v{i // 2688}")
+            path = f"/img/{info.image_id}.{info.ext}"
+            if faults.image_fault(1, "hostile", path) == "redirect_forbidden":
+                paths.append(path)
+
+        async def go():
+            async with aiohttp.ClientSession(timeout=TIMEOUT) as s:
+                out = []
+                for path in paths[:30]:
+                    async with s.get(server.url + path, allow_redirects=False) as r:
+                        assert r.status == 302
+                        out.append(urlsplit(r.headers["Location"]))
+                return out
+        targets = asyncio.run(go())
+        assert server.stats()["forbidden_hits"] == {}
+    hosts = {ipaddress.ip_address(t.hostname) for t in targets}
+    allowed = {ipaddress.ip_address(h) for h in ("127.0.0.2", "::1", "::ffff:127.0.0.2")}
+    assert hosts <= allowed and len(hosts) >= 2
+    assert all(is_loopback(t.hostname) and f"{t.hostname}:{t.port}" != server.host_port for t in targets)
+
+
+@pytest.mark.parametrize("host", ["10.0.0.1", "0.0.0.0", "example.com", "::"])
+def test_only_loopback_addresses_are_served(host):
+    with pytest.raises(ValueError):
+        start_sandbox(host=host)
+    with pytest.raises(ValueError):
+        start_sandbox(forbidden_hosts=(host,))

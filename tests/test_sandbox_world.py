@@ -1,7 +1,11 @@
 """The sandbox world: determinism, size, ground truth, targets, search relevance, drawing speed."""
+import hashlib
 import io
 import json
+import os
 import random
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -40,6 +44,18 @@ def test_same_seed_same_world_other_seed_other_world(world):
     assert all(other.encode(i) != world.encode(i) for i in ids)
     assert SearchIndex(again).search("red rose", 30) == SearchIndex(world).search("red rose", 30)
     assert SearchIndex(other).search("red rose", 30) != SearchIndex(world).search("red rose", 30)
+
+
+def test_world_is_the_same_in_another_process(world, index):
+    """No dependence on Python's per-process string hashing."""
+    code = ("import hashlib; from explorer.sandbox.world import World; from explorer.sandbox.search import SearchIndex;"
+            "w = World(0); i = SearchIndex(w); h = hashlib.sha256(repr(i.search('red rose garden', 60)).encode()"
+            " + w.encode('c77v3k1') + w.encode('t1y4n2k2')); print(h.hexdigest())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": os.getcwd()})
+    here = hashlib.sha256(repr(index.search("red rose garden", 60)).encode()
+                          + world.encode("c77v3k1") + world.encode("t1y4n2k2")).hexdigest()
+    assert out.stdout.strip() == here
 
 
 def test_relevance_covers_every_concept(world):

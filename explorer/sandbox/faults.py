@@ -14,8 +14,8 @@ from explorer.sandbox.world import unit
 IMAGE_FAULTS = (
     "http_404",            # Not Found
     "http_500",            # Internal Server Error
-    "stall",               # headers and a few bytes, then silence for `stall_s`
-    "truncated",           # Content-Length promises more than is sent; the connection closes
+    "stall",               # silence for `stall_s`, before the headers or after a few bytes
+    "truncated",           # half a file: as a whole response, or short of its Content-Length
     "wrong_content_type",  # a good image labelled text/html (sniffing must accept it)
     "html_as_image",       # an HTML page labelled image/jpeg (sniffing must reject it)
     "bomb",                # a small PNG whose header claims 30000 x 30000 pixels
@@ -23,7 +23,7 @@ IMAGE_FAULTS = (
     "oversize_chunked",    # 25 MB of junk, chunked, no Content-Length
     "gzip_bomb",           # Content-Encoding: gzip that inflates past the byte cap
     "redirect_loop",       # 302s that never end
-    "redirect_forbidden",  # 302 to a loopback address off the allow-list (127.0.0.2, [::1])
+    "redirect_forbidden",  # 302 to loopback off the allow-list: 127.0.0.2, [::1], [::ffff:127.0.0.2]
     "redirect_ok",         # one 302 to the same image (to be followed)
     "x_robots",            # a good image with X-Robots-Tag: noai
 )

@@ -42,11 +42,11 @@ class SearchIndex:
         self.world = world
         self._postings: dict[str, list[int]] = defaultdict(list)
         for i, name in enumerate(world.concepts):
-            for t in set(tokens(name)):
+            for t in sorted(set(tokens(name))):
                 self._postings[t].append(i)
         n = len(world.concepts)
         self._idf = {t: math.log(n / len(p)) + 0.1 for t, p in self._postings.items()}
-        self._norm = [math.sqrt(sum(self._idf[t] ** 2 for t in set(tokens(name)))) for name in world.concepts]
+        self._norm = [math.sqrt(sum(self._idf[t] ** 2 for t in sorted(set(tokens(name))))) for name in world.concepts]
         self._words = sorted(self._postings)
         self._class_of = {}  # (family, noun) -> (target, class index)
         for target in world.target_names:
@@ -62,7 +62,7 @@ class SearchIndex:
 
     def match(self, query: str) -> list[tuple[int, float]]:
         """Concepts sharing words with the query: (index, cosine of idf-weighted words), best first."""
-        words = {w for w in (self.correct(t) for t in tokens(query)) if w}
+        words = sorted({w for w in (self.correct(t) for t in tokens(query)) if w})
         if not words:
             return []
         qnorm = math.sqrt(sum(self._idf[w] ** 2 for w in words))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gzip
+import ipaddress
 import socket
 import struct
 import threading
@@ -71,11 +72,23 @@ def gzip_bomb(inflated: int) -> bytes:
     return gzip.compress(b"\xff\xd8\xff" + b"\x00" * (inflated - 3), compresslevel=9)
 
 
+def is_loopback(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
 class Sandbox:
     """The sandbox web's state and handlers; `start` binds its listeners on the running loop."""
 
     def __init__(self, options: SandboxConfig):
         faults.check_profile(options.profile)
+        for host in (options.host, *options.forbidden_hosts):
+            if not is_loopback(host):
+                raise ValueError(f"the sandbox web listens on loopback addresses only, not {host!r}")
         self.options = options
         self.world = World(options.seed)
         self.index = SearchIndex(self.world)
@@ -257,17 +270,24 @@ class Sandbox:
     async def _fault_http_500(self, request, image_id, ext):
         return web.Response(status=500, text="Internal Server Error")
 
+    async def _silence(self) -> None:
+        """Wait stall_s, or until the server stops."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), self.options.stall_s)
+        except asyncio.TimeoutError:
+            pass
+
     async def _fault_stall(self, request, image_id, ext):
         body = await self._image_bytes(image_id, ext)
-        resp = web.StreamResponse(headers={"Content-Type": CONTENT_TYPES[ext]})
+        if faults.variant(self.options.seed, request.path, 2) == 0:  # silent before the headers
+            await self._silence()
+            return web.Response(body=body, content_type=CONTENT_TYPES[ext])
+        resp = web.StreamResponse(headers={"Content-Type": CONTENT_TYPES[ext]})  # ... or mid-body
         resp.content_length = len(body)
         await resp.prepare(request)
         try:
             await resp.write(body[:64])
-            try:  # silent for stall_s, or until the server stops
-                await asyncio.wait_for(self._stopping.wait(), self.options.stall_s)
-            except asyncio.TimeoutError:
-                pass
+            await self._silence()
             await resp.write(body[64:])
         except ConnectionError:
             pass
@@ -275,6 +295,8 @@ class Sandbox:
 
     async def _fault_truncated(self, request, image_id, ext):
         body = await self._image_bytes(image_id, ext)
+        if faults.variant(self.options.seed, request.path, 2) == 0:  # a whole response of half a file
+            return web.Response(body=body[:len(body) // 2], content_type=CONTENT_TYPES[ext])
         resp = web.StreamResponse(headers={"Content-Type": CONTENT_TYPES[ext]})
         resp.content_length = len(body)
         resp.force_close()
@@ -331,9 +353,10 @@ class Sandbox:
     async def _fault_redirect_forbidden(self, request, image_id, ext):
         if not self.forbidden:  # no forbidden listener could bind: a plain 404 instead
             return web.Response(status=404, text="Not Found")
-        hosts = sorted(self.forbidden)
-        host = hosts[faults.variant(self.options.seed, request.path, len(hosts))]
-        netloc = f"[{host}]" if ":" in host else host
+        targets = [(host, host) for host in sorted(self.forbidden)]
+        targets += [(f"::ffff:{host}", host) for host in sorted(self.forbidden) if ":" not in host]
+        shown, host = targets[faults.variant(self.options.seed, request.path, len(targets))]
+        netloc = f"[{shown}]" if ":" in shown else shown
         raise web.HTTPFound(f"http://{netloc}:{self.forbidden[host]}/img/{image_id}.{ext}")
 
     async def _fault_redirect_ok(self, request, image_id, ext):

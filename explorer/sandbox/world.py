@@ -21,6 +21,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from PIL import Image, ImageEnhance
 
@@ -34,6 +35,14 @@ MARKER = ".complete"              # written last into a finished target folder
 
 _WEB_ID = re.compile(r"^c(\d+)v(\d+)(?:k(\d+))?$")
 _LEAK_ID = re.compile(r"^t(\d+)y(\d+)n(\d+)k(\d+)$")
+
+
+def image_id_of_url(url: str) -> str | None:
+    """The image id in a sandbox image URL (".../img/<id>.<ext>"), or None."""
+    path = urlsplit(url).path
+    if "/img/" not in path and "/thumb/" not in path:
+        return None
+    return path.rsplit("/", 1)[1].rpartition(".")[0] or None
 
 
 def stable_hash(*parts) -> int:
