@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import gzip
+import html
 import ipaddress
-import socket
 import struct
 import threading
 import zlib
@@ -140,8 +140,7 @@ class Sandbox:
             await runner.cleanup()
             raise
         self._runners.append(runner)
-        sock: socket.socket = site._server.sockets[0]
-        return sock.getsockname()[1]
+        return runner.addresses[0][1]
 
     async def close(self) -> None:
         if self._stopping is not None:
@@ -245,10 +244,10 @@ class Sandbox:
         info = self.world.image_info(image_id)
         if info is None:
             return web.Response(status=404, text="no such page")
-        title = self.index.title(image_id)
-        html = f"<html><head><title>{title}</title></head><body><h1>{title}</h1>" \
+        title = html.escape(self.index.title(image_id))
+        page = f"<html><head><title>{title}</title></head><body><h1>{title}</h1>" \
                f"<img src=\"/img/{image_id}.{info.ext}\"></body></html>"
-        return web.Response(text=html, content_type="text/html")
+        return web.Response(text=page, content_type="text/html")
 
     async def loop_hop(self, request: web.Request) -> web.Response:
         self.stats.requests["loop"] += 1
