@@ -8,7 +8,6 @@ import ipaddress
 import math
 import struct
 import time
-import zlib
 from collections import Counter
 from urllib.parse import urlsplit
 

@@ -289,6 +289,9 @@ class World:
                 for i in range(count):
                     self.target_image(name, split, y, i).save(folder / f"{i:04d}.png", compress_level=1)
         (tmp / MARKER).write_text(json.dumps(stamp))
+        if marker.exists() and json.loads(marker.read_text()) == stamp:  # another process finished first
+            shutil.rmtree(tmp)
+            return root
         if root.exists():
             shutil.rmtree(root)
         root.parent.mkdir(parents=True, exist_ok=True)
