@@ -227,9 +227,40 @@ def vocab() -> None:
 
 
 @sandbox_app.command("serve")
-def sandbox_serve() -> None:
+def sandbox_serve(
+    port: Annotated[Optional[int], typer.Option(help="Port on 127.0.0.1 (default: sandbox.port; 0 = any free).")] = None,
+    profile: Annotated[Optional[str], typer.Option(help="Fault profile: none, realistic, hostile.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="World seed (default: sandbox.seed).")] = None,
+    config_file: Annotated[Optional[Path], typer.Option("--config", help="A config.toml to start from.")] = None,
+    set_: SetOption = None,
+) -> None:
     """Serve the sandbox web on 127.0.0.1 until interrupted."""
-    not_built("explore sandbox serve")
+    import asyncio
+
+    from explorer.sandbox import faults
+    from explorer.sandbox.server import serve
+
+    cfg = load_config(config_file, set_).sandbox
+    cfg.port = cfg.port if port is None else port
+    cfg.profile = cfg.profile if profile is None else profile
+    cfg.seed = cfg.seed if seed is None else seed
+    try:
+        faults.check_profile(cfg.profile)
+    except ValueError as e:
+        fail(str(e))
+
+    def ready(sandbox) -> None:
+        forbidden = ", ".join(f"{h}:{p}" for h, p in sandbox.forbidden.items()) or "none"
+        typer.echo(f"sandbox web (seed {cfg.seed}, profile {cfg.profile}) at {sandbox.url}")
+        typer.echo(f"  try: {sandbox.url}/search?q=red+rose&max_results=10   stats: {sandbox.url}/stats")
+        typer.echo(f"  forbidden listeners: {forbidden}   (Ctrl-C to stop)")
+
+    try:
+        asyncio.run(serve(cfg, on_ready=ready))
+    except KeyboardInterrupt:
+        pass
+    except OSError as e:
+        fail(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}")
 
 
 @cache_app.command("stats")

@@ -119,6 +119,11 @@ class SandboxConfig:
     profile: str = "none"                 # none, realistic, hostile
     host: str = "127.0.0.1"
     port: int = 0                         # 0 = any free port
+    stall_s: float = 30.0                 # how long a stalled response stays silent
+    oversize_bytes: int = 25_000_000      # body length of the oversize faults (above crawl.max_bytes)
+    gzip_bomb_bytes: int = 30_000_000     # inflated length of the gzip-bomb fault
+    forbidden_hosts: tuple[str, ...] = ("127.0.0.2", "::1")  # loopback listeners off the allow-list
+    cache_bytes: int = 200_000_000        # encoded images the server keeps in memory (LRU)
 
 
 @dataclass

@@ -1,0 +1,186 @@
+"""The sandbox world: determinism, size, ground truth, targets, search relevance, drawing speed."""
+import hashlib
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from explorer.sandbox.search import SearchIndex
+from explorer.sandbox.world import MARKER, World
+
+
+@pytest.fixture(scope="module")
+def world():
+    return World(0)
+
+
+@pytest.fixture(scope="module")
+def index(world):
+    return SearchIndex(world)
+
+
+def test_world_is_large_and_has_many_families(world):
+    assert len(world.concepts) >= 2000
+    assert len(set(world.concepts)) == len(world.concepts)
+    families = Counter(world.family_of(c) for c in world.concepts)
+    assert len(families) >= 12
+    assert min(families.values()) >= 100
+
+
+def test_same_seed_same_world_other_seed_other_world(world):
+    again, other = World(0), World(1)
+    assert again.concepts == world.concepts
+    ids = ["c0v0", "c1500v7k2", "c2687v39", "t1y3n5k1"]
+    for image_id in ids:
+        assert again.encode(image_id) == world.encode(image_id)
+    assert all(other.encode(i) != world.encode(i) for i in ids)
+    assert SearchIndex(again).search("red rose", 30) == SearchIndex(world).search("red rose", 30)
+    assert SearchIndex(other).search("red rose", 30) != SearchIndex(world).search("red rose", 30)
+
+
+def test_world_is_the_same_in_another_process(world, index):
+    """No dependence on Python's per-process string hashing."""
+    code = ("import hashlib; from explorer.sandbox.world import World; from explorer.sandbox.search import SearchIndex;"
+            "w = World(0); i = SearchIndex(w); h = hashlib.sha256(repr(i.search('red rose garden', 60)).encode()"
+            " + w.encode('c77v3k1') + w.encode('t1y4n2k2')); print(h.hexdigest())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": os.getcwd()})
+    here = hashlib.sha256(repr(index.search("red rose garden", 60)).encode()
+                          + world.encode("c77v3k1") + world.encode("t1y4n2k2")).hexdigest()
+    assert out.stdout.strip() == here
+
+
+def test_relevance_covers_every_concept(world):
+    for target in world.target_names:
+        rel = world.relevance(target)
+        assert set(rel) == set(world.concepts)
+        assert all(0.0 <= v <= 1.0 for v in rel.values())
+        family = world.target_family(target)
+        ones = [c for c, v in rel.items() if v == 1.0]
+        assert ones and all(world.family_of(c) == family for c in ones)
+        assert sum(v == 0.0 for v in rel.values()) > len(rel) / 2
+        assert 0.0 < max(v for c, v in rel.items() if world.family_of(c) != family) < 1.0
+    assert {"sandbox-flowers", "sandbox-vehicles"} <= set(world.target_names)
+
+
+def test_images_have_their_claimed_size_and_format(world):
+    magic = {"jpg": b"\xff\xd8\xff", "png": b"\x89PNG", "webp": b"RIFF"}
+    formats = Counter()
+    for image_id in ["c3v1", "c900v12k1", "c2000v39k3", "t0y9n19k2"] + [f"c{i * 97}v{i}" for i in range(20)]:
+        info = world.image_info(image_id)
+        data = world.encode(image_id)
+        assert data.startswith(magic[info.ext])
+        with Image.open(io.BytesIO(data)) as img:
+            assert img.size == (info.width, info.height)
+        assert 96 <= max(info.width, info.height) <= 640
+        formats[info.ext] += 1
+    assert len(formats) == 3
+    assert world.image_info("c99999v0") is None and world.image_info("nonsense") is None
+
+
+def _small(img, size=(32, 32)):
+    return np.asarray(img.convert("RGB").resize(size, Image.BILINEAR), dtype=np.float32)
+
+
+def test_near_copies_look_alike_and_differ_in_bytes(world):
+    for base in ["c10v3", "c1400v8", "c2500v20"]:
+        original, copy = world.render(base), world.render(base + "k2")
+        assert world.encode(base) != world.encode(base + "k2")
+        same = np.abs(_small(original) - _small(copy)).mean()
+        other = np.abs(_small(original) - _small(world.render("c700v1"))).mean()
+        assert same < other / 2
+
+
+def test_leaked_test_images_are_near_copies_of_the_test_set(world):
+    leak = world.image_info("t0y2n7k1")
+    assert leak.leak == ("sandbox-flowers", world.target_classes("sandbox-flowers")[2], 7)
+    test_image = world.target_image("sandbox-flowers", "test", 2, 7)
+    near = np.abs(_small(test_image) - _small(world.render("t0y2n7k1"))).mean()
+    far = np.abs(_small(test_image) - _small(world.target_image("sandbox-flowers", "test", 3, 7))).mean()
+    assert near < far / 2
+    assert world.image_relevance("sandbox-flowers", "t0y2n7k1") == 1.0
+
+
+def test_flower_queries_return_mostly_flowers(world, index):
+    for query in ["red rose", "tulips", "wild daisy photo", "sunflowr", "purple orchid"]:
+        hits = index.search(query, 50)
+        assert len(hits) == 50
+        families = Counter(world.image_info(h.image_id).family for h in hits)
+        assert families["flowers"] >= 0.7 * len(hits), (query, families)
+        assert len(families) >= 2  # ranking noise: some junk from elsewhere
+
+
+def test_results_share_images_across_queries_and_leak_test_images(world, index):
+    red, pink = index.search("red rose", 200), index.search("pink rose", 200)
+    shared = {h.image_id for h in red} & {h.image_id for h in pink}
+    assert shared  # related concepts' images appear under both queries
+    leaks = [h.image_id for h in red if world.image_info(h.image_id).leak]
+    assert leaks and all(world.image_info(i).leak[0] == "sandbox-flowers" for i in leaks)
+    copies = [h.image_id for h in red if world.image_info(h.image_id).copy]
+    assert copies
+    assert not any(world.image_info(h.image_id).leak for h in index.search("oak tree", 200))
+
+
+def test_titles_are_noisy_but_mostly_name_the_concept(world, index):
+    hits = index.search("vintage sports car", 100)
+    titles = [h.title for h in hits]
+    assert len(set(titles)) > 50
+    assert sum("sports car" in t.lower() for t in titles) >= 40
+    assert sum(t.lower() != world.image_info(h.image_id).concept for t, h in zip(titles, hits)) >= 40
+
+
+def test_unmatched_queries_return_few_results(index):
+    assert len(index.search("qwxzv plmkj", 50)) <= 10
+
+
+def test_related_names_are_close_in_text_embedding(world):
+    from explorer.text import embed_texts
+
+    sample = random.Random(0).sample(world.concepts, 200)
+    emb = embed_texts(sample)
+    fam = np.array([world.family_of(c) for c in sample])
+    sim = emb @ emb.T
+    same = fam[:, None] == fam[None, :]
+    off_diag = ~np.eye(len(sample), dtype=bool)
+    within, across = sim[same & off_diag].mean(), sim[~same].mean()
+    assert within > across + 0.1, (within, across)
+
+
+def test_write_target_is_an_image_folder_and_idempotent(tmp_path):
+    w = World(0, train_per_class=3, test_per_class=2)
+    root = w.write_target("sandbox-vehicles", tmp_path / "vehicles")
+    for split, count in (("train", 3), ("test", 2)):
+        classes = sorted(p for p in (root / split).iterdir())
+        assert len(classes) >= 10
+        for folder in classes:
+            files = sorted(folder.glob("*.png"))
+            assert len(files) == count
+            with Image.open(files[0]) as img:
+                assert 64 <= img.size[0] <= 96
+    assert json.loads((root / MARKER).read_text())["target"] == "sandbox-vehicles"
+    first = root / "train" / "sedan_car" / "0000.png"
+    mtime = first.stat().st_mtime_ns
+    assert w.write_target("sandbox-vehicles", root) == root
+    assert first.stat().st_mtime_ns == mtime  # complete: not written again
+    assert not list(tmp_path.glob("*.tmp-*"))
+    with pytest.raises(KeyError):
+        w.write_target("sandbox-nothing", tmp_path / "x")
+
+
+def test_rendering_rate(world):
+    """Drawing at 64-128 px must reach 300 pictures/s on one core (measured ~3,000/s)."""
+    ids = [world.image_info(f"c{(i * 131) % len(world.concepts)}v{i % 40}") for i in range(300)]
+    start = time.perf_counter()
+    for info in ids:
+        world._render_base(info)
+    rate = len(ids) / (time.perf_counter() - start)
+    print(f"rendering rate: {rate:.0f} pictures/s")
+    assert rate >= 300
