@@ -1,0 +1,98 @@
+"""Policy quality on the sandbox web (DESIGN.md §6): the share of downloaded images that are
+truly relevant to the target, per round, for each policy.
+
+Each policy runs the real loop (sandbox engine, crawler, MUG, rewards) for R rounds of n
+queries, first with a fixed encoder (no training between rounds), then with training. The
+ground truth comes from the sandbox world, which the policies never see (the oracle excepted,
+by construction). Last line: `gp/oracle=<x> gp/random=<y>` over cumulative relevant images
+(training mode when run, else fixed).
+
+    python bench/policy.py [--rounds 8] [--queries 16] [--policies gp,ucb,random,oracle]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rich.console import Console  # noqa: E402
+
+from explorer.assemble import build, sandbox_for, _drive  # noqa: E402
+from explorer.config import SANDBOX_PRESET, Config, apply_overrides  # noqa: E402
+from explorer.sandbox import image_id_of_url  # noqa: E402
+from explorer.session import RunDir  # noqa: E402
+
+RELEVANT = 0.5   # world relevance at or above which an image counts as truly relevant
+
+
+def run_policy(policy: str, mode: str, args, root: Path) -> list[tuple[int, int]]:
+    """Runs the loop; returns [(relevant, kept)] per round."""
+    run = RunDir(root / f"{mode}-{policy}")
+    cfg = apply_overrides(Config(), SANDBOX_PRESET + [
+        f"run.target={args.target}", f"run.run_dir={run.root}", f"run.rounds={args.rounds}",
+        "run.hours=10", f"run.seed={args.seed}", f"run.data_root={root / 'data'}",
+        f"policy.name={policy}", f"crawl.queries_per_round={args.queries}",
+        f"crawl.results_per_query={args.results}", f"sandbox.seed={args.seed}",
+    ] + (["train.steps_per_round=0"] if mode == "fixed" else []))
+    run.save_config(cfg)
+    console = Console(quiet=True)
+    with sandbox_for(cfg) as sandbox:
+        explorer, parts = build(run, cfg, sandbox, console, quiet=True)
+        try:
+            _drive(explorer)
+            rows = parts.cache.db.conn.execute(
+                "SELECT round, first_url FROM images ORDER BY round").fetchall()
+        finally:
+            parts.close()
+        world = sandbox.world
+    per_round = [[0, 0] for _ in range(args.rounds)]
+    for round_, url in rows:
+        image_id = image_id_of_url(url)
+        rel = world.image_relevance(args.target, image_id) if image_id else 0.0
+        per_round[round_][0] += int(rel >= RELEVANT)
+        per_round[round_][1] += 1
+    return [tuple(x) for x in per_round]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--target", default="sandbox-flowers")
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--queries", type=int, default=16)
+    ap.add_argument("--results", type=int, default=24)
+    ap.add_argument("--policies", default="gp,ucb,random,oracle")
+    ap.add_argument("--modes", default="fixed,train")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    policies = args.policies.split(",")
+    totals: dict[tuple[str, str], int] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-policy-") as tmp:
+        for mode in args.modes.split(","):
+            print(f"\n== {mode} encoder: {args.rounds} rounds x {args.queries} queries x "
+                  f"{args.results} results, target {args.target}")
+            print(f"{'policy':8s} " + " ".join(f"r{r:<5d}" for r in range(args.rounds))
+                  + "  cumulative relevant / kept   seconds")
+            for policy in policies:
+                started = time.monotonic()
+                per_round = run_policy(policy, mode, args, Path(tmp))
+                relevant = sum(r for r, _ in per_round)
+                kept = sum(k for _, k in per_round)
+                totals[(mode, policy)] = relevant
+                shares = " ".join(f"{(r / k if k else 0):<6.2f}" for r, k in per_round)
+                print(f"{policy:8s} {shares}  {relevant:6d} / {kept:<6d}          "
+                      f"{time.monotonic() - started:6.0f}", flush=True)
+    mode = "train" if ("train", "gp") in totals else "fixed"
+    gp = totals.get((mode, "gp"), 0)
+    oracle = totals.get((mode, "oracle"), 0)
+    random_ = totals.get((mode, "random"), 0)
+    print(f"\n({mode} encoder; target gp/oracle >= 0.8 and gp/random >= 5)")
+    print(f"gp/oracle={gp / oracle if oracle else float('nan'):.2f} "
+          f"gp/random={gp / random_ if random_ else float('inf'):.2f}")
+
+
+if __name__ == "__main__":
+    main()
