@@ -72,19 +72,21 @@ class ModelConfig:
     caption_weight: float = 1.0           # lambda in: pixel MSE + lambda * caption CE
     max_caption_tokens: int = 32
     norm_pix_loss: bool = True
+    drop_path: float = 0.0                # stochastic depth in the encoder (MAE pre-training: 0)
 
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 256
+    batch_size: int = 256                 # images per micro-batch per process
     steps_per_round: int = 500
-    lr: float = 1.5e-4                    # base lr for batch 256, as MAE
+    lr: float = 1.5e-4                    # base lr for batch 256, as MAE: scaled by
+                                          # batch_size * grad_accum * world_size / 256
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_steps: int = 2000
     total_steps: int = 100_000            # cosine schedule length
     grad_clip: float = 1.0
-    grad_accum: int = 1
+    grad_accum: int = 1                   # micro-batches per optimiser step
     target_share: float = 0.25            # batch shares: target images, this round's candidates,
     candidate_share: float = 0.5          # and replay of earlier high-reward images
     replay_share: float = 0.25
@@ -92,6 +94,8 @@ class TrainConfig:
     workers: int = 4
     bf16: bool = True                     # autocast on GPU
     compile: bool = False
+    min_lr_ratio: float = 0.0             # cosine decays lr to this share of its peak
+    crop_scale_min: float = 0.2           # RandomResizedCrop scale range (MAE: 0.2-1.0)
 
 
 @dataclass

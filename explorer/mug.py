@@ -1,0 +1,334 @@
+"""MUG: masked-image reconstruction plus caption generation, one ViT encoder.
+
+    imgs [N,3,H,W] -> patches -> random masking (keep 1-r) -> ViT encoder (timm blocks)
+        -> pixel decoder: mask tokens + visible tokens -> pixels of every patch; MSE on the
+           masked ones, each target patch normalised (MAE)
+        -> caption decoder: small causal transformer over the caption's WordPiece tokens,
+           cross-attending to the visible tokens; next-token cross-entropy, padding ignored
+    loss = pixel + caption_weight * caption. An image whose caption is empty (token_mask all
+    zero: the target's images) adds its pixel loss alone.
+
+Named architectures live in `MODEL_CONFIGS`; `build_model` picks one by `ModelConfig.name`
+and initialises it from scratch, from a timm model's pretrained weights, or from a file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import PatchEmbed, build_sincos2d_pos_embed, trunc_normal_
+from timm.models.vision_transformer import Block
+
+from explorer.config import ModelConfig
+
+
+class WeightsUnavailable(RuntimeError):
+    """Requested initial weights cannot be had (no hub, no file, nothing matching)."""
+
+
+@dataclass(frozen=True)
+class Arch:
+    image_size: int
+    patch_size: int
+    width: int
+    depth: int
+    heads: int
+    decoder_width: int
+    decoder_depth: int
+    decoder_heads: int
+    caption_width: int
+    caption_depth: int
+    caption_heads: int
+    mlp_ratio: float = 4.0
+    timm_name: str = ""                   # the timm model whose encoder this one mirrors
+
+
+MODEL_CONFIGS: dict[str, Arch] = {
+    # CPU demo: 64 tokens of 8x8 px; learns in minutes on a laptop core.
+    "tiny-64": Arch(64, 8, 192, 6, 3, 128, 2, 4, 192, 2, 3),
+    "vit-s16": Arch(224, 16, 384, 12, 6, 256, 4, 8, 384, 2, 6,
+                    timm_name="vit_small_patch16_224"),
+    # MAE's ViT-B decoder is 512 wide, 8 deep; MUG's caption decoder is kept light too.
+    "vit-b16": Arch(224, 16, 768, 12, 12, 512, 8, 16, 512, 4, 8,
+                    timm_name="vit_base_patch16_224"),
+}
+
+
+def _sincos_pos_embed(grid: int, dim: int, cls_token: bool) -> torch.Tensor:
+    """Fixed 2-D sin-cos position embedding, as MAE: [1, (1+)grid*grid, dim]."""
+    pe = build_sincos2d_pos_embed([grid, grid], dim=dim)
+    if cls_token:
+        pe = torch.cat([torch.zeros(1, dim), pe], dim=0)
+    return pe.unsqueeze(0)
+
+
+class CaptionDecoder(nn.Module):
+    """Causal transformer over caption tokens, cross-attending to image tokens.
+
+    Pre-norm `nn.TransformerDecoderLayer`s (their attention runs through
+    F.scaled_dot_product_attention); output projection tied to the token embedding.
+    """
+
+    def __init__(self, vocab_size: int, width: int, depth: int, heads: int, max_tokens: int,
+                 memory_width: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.token_embed = nn.Embedding(vocab_size, width)
+        self.pos_embed = nn.Parameter(torch.zeros(1, max_tokens, width))
+        self.memory_proj = nn.Linear(memory_width, width)
+        layer = nn.TransformerDecoderLayer(width, heads, int(width * mlp_ratio), dropout=0.0,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.layers = nn.TransformerDecoder(layer, depth)
+        self.norm = nn.LayerNorm(width)
+        trunc_normal_(self.pos_embed, std=0.02)
+        trunc_normal_(self.token_embed.weight, std=0.02)
+
+    def forward(self, tokens: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """tokens: [N, T] long; memory: [N, S, memory_width] -> logits [N, T, vocab]."""
+        T = tokens.shape[1]
+        x = self.token_embed(tokens) + self.pos_embed[:, :T]
+        causal = nn.Transformer.generate_square_subsequent_mask(T, device=x.device, dtype=x.dtype)
+        # No key-padding mask: padding sits on the right, so the causal mask already keeps
+        # real tokens from seeing it (and an all-padding caption cannot make a row of -inf).
+        x = self.layers(x, self.memory_proj(memory), tgt_mask=causal, tgt_is_causal=True)
+        return self.norm(x) @ self.token_embed.weight.t()
+
+
+class MUG(nn.Module):
+    def __init__(self, arch: Arch, vocab_size: int, mask_ratio: float = 0.75,
+                 caption_weight: float = 1.0, max_caption_tokens: int = 32,
+                 norm_pix_loss: bool = True, drop_path: float = 0.0):
+        super().__init__()
+        self.arch = arch
+        self.mask_ratio = mask_ratio
+        self.caption_weight = caption_weight
+        self.norm_pix_loss = norm_pix_loss
+        p, D, Dd = arch.patch_size, arch.width, arch.decoder_width
+        grid = arch.image_size // p
+
+        # encoder: attribute names match timm's VisionTransformer, so its weights copy over
+        self.patch_embed = PatchEmbed(arch.image_size, p, 3, D)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
+        self.pos_embed = nn.Parameter(_sincos_pos_embed(grid, D, True), requires_grad=False)
+        dpr = [drop_path * i / max(arch.depth - 1, 1) for i in range(arch.depth)]
+        self.blocks = nn.Sequential(*[Block(D, arch.heads, arch.mlp_ratio, qkv_bias=True,
+                                            drop_path=dpr[i]) for i in range(arch.depth)])
+        self.norm = nn.LayerNorm(D, eps=1e-6)
+
+        # pixel decoder
+        self.decoder_embed = nn.Linear(D, Dd)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, Dd))
+        self.decoder_pos_embed = nn.Parameter(_sincos_pos_embed(grid, Dd, True),
+                                              requires_grad=False)
+        self.decoder_blocks = nn.Sequential(*[Block(Dd, arch.decoder_heads, arch.mlp_ratio,
+                                                    qkv_bias=True)
+                                              for _ in range(arch.decoder_depth)])
+        self.decoder_norm = nn.LayerNorm(Dd, eps=1e-6)
+        self.decoder_pred = nn.Linear(Dd, p * p * 3)
+
+        # caption decoder
+        self.caption_decoder = CaptionDecoder(vocab_size, arch.caption_width, arch.caption_depth,
+                                              arch.caption_heads, max_caption_tokens, D,
+                                              arch.mlp_ratio)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        w = self.patch_embed.proj.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.normal_(self.cls_token, std=0.02)
+        nn.init.normal_(self.mask_token, std=0.02)
+        for name, m in self.named_modules():
+            if name.startswith("caption_decoder.layers"):
+                continue  # nn.TransformerDecoderLayer initialises itself (xavier)
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    # ---- pixels <-> patches ---------------------------------------------------------------
+    def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
+        """imgs: [N, 3, H, W] -> x: [N, L, p*p*3]."""
+        p = self.arch.patch_size
+        N, C, H, W = imgs.shape
+        h, w = H // p, W // p
+        x = imgs.reshape(N, C, h, p, w, p)
+        return torch.einsum("nchpwq->nhwpqc", x).reshape(N, h * w, p * p * C)
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [N, L, p*p*3] -> imgs: [N, 3, H, W]."""
+        p = self.arch.patch_size
+        h = w = int(x.shape[1] ** 0.5)
+        x = x.reshape(x.shape[0], h, w, p, p, 3)
+        return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], 3, h * p, w * p)
+
+    def random_masking(self, x: torch.Tensor, mask_ratio: float):
+        """Per-sample random masking by shuffling noise.
+
+        x: [N, L, D] -> (x_visible [N, L_keep, D], mask [N, L] 0 keep 1 remove,
+                         ids_restore [N, L]); L_keep = int(L * (1 - mask_ratio)).
+        """
+        N, L, D = x.shape
+        keep = int(L * (1 - mask_ratio))
+        noise = torch.rand(N, L, device=x.device)
+        ids_shuffle = torch.argsort(noise, dim=1)
+        ids_restore = torch.argsort(ids_shuffle, dim=1)
+        ids_keep = ids_shuffle[:, :keep]
+        x_visible = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, D))
+        mask = torch.ones(N, L, device=x.device)
+        mask[:, :keep] = 0
+        mask = torch.gather(mask, 1, ids_restore)
+        return x_visible, mask, ids_restore
+
+    # ---- stages ---------------------------------------------------------------------------
+    def forward_encoder(self, imgs: torch.Tensor, mask_ratio: float):
+        """imgs: [N, 3, H, W] -> (latent [N, 1+L_keep, D] (cls first), mask [N, L],
+        ids_restore [N, L]). mask_ratio 0 keeps every patch in order."""
+        x = self.patch_embed(imgs) + self.pos_embed[:, 1:]
+        if mask_ratio > 0:
+            x, mask, ids_restore = self.random_masking(x, mask_ratio)
+        else:
+            N, L, _ = x.shape
+            mask = torch.zeros(N, L, device=x.device)
+            ids_restore = torch.arange(L, device=x.device).expand(N, L)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
+        x = self.blocks(torch.cat([cls, x], dim=1))
+        return self.norm(x), mask, ids_restore
+
+    def forward_pixel_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor):
+        """latent: [N, 1+L_keep, D], ids_restore: [N, L] -> pred [N, L, p*p*3]."""
+        x = self.decoder_embed(latent)
+        N, L = ids_restore.shape
+        masked = self.mask_token.expand(N, L + 1 - x.shape[1], -1)
+        x_ = torch.cat([x[:, 1:], masked], dim=1)
+        x_ = torch.gather(x_, 1, ids_restore.unsqueeze(-1).expand(-1, -1, x.shape[2]))
+        x = torch.cat([x[:, :1], x_], dim=1) + self.decoder_pos_embed
+        x = self.decoder_norm(self.decoder_blocks(x))
+        return self.decoder_pred(x)[:, 1:]
+
+    def forward_caption_decoder(self, latent: torch.Tensor, tokens: torch.Tensor):
+        """latent: [N, 1+L_keep, D] (visible tokens), tokens: [N, T] -> logits [N, T-1, V]
+        predicting tokens[:, 1:] from tokens[:, :-1]."""
+        return self.caption_decoder(tokens[:, :-1], latent)
+
+    def forward_loss(self, imgs, pred, mask, logits=None, tokens=None, token_mask=None):
+        """imgs [N,3,H,W], pred [N,L,p*p*3], mask [N,L]; logits [N,T-1,V], tokens [N,T],
+        token_mask [N,T] (1 = real token). Returns (pixel_loss, caption_loss) scalars.
+
+        Pixel: MSE on removed patches, each target patch normalised to zero mean, unit var.
+        Caption: cross-entropy over real target tokens of the whole batch; images whose mask is
+        all zero add nothing (and a batch without captions gives 0 with gradients of 0).
+        """
+        target = self.patchify(imgs)
+        if self.norm_pix_loss:
+            mean = target.mean(dim=-1, keepdim=True)
+            var = target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6) ** 0.5
+        per_patch = ((pred.float() - target) ** 2).mean(dim=-1)
+        pixel_loss = (per_patch * mask).sum() / mask.sum().clamp(min=1)
+        if logits is None:
+            return pixel_loss, pixel_loss.new_zeros(())
+        weights = token_mask[:, 1:].float()
+        ce = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten(),
+                             reduction="none")
+        caption_loss = (ce * weights.flatten()).sum() / weights.sum().clamp(min=1)
+        return pixel_loss, caption_loss
+
+    def forward(self, imgs: torch.Tensor, tokens: torch.Tensor | None = None,
+                token_mask: torch.Tensor | None = None, mask_ratio: float | None = None) -> dict:
+        """imgs [N,3,H,W]; tokens [N,T] long | None; token_mask [N,T] | None (1 = real token;
+        None = every token is real) -> dict(loss, pixel_loss, caption_loss), scalars."""
+        ratio = self.mask_ratio if mask_ratio is None else mask_ratio
+        latent, mask, ids_restore = self.forward_encoder(imgs, ratio)
+        pred = self.forward_pixel_decoder(latent, ids_restore)
+        logits = None
+        if tokens is not None:
+            if token_mask is None:
+                token_mask = torch.ones_like(tokens)
+            logits = self.forward_caption_decoder(latent, tokens)
+        pixel_loss, caption_loss = self.forward_loss(imgs, pred, mask, logits, tokens, token_mask)
+        loss = pixel_loss + self.caption_weight * caption_loss
+        return {"loss": loss, "pixel_loss": pixel_loss, "caption_loss": caption_loss}
+
+    @torch.no_grad()
+    def embed(self, imgs: torch.Tensor) -> torch.Tensor:
+        """imgs [N,3,H,W] (normalised) -> [N, D] float32: mean of all patch tokens of the
+        unmasked encoder, L2-normalised. Runs in eval mode; the train/eval state is restored."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=imgs.is_cuda):
+                latent, _, _ = self.forward_encoder(imgs, 0.0)
+            return F.normalize(latent[:, 1:].float().mean(dim=1), dim=-1)
+        finally:
+            self.train(was_training)
+
+
+# ---- construction and initialisation ---------------------------------------------------------
+def build_model(cfg: ModelConfig, vocab_size: int) -> MUG:
+    """The named architecture, initialised as `cfg.init` says: "scratch", "timm:NAME" or
+    "file:PATH". Raises WeightsUnavailable (one line) when the weights cannot be had."""
+    if cfg.name not in MODEL_CONFIGS:
+        raise ValueError(f"unknown model {cfg.name!r}; choose from {', '.join(MODEL_CONFIGS)}")
+    model = MUG(MODEL_CONFIGS[cfg.name], vocab_size, mask_ratio=cfg.mask_ratio,
+                caption_weight=cfg.caption_weight, max_caption_tokens=cfg.max_caption_tokens,
+                norm_pix_loss=cfg.norm_pix_loss, drop_path=cfg.drop_path)
+    kind, _, arg = cfg.init.partition(":")
+    if kind == "scratch":
+        pass
+    elif kind == "timm" and arg:
+        load_timm_encoder(model, arg)
+    elif kind == "file" and arg:
+        load_weights_file(model, arg)
+    else:
+        raise ValueError(f"model.init must be scratch, timm:NAME or file:PATH, got {cfg.init!r}")
+    return model
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"
+
+
+def load_timm_encoder(model: MUG, timm_name: str) -> int:
+    """Copy the encoder weights of timm's pretrained `timm_name` whose names and shapes match
+    ours (patch_embed, cls_token, pos_embed, blocks, norm). Returns the number copied."""
+    import timm
+
+    try:
+        src = timm.create_model(timm_name, pretrained=True).state_dict()
+    except Exception as e:  # no hub, unknown name, no cached file: all one answer for the user
+        raise WeightsUnavailable(
+            f"cannot load pretrained timm weights {timm_name!r} ({_first_line(e)})") from None
+    own = model.state_dict()
+    matched = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
+    encoder = [k for k in own if k.startswith(("patch_embed.", "blocks.", "norm.", "cls_token"))]
+    if not any(k in matched for k in encoder):
+        raise WeightsUnavailable(f"timm model {timm_name!r} has no encoder weights matching "
+                                 f"{model.arch.width}-wide, patch {model.arch.patch_size}")
+    model.load_state_dict(matched, strict=False)
+    return len(matched)
+
+
+def load_weights_file(model: MUG, path: str | Path) -> None:
+    """Load our checkpoint (a dict with "model") or a bare state dict of this architecture."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsUnavailable(f"no weights file at {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsUnavailable(f"cannot read weights file {path} ({_first_line(e)})") from None
+    state = obj.get("model", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict):
+        raise WeightsUnavailable(f"{path} holds no state dict")
+    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise WeightsUnavailable(f"{path} does not fit model {model.arch} "
+                                 f"({_first_line(e)})") from None
