@@ -99,7 +99,7 @@ class PolicyConfig:
     vocab: str = "imagenet21k"            # imagenet21k, wordnet, file:PATH, sandbox
     descriptors: str = ""                 # file of words combined with concepts; "" = none
     descriptor_share: float = 0.0         # share of queries that get a descriptor
-    temperature: float = 0.5              # tau in p(c) ∝ exp(z(c)/tau), z = r̂ z-scored over the vocab
+    temperature: float = 0.3              # tau in p(c) ∝ exp(z(c)/tau), z = r̂ z-scored over the vocab
     epsilon: float = 0.1                  # share of uniformly random concepts
     ucb_beta: float = 1.0                 # ucb policy: score = r̂ + beta * posterior std
     max_observations: int = 4000          # GP conditioned on at most this many concepts (half newest, half best)
