@@ -106,6 +106,7 @@ class PolicyConfig:
     gp_fit_points: int = 500              # GP hyper-parameters fitted on a random subset this big (speed)
     gp_restarts: int = 0                  # extra random restarts of the hyper-parameter optimiser
     text_model: str = "all-MiniLM-L6-v2"
+    embedding_cache: str = "~/.cache/explore/concepts"  # concept embeddings, one file per (vocab, model)
 
 
 @dataclass

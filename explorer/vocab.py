@@ -52,9 +52,13 @@ def normalise_concepts(concepts: list[str]) -> list[str]:
 
 
 def _timm_info_dir() -> Path:
-    import timm.data
+    """timm's data/_info folder, found without importing timm (which imports torch)."""
+    import importlib.util
 
-    return Path(timm.data.__file__).parent / "_info"
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        raise VocabError("the imagenet21k vocabulary needs timm installed (pip install timm)")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "_info"
 
 
 def imagenet21k_concepts() -> list[str]:

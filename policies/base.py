@@ -129,6 +129,11 @@ class Policy(ABC):
         self.asked[picked] = True
         return [self.concepts[i] for i in picked]
 
+    def sample_queries(self, n: int, descriptors: list[str] = (), share: float = 0.0) -> list[tuple[str, str]]:
+        """`sample(n)` as (concept, query text) pairs, a `share` with a descriptor; uses the
+        policy's own generator so that a resumed run asks the same queries."""
+        return make_queries(self.sample(n), list(descriptors), share, self.rng)
+
     def update(self, outcomes: list[QueryOutcome]) -> None:
         for o in outcomes:
             i = self.index.get(o.concept)

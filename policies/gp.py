@@ -46,7 +46,11 @@ def default_kernel():
 
 
 def zscore(x: np.ndarray) -> np.ndarray:
-    return (x - x.mean()) / max(float(x.std()), 1e-12)
+    """Standardised scores; all zeros (uniform sampling) when the predictions are flat."""
+    std = float(x.std())
+    if std < 1e-9 * (1.0 + float(np.abs(x).mean())):
+        return np.zeros_like(x)
+    return (x - x.mean()) / std
 
 
 @register

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from explorer.vocab import normalise_concept
 from policies.base import Policy, register
 
 
@@ -16,7 +17,8 @@ class OraclePolicy(Policy):
         if relevance is None:
             raise ValueError("the oracle policy needs the world's relevance (sandbox targets only)")
         super().__init__(concepts, embeddings, cfg, seed)
-        self.relevance = np.array([max(float(relevance.get(c, 0.0)), 0.0) for c in self.concepts])
+        by_name = {normalise_concept(k).casefold(): float(v) for k, v in relevance.items()}
+        self.relevance = np.array([max(by_name.get(c.casefold(), 0.0), 0.0) for c in self.concepts])
         if not (self.relevance > 0).any():
             raise ValueError("the oracle's relevance marks no concept of the vocabulary as relevant")
 

@@ -205,3 +205,26 @@ def test_simulated_gp_and_ucb_find_the_relevant_family():
     assert results["gp"] >= 3 * max(results["random"], 1.0)
     assert results["gp"] >= 0.6 * results["oracle"]
     assert results["ucb"] >= 3 * max(results["random"], 1.0)
+
+
+@pytest.mark.parametrize("name", ["gp", "ucb"])
+def test_gp_copes_with_one_observation_and_flat_rewards(name):
+    emb = unit(np.random.default_rng(0).normal(size=(100, 8)))
+    concepts = [f"c{i}" for i in range(100)]
+    policy = make_policy(name, concepts, emb, PolicyConfig(), seed=0)
+    policy.update([outcome("c1", 0.5), outcome("not in vocab", 0.9)])
+    assert policy.unknown_outcomes == 1 and len(set(policy.sample(10))) == 10
+    policy.update([outcome(f"c{i}", 0.0) for i in range(2, 30)])
+    policy.update([outcome("c1", 0.0)])
+    assert np.isfinite(policy.scores()).all()
+    assert len(set(policy.sample(10))) == 10
+
+
+def test_sample_queries_uses_the_policy_generator_and_descriptors():
+    emb = unit(np.random.default_rng(0).normal(size=(200, 4)))
+    concepts = [f"c{i}" for i in range(200)]
+    a = make_policy("random", concepts, emb, PolicyConfig(), seed=1)
+    b = make_policy("random", concepts, emb, PolicyConfig(), seed=1)
+    qa, qb = a.sample_queries(50, ["red", "old"], 0.5), b.sample_queries(50, ["red", "old"], 0.5)
+    assert qa == qb
+    assert 10 < sum(text != concept for concept, text in qa) < 40
