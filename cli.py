@@ -221,9 +221,32 @@ def fetch(urls: Annotated[Path, typer.Argument(help="File of URLs, one a line (o
 
 
 @app.command()
-def vocab() -> None:
-    """Show the concept vocabulary: its size and a sample."""
-    not_built("explore vocab")
+def vocab(
+    vocab_spec: Annotated[Optional[str], typer.Option("--vocab", help="imagenet21k, wordnet or file:PATH (default: the config's).")] = None,
+    sample: Annotated[int, typer.Option(help="How many concepts to show, drawn at random.")] = 20,
+    embed: Annotated[bool, typer.Option("--embed", help="Compute (or read from the cache) the concept embeddings.")] = False,
+    config_file: Annotated[Optional[Path], typer.Option("--config", help="A config.toml to start from.")] = None,
+    set_: SetOption = None,
+) -> None:
+    """Show the concept vocabulary: its size and a sample; with --embed, cache its embeddings."""
+    import numpy as np
+
+    from explorer.vocab import VocabError, concept_embeddings, load_vocab
+
+    cfg = load_config(config_file, set_)
+    spec = vocab_spec or cfg.policy.vocab
+    try:
+        concepts = load_vocab(spec)
+    except VocabError as e:
+        fail(str(e))
+    print(f"{spec}: {len(concepts)} concepts")
+    rng = np.random.default_rng(cfg.run.seed)
+    for i in sorted(rng.choice(len(concepts), size=min(max(sample, 0), len(concepts)), replace=False)):
+        print(f"  {concepts[i]}")
+    if embed:
+        emb = concept_embeddings(concepts, cfg.policy.text_model, cfg.policy.embedding_cache)
+        print(f"embeddings: {emb.shape[0]} x {emb.shape[1]} ({cfg.policy.text_model}), "
+              f"cached in {Path(cfg.policy.embedding_cache).expanduser()}")
 
 
 @sandbox_app.command("serve")

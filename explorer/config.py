@@ -110,11 +110,14 @@ class PolicyConfig:
     vocab: str = "imagenet21k"            # imagenet21k, wordnet, file:PATH, sandbox
     descriptors: str = ""                 # file of words combined with concepts; "" = none
     descriptor_share: float = 0.0         # share of queries that get a descriptor
-    temperature: float = 0.1              # tau in p(c) ∝ exp(r̂(c)/tau)
+    temperature: float = 0.3              # tau in p(c) ∝ exp(z(c)/tau), z = r̂ z-scored over the vocab
     epsilon: float = 0.1                  # share of uniformly random concepts
-    ucb_beta: float = 1.0
-    max_observations: int = 4000          # GP fitted on at most this many (most recent/best) points
+    ucb_beta: float = 1.0                 # ucb policy: score = r̂ + beta * posterior std
+    max_observations: int = 4000          # GP conditioned on at most this many concepts (half newest, half best)
+    gp_fit_points: int = 500              # GP hyper-parameters fitted on a random subset this big (speed)
+    gp_restarts: int = 0                  # extra random restarts of the hyper-parameter optimiser
     text_model: str = "all-MiniLM-L6-v2"
+    embedding_cache: str = "~/.cache/explore/concepts"  # concept embeddings, one file per (vocab, model)
 
 
 @dataclass

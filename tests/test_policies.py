@@ -1,0 +1,230 @@
+import json
+
+import numpy as np
+import pytest
+
+from explorer.config import PolicyConfig
+from explorer.records import QueryOutcome
+from policies.base import make_policy, make_queries, softmax_sample
+from policies.gp import GPPolicy
+
+
+def unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def outcome(concept, reward, rnd=0):
+    return QueryOutcome(concept=concept, text=concept, round=rnd, n_results=10, n_kept=5, reward=reward)
+
+
+# -- sampling ---------------------------------------------------------------------------------
+
+def first_draw_freqs(scores, tau, draws=20000, seed=0):
+    rng = np.random.default_rng(seed)
+    counts = np.zeros(len(scores))
+    for _ in range(draws):
+        counts[softmax_sample(scores, 3, tau, 0.0, rng)[0]] += 1
+    return counts / draws
+
+
+@pytest.mark.parametrize("tau", [0.5, 1.0])
+def test_first_draw_follows_softmax_of_scores_over_tau(tau):
+    scores = np.array([0.0, 0.3, 0.6, 1.0, -0.5])
+    expected = np.exp(scores / tau) / np.exp(scores / tau).sum()
+    freqs = first_draw_freqs(scores, tau)
+    assert np.abs(freqs - expected).max() < 0.015
+
+
+def test_lower_temperature_concentrates_on_the_best():
+    scores = np.array([0.0, 0.3, 0.6, 1.0, -0.5])
+    assert first_draw_freqs(scores, 0.1, 4000)[3] > first_draw_freqs(scores, 1.0, 4000)[3] + 0.3
+
+
+def test_samples_are_distinct_and_respect_allowed():
+    rng = np.random.default_rng(0)
+    allowed = np.zeros(50, bool)
+    allowed[10:30] = True
+    for _ in range(50):
+        picked = softmax_sample(rng.normal(size=50), 15, 0.3, 0.3, rng, allowed)
+        assert len(set(picked.tolist())) == 15 and allowed[picked].all()
+    assert len(softmax_sample(np.zeros(50), 40, 1.0, 0.0, rng, allowed)) == 20
+
+
+def test_epsilon_share_is_uniform():
+    # 20 concepts dominate the softmax, so the softmax part of a batch of 10 stays among them;
+    # the ε = 0.3 share is drawn uniformly from the 90 left: 80 of them are outsiders.
+    scores = np.full(100, -50.0)
+    scores[:20] = 50.0
+    rng = np.random.default_rng(1)
+    counts = np.zeros(100)
+    n, rounds = 10, 3000
+    for _ in range(rounds):
+        counts[softmax_sample(scores, n, 0.1, 0.3, rng)] += 1
+    outside = counts[20:]
+    assert abs(outside.sum() / (n * rounds) - 0.3 * 80 / 90) < 0.02
+    expected = outside.sum() / 80
+    assert np.abs(outside - expected).max() < 0.3 * expected
+    assert softmax_sample(scores, 20, 0.1, 0.0, rng).max() < 20   # ε = 0: none outside
+
+
+# -- the GP -----------------------------------------------------------------------------------
+
+def test_gp_recovers_a_smooth_function_of_embeddings():
+    rng = np.random.default_rng(0)
+    emb = unit(rng.normal(size=(2000, 32)))
+    hidden = unit(rng.normal(size=(1, 32)))[0]
+    truth = emb @ hidden + 0.5 * (emb @ unit(rng.normal(size=(1, 32)))[0]) ** 2
+    concepts = [f"c{i}" for i in range(2000)]
+    policy = GPPolicy(concepts, emb, PolicyConfig(), seed=0)
+    seen = rng.choice(2000, 200, replace=False)
+    policy.update([outcome(concepts[i], truth[i] + 0.01 * rng.normal()) for i in seen])
+    unseen = np.setdiff1d(np.arange(2000), seen)
+    corr = np.corrcoef(policy.mean[unseen], truth[unseen])[0, 1]
+    assert corr > 0.8
+
+
+def test_gp_averages_repeats_and_caps_its_training_set():
+    rng = np.random.default_rng(0)
+    emb = unit(rng.normal(size=(300, 8)))
+    concepts = [f"c{i}" for i in range(300)]
+    policy = GPPolicy(concepts, emb, PolicyConfig(max_observations=40), seed=0)
+    policy.obs_concept = [0, 0, 1] + list(range(2, 100))
+    policy.obs_reward = [1.0, 3.0, 5.0] + [0.0] * 98
+    policy.obs_round = [0, 1, 0] + list(range(2, 100))
+    idx, y = policy.training_set()
+    assert len(idx) == 40
+    assert 1 in idx and 0 in idx                # the best kept although old
+    assert y[list(idx).index(0)] == 2.0          # repeats averaged
+    assert set(range(80, 100)) <= set(idx.tolist())  # the newest half kept
+
+
+def test_unobserved_policy_samples_uniformly_and_never_repeats_until_exhausted():
+    emb = unit(np.random.default_rng(0).normal(size=(30, 4)))
+    concepts = [f"c{i}" for i in range(30)]
+    policy = make_policy("gp", concepts, emb, PolicyConfig(), seed=3)
+    first = policy.sample(12) + policy.sample(12)
+    assert len(set(first)) == 24
+    last = policy.sample(12)
+    assert len(set(last)) == 12 and set(concepts) - set(first) <= set(last)
+
+
+# -- state ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["gp", "ucb", "random", "oracle"])
+def test_state_round_trips_through_json(name):
+    rng = np.random.default_rng(0)
+    emb = unit(rng.normal(size=(400, 16)))
+    concepts = [f"c{i}" for i in range(400)]
+    relevance = {c: float(i % 3 == 0) for i, c in enumerate(concepts)}
+    cfg = PolicyConfig()
+    a = make_policy(name, concepts, emb, cfg, seed=7, relevance=relevance)
+    for rnd in range(2):
+        picked = a.sample(20)
+        a.update([outcome(c, float(emb[a.index[c]] @ emb[0]), rnd) for c in picked])
+    state = json.loads(json.dumps(a.state_dict()))
+    b = make_policy(name, concepts, emb, cfg, seed=99, relevance=relevance)
+    b.load_state_dict(state)
+    assert b.sample(25) == a.sample(25)
+    assert b.sample(25) == a.sample(25)
+
+
+def test_state_from_another_vocabulary_or_policy_is_refused():
+    emb = unit(np.random.default_rng(0).normal(size=(20, 4)))
+    concepts = [f"c{i}" for i in range(20)]
+    state = make_policy("random", concepts, emb, PolicyConfig(), 0).state_dict()
+    with pytest.raises(ValueError, match="policy"):
+        make_policy("gp", concepts, emb, PolicyConfig(), 0).load_state_dict(state)
+    with pytest.raises(ValueError, match="vocabulary"):
+        make_policy("random", concepts[::-1], emb, PolicyConfig(), 0).load_state_dict(state)
+
+
+def test_oracle_needs_relevance_and_draws_only_relevant():
+    emb = unit(np.random.default_rng(0).normal(size=(50, 4)))
+    concepts = [f"c{i}" for i in range(50)]
+    with pytest.raises(ValueError, match="relevance"):
+        make_policy("oracle", concepts, emb, PolicyConfig(), 0)
+    relevance = {"c1": 1.0, "c2": 0.5, "c3": 0.1, "zzz": 1.0}
+    oracle = make_policy("oracle", concepts, emb, PolicyConfig(), 0, relevance=relevance)
+    assert set(oracle.sample(10)) == {"c1", "c2", "c3"}
+    assert set(oracle.sample(2)) <= {"c1", "c2", "c3"}
+
+
+def test_unknown_policy_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown policy"):
+        make_policy("greedy", ["a"], np.ones((1, 2)), PolicyConfig(), 0)
+
+
+def test_make_queries_adds_descriptors_to_the_configured_share():
+    rng = np.random.default_rng(0)
+    concepts = [f"c{i}" for i in range(2000)]
+    queries = make_queries(concepts, ["red", "old"], 0.25, rng)
+    with_desc = [t for c, t in queries if t != c]
+    assert 0.22 < len(with_desc) / 2000 < 0.28
+    assert all(t.split(" ", 1)[0] in {"red", "old"} for t in with_desc)
+    assert [c for c, _ in queries] == concepts
+    assert make_queries(concepts[:5], [], 1.0, rng) == [(c, c) for c in concepts[:5]]
+
+
+# -- simulated policy quality (a cheap proxy for bench/policy.py on the sandbox) --------------
+
+def simulated_world(seed=0, families=14, per_family=300, dim=32):
+    """Concepts in families (embeddings = family centre + noise); one family is relevant
+    (reward ~0.6), one half-relevant (~0.45), the rest ~0.2, plus reward noise."""
+    rng = np.random.default_rng(seed)
+    centres = unit(rng.normal(size=(families, dim)))
+    family = np.repeat(np.arange(families), per_family)
+    emb = unit(centres[family] + 0.08 * rng.normal(size=(len(family), dim)))
+    base = np.full(families, 0.2)
+    base[0], base[1] = 0.6, 0.45
+    concepts = [f"f{f}-c{i}" for i, f in enumerate(family)]
+    relevance = {c: 1.0 for c, f in zip(concepts, family) if f == 0}
+    return concepts, emb, family, base, relevance
+
+
+def run_simulation(name, rounds=10, n=20, seed=0):
+    concepts, emb, family, base, relevance = simulated_world()
+    rng = np.random.default_rng(100 + seed)
+    policy = make_policy(name, concepts, emb, PolicyConfig(), seed, relevance=relevance)
+    relevant = 0   # distinct relevant concepts asked (a repeat brings no new images)
+    pending: list = []
+    for rnd in range(rounds):
+        picked = policy.sample(n)
+        assert len(set(picked)) == n
+        relevant += sum(family[policy.index[c]] == 0 for c in picked)
+        policy.update(pending)        # rewards arrive one round late, as in the loop
+        pending = [outcome(c, base[family[policy.index[c]]] + 0.05 * rng.normal(), rnd)
+                   for c in picked]
+    return relevant
+
+
+def test_simulated_gp_and_ucb_find_the_relevant_family():
+    results = {name: np.mean([run_simulation(name, seed=s) for s in range(2)])
+               for name in ["random", "oracle", "gp", "ucb"]}
+    print(results)
+    assert results["oracle"] == 200
+    assert results["gp"] >= 3 * max(results["random"], 1.0)
+    assert results["gp"] >= 0.6 * results["oracle"]
+    assert results["ucb"] >= 3 * max(results["random"], 1.0)
+
+
+@pytest.mark.parametrize("name", ["gp", "ucb"])
+def test_gp_copes_with_one_observation_and_flat_rewards(name):
+    emb = unit(np.random.default_rng(0).normal(size=(100, 8)))
+    concepts = [f"c{i}" for i in range(100)]
+    policy = make_policy(name, concepts, emb, PolicyConfig(), seed=0)
+    policy.update([outcome("c1", 0.5), outcome("not in vocab", 0.9)])
+    assert policy.unknown_outcomes == 1 and len(set(policy.sample(10))) == 10
+    policy.update([outcome(f"c{i}", 0.0) for i in range(2, 30)])
+    policy.update([outcome("c1", 0.0)])
+    assert np.isfinite(policy.scores()).all()
+    assert len(set(policy.sample(10))) == 10
+
+
+def test_sample_queries_uses_the_policy_generator_and_descriptors():
+    emb = unit(np.random.default_rng(0).normal(size=(200, 4)))
+    concepts = [f"c{i}" for i in range(200)]
+    a = make_policy("random", concepts, emb, PolicyConfig(), seed=1)
+    b = make_policy("random", concepts, emb, PolicyConfig(), seed=1)
+    qa, qb = a.sample_queries(50, ["red", "old"], 0.5), b.sample_queries(50, ["red", "old"], 0.5)
+    assert qa == qb
+    assert 10 < sum(text != concept for concept, text in qa) < 40

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from explorer.reward import image_rewards, query_rewards
+
+
+def unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_reward_is_mean_cosine_to_k_nearest_targets():
+    rng = np.random.default_rng(0)
+    target = unit(rng.normal(size=(40, 16)))
+    cand = rng.normal(size=(7, 16)).astype(np.float32) * 3.0    # not unit: normalised inside
+    sims = unit(cand) @ target.T
+    expected = np.sort(sims, axis=1)[:, ::-1][:, :5].mean(axis=1)
+    np.testing.assert_allclose(image_rewards(cand, target, k=5), expected, atol=1e-5)
+
+
+def test_target_image_against_its_own_set_scores_the_maximum():
+    rng = np.random.default_rng(1)
+    target = unit(rng.normal(size=(30, 8)))
+    others = rng.normal(size=(200, 8))
+    # k = 1: its nearest target is itself, cosine 1, the largest reward any image can get.
+    np.testing.assert_allclose(image_rewards(target, target, k=1), 1.0, atol=1e-5)
+    assert image_rewards(others, target, k=1).max() < 1.0
+    # k > 1 (no maximum holds in general: an image between tight targets may score higher):
+    # the image's own cosine 1 is one of its k, i.e. r = (1 + (k-1) r') / k, r' its reward
+    # with k-1 neighbours among the *other* targets.
+    k = 4
+    for i in range(5):
+        rest = np.delete(target, i, axis=0)
+        r_self = image_rewards(target[i:i + 1], target, k=k)[0]
+        r_rest = image_rewards(target[i:i + 1], rest, k=k - 1)[0]
+        assert r_self == pytest.approx((1.0 + (k - 1) * r_rest) / k, abs=1e-5)
+        assert r_self > image_rewards(target[i:i + 1], rest, k=k)[0]
+
+
+def test_k_is_clipped_to_the_target_size():
+    rng = np.random.default_rng(2)
+    target = unit(rng.normal(size=(3, 8)))
+    cand = unit(rng.normal(size=(4, 8)))
+    np.testing.assert_allclose(image_rewards(cand, target, k=15),
+                               (cand @ target.T).mean(axis=1), atol=1e-5)
+
+
+def test_bad_shapes_are_errors_and_no_candidates_is_empty():
+    target = unit(np.ones((2, 4)))
+    assert image_rewards(np.zeros((0, 4), np.float32), target).shape == (0,)
+    with pytest.raises(ValueError):
+        image_rewards(np.ones((2, 5)), target)
+    with pytest.raises(ValueError):
+        image_rewards(np.ones((2, 4)), np.zeros((0, 4)))
+
+
+def test_query_reward_is_mean_of_kept_images_or_the_floor():
+    r = query_rewards({1: [0.2, 0.4], 2: [], 3: [0.9]}, floor=-0.1)
+    assert r == pytest.approx({1: 0.3, 2: -0.1, 3: 0.9})
