@@ -216,7 +216,8 @@ class Crawler:
         """Dedup one batch of fetched+prepared items, store the new images, record every attempt."""
         attempts: list[Attempt] = []
         cands: list[tuple[Attempt, CrawlItem, Candidate, np.ndarray]] = []
-        seen_sha: set[str] = set()
+        first_of: dict[str, Attempt] = {}        # sha256 -> the batch's first attempt with it
+        copies: list[tuple[Attempt, Attempt]] = []  # (later attempt, first attempt) with equal sha256
         for item, fr, prepared in batch:
             a = Attempt(url=item.url, outcome=Outcome.OK, query_id=item.query_id, caption=item.caption,
                         status_code=fr.status, elapsed_s=fr.elapsed_s)
@@ -230,10 +231,13 @@ class Crawler:
                 continue
             cand, vec = result
             a.sha256 = cand.sha256
-            if cand.sha256 in seen_sha or self.db.has_image(cand.sha256):
+            if cand.sha256 in first_of:
+                copies.append((a, first_of[cand.sha256]))
+                continue
+            if self.db.has_image(cand.sha256):
                 a.outcome, a.reason = Outcome.DUPLICATE, "same sha256 already cached"
                 continue
-            seen_sha.add(cand.sha256)
+            first_of[cand.sha256] = a
             cand.url, cand.caption, cand.query_id = item.url, item.caption, item.query_id
             cands.append((a, item, cand, vec))
 
@@ -243,6 +247,11 @@ class Crawler:
             else:
                 vecs = np.stack([v for *_, v in cands])
             self._judge_and_store(cands, vecs)
+        for a, first in copies:  # same bytes as an earlier item of this batch: share its fate
+            if first.outcome == Outcome.OK:
+                a.outcome, a.reason = Outcome.DUPLICATE, "same sha256 already cached"
+            else:
+                a.outcome, a.reason = first.outcome, first.reason
 
         with self.db.transaction():
             for a in attempts:
