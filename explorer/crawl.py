@@ -135,7 +135,7 @@ class Crawler:
     @property
     def pool(self) -> Executor:
         if self._pool is None:
-            n = self.cfg.workers or os.cpu_count() or 1
+            n = self.cfg.workers or len(os.sched_getaffinity(0))
             if self.cfg.pool == "thread":
                 self._pool = ThreadPoolExecutor(n, thread_name_prefix="prepare")
             else:  # spawn: forking a process that runs an event loop and threads is unsafe
