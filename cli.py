@@ -215,9 +215,53 @@ def eval_(
 
 
 @app.command()
-def fetch(urls: Annotated[Path, typer.Argument(help="File of URLs, one a line (or url<TAB>caption).")]) -> None:
+def fetch(
+    urls: Annotated[Path, typer.Argument(help="File of URLs, one a line (or url<TAB>caption).")],
+    cache_dir: Annotated[Path, typer.Option(help="Cache directory (images, explore.db, index).")],
+    allow: Annotated[Optional[list[str]], typer.Option(
+        help="HOST:PORT allowed although not public (a local server); repeatable. Nothing else local is fetched.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    config_file: Annotated[Optional[Path], typer.Option("--config", help="A config.toml to start from.")] = None,
+    set_: SetOption = None,
+) -> None:
     """Download a list of image URLs into the cache, safely and without duplicates."""
-    not_built("explore fetch")
+    import asyncio
+    import json
+    import time
+
+    from explorer.crawl import Crawler, open_cache, outcome_summary, read_url_list
+    from explorer.netguard import normalise_allow
+
+    cfg = load_config(config_file, set_)
+    try:
+        normalise_allow(allow or [])
+        items = read_url_list(urls)
+    except (OSError, ValueError) as e:
+        fail(str(e))
+    cache = open_cache(cache_dir, cfg.crawl)
+    try:
+        with Crawler.for_cache(cache, cfg.crawl, allow=allow or []) as crawler:
+            crawler.reconcile_index()
+            start = time.monotonic()
+            attempts = asyncio.run(crawler.crawl(items))
+            elapsed = time.monotonic() - start
+    finally:
+        cache.close()
+    done_before = sum(a.recorded_before for a in attempts)
+    outcomes = outcome_summary(attempts)
+    fetched = len(attempts) - done_before
+    summary = {"attempted": len(attempts), "already_done": done_before, "outcomes": outcomes,
+               "seconds": round(elapsed, 3), "images_per_second": round(fetched / elapsed, 1) if elapsed > 0 else 0.0}
+    if json_:
+        print(json.dumps(summary))
+        return
+    from rich.table import Table
+
+    table = Table("outcome", "count", title=f"{len(attempts)} URLs, {done_before} already done")
+    for name, n in outcomes.items():
+        table.add_row(name, str(n))
+    Console().print(table)
+    Console().print(f"{summary['images_per_second']} URLs/s over {elapsed:.1f} s")
 
 
 @app.command()
@@ -287,9 +331,38 @@ def sandbox_serve(
 
 
 @cache_app.command("stats")
-def cache_stats(cache_dir: Annotated[Path, typer.Argument(help="Cache directory.")]) -> None:
+def cache_stats(
+    cache_dir: Annotated[Path, typer.Argument(help="Cache directory.")],
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+) -> None:
     """Images, bytes and outcome counts of a cache."""
-    not_built("explore cache stats")
+    import json
+
+    from cache.db import MetaDB
+
+    db_path = cache_dir / "explore.db"
+    if not db_path.exists():
+        fail(f"{cache_dir} is not a cache (no explore.db)")
+    with MetaDB(db_path) as db:
+        n_images, n_bytes = db.image_stats()
+        outcomes = db.outcome_counts()
+    indexes = {}
+    for path in sorted((cache_dir / "index").glob("*.faiss")):
+        import faiss
+        indexes[path.stem] = faiss.read_index(str(path)).ntotal
+    stats = {"images": n_images, "bytes": n_bytes, "attempts": sum(outcomes.values()),
+             "outcomes": outcomes, "index_vectors": indexes}
+    if json_:
+        print(json.dumps(stats))
+        return
+    from rich.table import Table
+
+    table = Table("outcome", "count", title=f"{cache_dir}: {n_images} images, {n_bytes / 1e6:.1f} MB")
+    for name, n in outcomes.items():
+        table.add_row(name, str(n))
+    Console().print(table)
+    for name, n in indexes.items():
+        Console().print(f"index {name}: {n} vectors")
 
 
 @cache_app.command("verify")

@@ -39,9 +39,11 @@ class CrawlConfig:
     politeness_delay_s: float = 0.0       # pause between two requests to one host
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 15.0
+    total_timeout_s: float = 60.0         # one request, all of it (a slow drip cannot hold a slot)
     max_bytes: int = 20_000_000           # byte cap per response, enforced while streaming
     max_redirects: int = 5
     retries: int = 2                      # for 429 and 5xx only
+    retry_backoff_s: float = 1.0          # first retry's pause; doubles, with jitter
     user_agent: str = "explore-crawler/0.1 (research image crawler; honours X-Robots-Tag noai)"
     allow: list[str] = field(default_factory=list)  # host:port pairs allowed although not public
     search_interval_s: float = 3.0        # at most one real-engine search per this many seconds
@@ -62,6 +64,9 @@ class CrawlConfig:
     near_dup_threshold: float = 0.95      # cosine similarity at or above which an image is a near-copy
     leak_threshold: float = 0.92          # near-copies of target *test* images are dropped at this
     cache_max_bytes: int = 50_000_000_000
+    workers: int = 0                      # image-decoding processes; 0 = one per core
+    pool: str = "process"                 # process or thread (Pillow releases the GIL in decode/resize)
+    db_batch: int = 256                   # attempts committed per transaction
 
 
 @dataclass

@@ -1,0 +1,177 @@
+"""Crawl throughput, side by side with img2dataset (DESIGN.md §6).
+
+Makes N JPEGs (300-1200 px a side, a few truncated) plus a few URLs that 404, serves them
+from memory on 127.0.0.1 in a separate process, then runs on the same URL list, in this run:
+  1. `explore fetch` (downloaded, decoded, resized, hashed, deduplicated, stored, recorded), and
+  2. img2dataset (the PyPI package), resizing to the same size (keep_ratio, shorter side),
+     processes_count = cores, threads tuned.
+Prints both rates (URLs fully processed per second, timed inside each tool's run) and, last,
+`ratio=<explore/img2dataset>`. Target: ratio >= 2.5.
+
+    python bench/crawl.py [--n 2000] [--image-size 256] [--i2d-threads 32]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(ROOT)}  # no update check over the net
+
+I2D_SCRIPT = """
+import json, sys, time
+from img2dataset import download
+args = json.loads(sys.argv[1])
+start = time.monotonic()
+download(url_list=args["urls"], input_format="txt", output_folder=args["out"], output_format="files",
+         image_size=args["size"], resize_mode="keep_ratio", resize_only_if_bigger=True, encode_quality=90,
+         processes_count=args["processes"], thread_count=args["threads"],
+         number_sample_per_shard=args["per_shard"], timeout=10, retries=0, enable_wandb=False,
+         distributor="multiprocessing", compute_hash="sha256", extract_exif=False)
+print(json.dumps({"seconds": time.monotonic() - start}))
+"""
+
+
+def make_jpeg(args: tuple[int, int]) -> bytes:
+    """A distinct textured picture: smooth colour fields plus fine noise (realistic JPEG sizes)."""
+    seed, _ = args
+    rng = np.random.default_rng(seed)
+    w, h = (int(x) for x in rng.integers(300, 1201, 2))
+    base = Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).resize((w, h), Image.Resampling.BICUBIC)
+    grain = Image.fromarray(rng.integers(0, 256, (h // 6, w // 6, 3), dtype=np.uint8)).resize((w, h))
+    out = io.BytesIO()
+    Image.blend(base, grain, 0.25).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def make_corpus(workdir: Path, n: int, broken: int) -> list[str]:
+    """Write n JPEGs (the first `broken` truncated) to workdir/files once; reuse them after."""
+    files = workdir / "files"
+    marker = files / f"done-{n}-{broken}"
+    if not marker.exists():
+        shutil.rmtree(files, ignore_errors=True)
+        files.mkdir(parents=True)
+        with mp.get_context("spawn").Pool(len(os.sched_getaffinity(0))) as pool:
+            for i, body in enumerate(pool.imap(make_jpeg, [(i, n) for i in range(n)], chunksize=16)):
+                (files / f"{i}.jpg").write_bytes(body[: len(body) // 3] if i < broken else body)
+        marker.touch()
+    return [f"{i}.jpg" for i in range(n)]
+
+
+def serve_files(files_dir: str, ready) -> None:
+    """The image server (child process): every file in memory, 404 for anything else."""
+    from aiohttp import web
+
+    bodies = {p.name: p.read_bytes() for p in Path(files_dir).glob("*.jpg")}
+
+    async def handler(request):
+        body = bodies.get(request.match_info["name"])
+        if body is None:
+            return web.Response(status=404)
+        return web.Response(body=body, content_type="image/jpeg")
+
+    app = web.Application()
+    app.router.add_get("/{name}", handler)
+
+    async def start():
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        ready.send(site._server.sockets[0].getsockname()[1])
+
+    import asyncio
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(start())
+    loop.run_forever()
+
+
+def run_explore(url_file: Path, out: Path, port: int, size: int) -> dict:
+    cmd = [sys.executable, str(ROOT / "cli.py"), "fetch", str(url_file), "--cache-dir", str(out),
+           "--allow", f"127.0.0.1:{port}", "--json", "--set", f"crawl.image_size={size}",
+           "--set", "crawl.jpeg_quality=90"]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT)
+    wall = time.monotonic() - start
+    if proc.returncode != 0:
+        sys.exit(f"explore fetch failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1]) | {"wall": wall}
+
+
+def run_img2dataset(url_file: Path, out: Path, size: int, threads: int, n: int) -> dict:
+    processes = len(os.sched_getaffinity(0))
+    args = {"urls": str(url_file), "out": str(out), "size": size, "processes": processes, "threads": threads,
+            "per_shard": max(50, n // (processes * 4))}  # several shards per process, so every core works
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", I2D_SCRIPT, json.dumps(args)], capture_output=True, text=True,
+                          env=ENV, cwd=out.parent)
+    wall = time.monotonic() - start
+    if proc.returncode != 0:
+        sys.exit(f"img2dataset failed:\n{proc.stderr[-2000:]}")
+    seconds = json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
+    stats = [json.loads(p.read_text()) for p in out.glob("*_stats.json")]
+    ok = sum(s.get("successes", 0) for s in stats)
+    return {"seconds": seconds, "wall": wall, "ok": ok, "attempted": sum(s.get("count", 0) for s in stats)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=2000, help="JPEGs served")
+    ap.add_argument("--broken", type=int, default=20, help="of which truncated")
+    ap.add_argument("--missing", type=int, default=20, help="extra URLs that 404")
+    ap.add_argument("--image-size", type=int, default=256)
+    ap.add_argument("--i2d-threads", type=int, default=32, help="img2dataset threads per process")
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "explore-bench-crawl")
+    args = ap.parse_args()
+
+    names = make_corpus(args.workdir, args.n, args.broken)
+    parent, child = mp.get_context("spawn").Pipe()
+    server = mp.get_context("spawn").Process(target=serve_files, args=(str(args.workdir / "files"), child),
+                                             daemon=True)
+    server.start()
+    try:
+        port = parent.recv()
+        urls = [f"http://127.0.0.1:{port}/{name}" for name in names]
+        urls += [f"http://127.0.0.1:{port}/missing-{i}.jpg" for i in range(args.missing)]
+        rng = np.random.default_rng(0)
+        urls = [urls[i] for i in rng.permutation(len(urls))]
+        run_dir = args.workdir / f"run-{port}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        url_file = run_dir / "urls.txt"
+        url_file.write_text("\n".join(urls) + "\n")
+        print(f"{len(urls)} URLs ({args.broken} truncated, {args.missing} missing), image size {args.image_size}, "
+              f"{len(os.sched_getaffinity(0))} cores, load {os.getloadavg()[0]:.1f}", flush=True)
+
+        ex = run_explore(url_file, run_dir / "explore-cache", port, args.image_size)
+        explore_rate = ex["images_per_second"]
+        print(f"explore fetch: {ex['attempted']} URLs in {ex['seconds']:.1f} s ({ex['wall']:.1f} s with start-up) "
+              f"-> {explore_rate:.0f} img/s; outcomes {ex['outcomes']}", flush=True)
+
+        i2d = run_img2dataset(url_file, run_dir / "img2dataset", args.image_size, args.i2d_threads, len(urls))
+        i2d_rate = len(urls) / i2d["seconds"]
+        print(f"img2dataset: {i2d['attempted']} URLs ({i2d['ok']} ok) in {i2d['seconds']:.1f} s "
+              f"({i2d['wall']:.1f} s with start-up), {len(os.sched_getaffinity(0))} processes x {args.i2d_threads} threads "
+              f"-> {i2d_rate:.0f} img/s", flush=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        print(f"explore={explore_rate:.1f} img/s img2dataset={i2d_rate:.1f} img/s")
+        print(f"ratio={explore_rate / i2d_rate:.2f}")
+    finally:
+        server.terminate()
+        server.join(5)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""SQLite metadata (WAL): rounds, queries, URL attempts, images, cached search results, events.
+
+One schema serves `explore fetch` (CACHE_DIR/explore.db) and a run (RUN_DIR/explore.db).
+One connection, used from one thread (the event loop's). Writes go through
+`with db.transaction():`, which nests (inner blocks join the outer one), so the loop can
+commit a query's attempts and its status together.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS rounds (
+    round INTEGER PRIMARY KEY, started_at REAL, finished_at REAL, status TEXT, info TEXT);
+CREATE TABLE IF NOT EXISTS queries (
+    id INTEGER PRIMARY KEY, round INTEGER, concept TEXT, text TEXT, engine TEXT,
+    status TEXT NOT NULL DEFAULT 'pending', n_results INTEGER, n_kept INTEGER, reward REAL,
+    error TEXT, created_at REAL);
+CREATE INDEX IF NOT EXISTS queries_round ON queries(round);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY, url TEXT NOT NULL, query_id INTEGER, caption TEXT, outcome TEXT NOT NULL,
+    reason TEXT, sha256 TEXT, status_code INTEGER, bytes INTEGER, elapsed_s REAL, created_at REAL);
+CREATE UNIQUE INDEX IF NOT EXISTS attempts_url_query ON attempts(url, IFNULL(query_id, -1));
+CREATE INDEX IF NOT EXISTS attempts_query ON attempts(query_id);
+CREATE TABLE IF NOT EXISTS images (
+    sha256 TEXT PRIMARY KEY, path TEXT, width INTEGER, height INTEGER, orig_width INTEGER,
+    orig_height INTEGER, bytes INTEGER, first_url TEXT, caption TEXT, query_id INTEGER,
+    round INTEGER, reward REAL, vec_id INTEGER UNIQUE, added_at REAL);
+CREATE INDEX IF NOT EXISTS images_query ON images(query_id);
+CREATE TABLE IF NOT EXISTS search_cache (
+    engine TEXT, query TEXT, results TEXT, created_at REAL, PRIMARY KEY (engine, query));
+CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, time REAL, kind TEXT, message TEXT);
+"""
+
+QUERY_STATUSES = ("pending", "searched", "done", "failed")
+QUERY_FIELDS = {"status", "n_results", "n_kept", "reward", "error", "text", "engine"}
+# Outcomes after which a URL is never fetched again; the rest (timeouts, 5xx, refused, a full
+# disk) may succeed on a later try.
+RETRYABLE_OUTCOMES = ("timeout", "connection_error", "disk_full")
+
+
+def is_final(row: dict) -> bool:
+    """Whether an attempt row settles its URL for good (no point fetching it again)."""
+    if row["outcome"] in RETRYABLE_OUTCOMES:
+        return False
+    status = row["status_code"] or 0
+    return not (row["outcome"] == "http_error" and (status in (0, 429) or status >= 500))
+
+
+class MetaDB:
+    """The metadata database. Every method runs on the caller's thread; share nothing across threads."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(self.path), isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA busy_timeout=10000")
+        self.conn.executescript(SCHEMA)
+        self._depth = 0
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "MetaDB":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator["MetaDB"]:
+        """All writes inside commit together or not at all; nested blocks join the outer one."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self
+        except BaseException:
+            self._depth = 0
+            self.conn.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self.conn.execute("COMMIT")
+
+    # -- rounds --------------------------------------------------------------------------------
+    def start_round(self, round: int, info: dict | None = None) -> None:
+        self.conn.execute(
+            "INSERT INTO rounds(round, started_at, status, info) VALUES (?, ?, 'running', ?) "
+            "ON CONFLICT(round) DO UPDATE SET status='running'",
+            (round, time.time(), json.dumps(info or {})))
+
+    def finish_round(self, round: int, status: str = "done", info: dict | None = None) -> None:
+        self.conn.execute("UPDATE rounds SET finished_at=?, status=?, info=COALESCE(?, info) WHERE round=?",
+                          (time.time(), status, json.dumps(info) if info is not None else None, round))
+
+    def rounds(self) -> list[dict]:
+        rows = self.conn.execute("SELECT * FROM rounds ORDER BY round").fetchall()
+        return [dict(r) | {"info": json.loads(r["info"] or "{}")} for r in rows]
+
+    # -- queries -------------------------------------------------------------------------------
+    def add_query(self, round: int, concept: str, text: str, engine: str) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO queries(round, concept, text, engine, status, created_at) VALUES (?, ?, ?, ?, 'pending', ?)",
+            (round, concept, text, engine, time.time()))
+        return int(cur.lastrowid)
+
+    def set_query_status(self, query_id: int, status: str, **fields) -> None:
+        """status in ('pending','searched','done','failed'); fields among n_results, n_kept, reward, error."""
+        if status not in QUERY_STATUSES:
+            raise ValueError(f"unknown query status {status!r}")
+        unknown = set(fields) - QUERY_FIELDS
+        if unknown:
+            raise ValueError(f"unknown query fields {sorted(unknown)}")
+        cols = {"status": status, **fields}
+        sets = ", ".join(f"{k}=?" for k in cols)
+        self.conn.execute(f"UPDATE queries SET {sets} WHERE id=?", (*cols.values(), query_id))
+
+    def queries(self, round: int | None = None, status: str | None = None) -> list[dict]:
+        sql, args = "SELECT * FROM queries WHERE 1=1", []
+        if round is not None:
+            sql, args = sql + " AND round=?", args + [round]
+        if status is not None:
+            sql, args = sql + " AND status=?", args + [status]
+        return [dict(r) for r in self.conn.execute(sql + " ORDER BY id", args)]
+
+    # -- attempts ------------------------------------------------------------------------------
+    def record_attempt(self, url: str, outcome: str, *, query_id: int | None = None, caption: str = "",
+                       reason: str = "", sha256: str | None = None, status_code: int = 0,
+                       bytes: int = 0, elapsed_s: float = 0.0) -> None:
+        """One row per (url, query); a later attempt of the same pair replaces the earlier one."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO attempts(url, query_id, caption, outcome, reason, sha256, status_code, "
+            "bytes, elapsed_s, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (url, query_id, caption, str(getattr(outcome, "value", outcome)), reason, sha256, status_code,
+             bytes, elapsed_s, time.time()))
+
+    def attempts_for_urls(self, urls: Iterable[str]) -> list[dict]:
+        """Every attempt row of these URLs, oldest first."""
+        urls = list(dict.fromkeys(urls))
+        rows: list[dict] = []
+        for i in range(0, len(urls), 500):
+            chunk = urls[i:i + 500]
+            rows += [dict(r) for r in self.conn.execute(
+                f"SELECT * FROM attempts WHERE url IN ({','.join('?' * len(chunk))}) ORDER BY id", chunk)]
+        return rows
+
+    def final_attempts(self, urls: Iterable[str]) -> dict[str, dict]:
+        """For each URL already attempted with a final outcome (not worth fetching again): its first such row."""
+        out: dict[str, dict] = {}
+        for r in self.attempts_for_urls(urls):
+            if is_final(r):
+                out.setdefault(r["url"], r)
+        return out
+
+    def attempted_ok(self, url: str) -> bool:
+        """True when `url` was fetched to a final outcome (kept, duplicate, or refused for good)."""
+        return url in self.final_attempts([url])
+
+    def attempts(self, query_id: int | None = None) -> list[dict]:
+        if query_id is None:
+            return [dict(r) for r in self.conn.execute("SELECT * FROM attempts ORDER BY id")]
+        return [dict(r) for r in self.conn.execute("SELECT * FROM attempts WHERE query_id=? ORDER BY id", (query_id,))]
+
+    def outcome_counts(self, query_id: int | None = None) -> dict[str, int]:
+        sql = "SELECT outcome, COUNT(*) FROM attempts" + (" WHERE query_id=?" if query_id is not None else "")
+        rows = self.conn.execute(sql + " GROUP BY outcome ORDER BY outcome",
+                                 (query_id,) if query_id is not None else ())
+        return {o: n for o, n in rows}
+
+    # -- images --------------------------------------------------------------------------------
+    def add_image(self, sha256: str, path: str, width: int, height: int, orig_width: int, orig_height: int,
+                  *, bytes: int = 0, first_url: str = "", caption: str = "", query_id: int | None = None,
+                  round: int | None = None, vec_id: int | None = None) -> None:
+        self.conn.execute(
+            "INSERT OR IGNORE INTO images(sha256, path, width, height, orig_width, orig_height, bytes, first_url, "
+            "caption, query_id, round, vec_id, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (sha256, path, width, height, orig_width, orig_height, bytes, first_url, caption, query_id, round,
+             vec_id, time.time()))
+
+    def has_image(self, sha256: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM images WHERE sha256=?", (sha256,)).fetchone() is not None
+
+    def image(self, sha256: str) -> dict | None:
+        row = self.conn.execute("SELECT * FROM images WHERE sha256=?", (sha256,)).fetchone()
+        return dict(row) if row else None
+
+    def images_for_query(self, query_id: int) -> list[dict]:
+        """Images this query brought in first (its `ok` attempts)."""
+        return [dict(r) for r in self.conn.execute("SELECT * FROM images WHERE query_id=? ORDER BY added_at",
+                                                   (query_id,))]
+
+    def images_by_vec_id(self, vec_ids: Iterable[int]) -> dict[int, dict]:
+        ids = [int(v) for v in vec_ids]
+        out = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            for r in self.conn.execute(f"SELECT * FROM images WHERE vec_id IN ({','.join('?' * len(chunk))})", chunk):
+                out[r["vec_id"]] = dict(r)
+        return out
+
+    def iter_images(self, after_vec_id: int = -1) -> Iterator[dict]:
+        for r in self.conn.execute("SELECT * FROM images WHERE vec_id > ? ORDER BY vec_id", (after_vec_id,)):
+            yield dict(r)
+
+    def next_vec_id(self) -> int:
+        (n,) = self.conn.execute("SELECT COALESCE(MAX(vec_id), -1) + 1 FROM images").fetchone()
+        return int(n)
+
+    def image_stats(self) -> tuple[int, int]:
+        """(number of images, their total bytes)."""
+        n, b = self.conn.execute("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM images").fetchone()
+        return int(n), int(b)
+
+    def set_image_rewards(self, rewards: dict[str, float]) -> None:
+        self.conn.executemany("UPDATE images SET reward=? WHERE sha256=?",
+                              [(float(r), sha) for sha, r in rewards.items()])
+
+    # -- search results ------------------------------------------------------------------------
+    def get_search_results(self, engine: str, query: str) -> list[dict] | None:
+        row = self.conn.execute("SELECT results FROM search_cache WHERE engine=? AND query=?",
+                                (engine, query)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put_search_results(self, engine: str, query: str, results: list[dict]) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO search_cache(engine, query, results, created_at) VALUES (?, ?, ?, ?)",
+                          (engine, query, json.dumps(results), time.time()))
+
+    # -- events --------------------------------------------------------------------------------
+    def log_event(self, kind: str, **data) -> None:
+        self.conn.execute("INSERT INTO events(time, kind, message) VALUES (?, ?, ?)",
+                          (time.time(), kind, json.dumps(data, default=str)))
+
+    def events(self, kind: str | None = None) -> list[dict]:
+        sql = "SELECT * FROM events" + (" WHERE kind=?" if kind else "") + " ORDER BY id"
+        rows = self.conn.execute(sql, (kind,) if kind else ())
+        return [dict(r) | {"message": json.loads(r["message"])} for r in rows]

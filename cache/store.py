@@ -1,0 +1,58 @@
+"""Content-addressed image files: `DIR/images/ab/<sha256>.jpg`, written tmp + rename."""
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+
+class CacheFull(Exception):
+    """The cache size cap is reached, or the disk is full."""
+
+
+class ImageStore:
+    """Image files named by the sha256 of their bytes, under a size cap.
+
+    `used_bytes` starts from what the caller knows is stored (the DB's sum), so opening a
+    large cache does not walk its files.
+    """
+
+    def __init__(self, root: str | Path, max_bytes: int, used_bytes: int = 0) -> None:
+        self.root = Path(root)
+        self.images = self.root / "images"
+        self.images.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.used_bytes = used_bytes
+
+    def path(self, sha256: str) -> Path:
+        return self.images / sha256[:2] / f"{sha256}.jpg"
+
+    def relpath(self, sha256: str) -> str:
+        return str(self.path(sha256).relative_to(self.root))
+
+    def has(self, sha256: str) -> bool:
+        return self.path(sha256).exists()
+
+    def put(self, sha256: str, data: bytes) -> Path:
+        """Write `data` atomically (a crash leaves the old state or the whole file); CacheFull if over the cap."""
+        path = self.path(sha256)
+        if path.exists():
+            return path
+        if self.used_bytes + len(data) > self.max_bytes:
+            raise CacheFull(f"cache cap {self.max_bytes} bytes reached")
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise CacheFull(f"disk full: {e}") from e
+            raise
+        self.used_bytes += len(data)
+        return path
+
+    def read(self, sha256: str) -> bytes:
+        return self.path(sha256).read_bytes()

@@ -1,0 +1,350 @@
+"""The crawl pipeline: URLs -> downloader -> images.prepare (process pool) -> cache (DESIGN.md §2).
+
+Each item gets exactly one Attempt row in the DB with one Outcome. A URL already fetched to a
+final outcome is never fetched again: its earlier row answers (re-fetch idempotence).
+Kept images are exact-deduplicated by sha256, near-deduplicated against the cache with FAISS,
+and dropped when they are near-copies of the target's test images.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable, Iterable
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+import numpy as np
+
+from cache.db import MetaDB, is_final
+from cache.index import VectorIndex
+from cache.store import CacheFull, ImageStore
+from explorer import images
+from explorer.config import CrawlConfig
+from explorer.downloader import Downloader
+from explorer.records import Candidate, FetchResult, Outcome
+
+EmbedFn = Callable[[list[Candidate]], np.ndarray]  # candidates -> [N, D] unit-norm float32
+CHEAP_DIM = images.EMBED_SIDE * images.EMBED_SIDE * 3
+
+
+@dataclass(frozen=True)
+class CrawlItem:
+    """One URL to fetch, with the caption (search title) and the query that found it."""
+
+    url: str
+    caption: str = ""
+    query_id: int | None = None
+    round: int | None = None
+
+
+@dataclass
+class Attempt:
+    """What became of one CrawlItem (mirrors its `attempts` row)."""
+
+    url: str
+    outcome: Outcome
+    reason: str = ""
+    query_id: int | None = None
+    caption: str = ""
+    sha256: str | None = None
+    status_code: int = 0
+    bytes: int = 0
+    elapsed_s: float = 0.0
+    recorded_before: bool = False         # True: this (url, query) was already in the DB; nothing done
+    vec_id: int | None = None             # the kept image's id in the near-dup index
+
+
+@dataclass
+class Cache:
+    """The pieces of a cache directory: files, metadata, and the near-duplicate index."""
+
+    store: ImageStore
+    db: MetaDB
+    index: VectorIndex
+    index_path: Path
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def open_cache(cache_dir: str | Path, cfg: CrawlConfig, db_path: str | Path | None = None,
+               dim: int = CHEAP_DIM, index_name: str = "cheap") -> Cache:
+    """Open (or create) CACHE_DIR: images/, explore.db (unless `db_path` puts it elsewhere), index/NAME.faiss."""
+    cache_dir = Path(cache_dir)
+    db = MetaDB(db_path or cache_dir / "explore.db")
+    _, used = db.image_stats()
+    store = ImageStore(cache_dir, cfg.cache_max_bytes, used_bytes=used)
+    index_path = cache_dir / "index" / f"{index_name}.faiss"
+    return Cache(store, db, VectorIndex.load(index_path, dim), index_path)
+
+
+def leak_index_from_vectors(vectors: np.ndarray) -> VectorIndex:
+    """An index of the target's test-image embeddings [N, D], for decontamination."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    index = VectorIndex(vectors.shape[1])
+    index.add(vectors, np.arange(len(vectors)))
+    return index
+
+
+def _prepare_job(body: bytes, cfg: CrawlConfig):
+    """Runs in a worker process: bytes -> (Candidate, cheap vector [768]) | Rejection."""
+    return images.prepare_with_embedding(body, cfg)
+
+
+class Crawler:
+    """Downloads, prepares, dedups and records a list of CrawlItems.
+
+    `embed_fn` maps candidates to unit vectors for near-dup and leak checks; by default the
+    cheap embedding computed in the worker. `leak_index` holds the target's test embeddings
+    (same embedding). `file://` URLs are read only when `allow_files` (the local corpus engine).
+    """
+
+    def __init__(self, cfg: CrawlConfig, store: ImageStore, db: MetaDB, index: VectorIndex,
+                 allow: Iterable[str] = (), embed_fn: EmbedFn | None = None,
+                 leak_index: VectorIndex | None = None, allow_files: bool = False,
+                 index_path: str | Path | None = None) -> None:
+        self.cfg, self.store, self.db, self.index = cfg, store, db, index
+        self.allow = list(allow)
+        self.embed_fn = embed_fn
+        self.leak_index = leak_index
+        self.allow_files = allow_files
+        self.index_path = Path(index_path) if index_path else None
+        self._pool: Executor | None = None
+        self._next_vec_id = db.next_vec_id()
+
+    @classmethod
+    def for_cache(cls, cache: Cache, cfg: CrawlConfig, **kwargs) -> "Crawler":
+        return cls(cfg, cache.store, cache.db, cache.index, index_path=cache.index_path, **kwargs)
+
+    def __enter__(self) -> "Crawler":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    @property
+    def pool(self) -> Executor:
+        if self._pool is None:
+            n = self.cfg.workers or len(os.sched_getaffinity(0))
+            if self.cfg.pool == "thread":
+                self._pool = ThreadPoolExecutor(n, thread_name_prefix="prepare")
+            else:  # spawn: forking a process that runs an event loop and threads is unsafe
+                self._pool = ProcessPoolExecutor(n, mp_context=get_context("spawn"))
+        return self._pool
+
+    # -- the pipeline --------------------------------------------------------------------------
+    async def crawl(self, items: Iterable[CrawlItem]) -> list[Attempt]:
+        """One Attempt per distinct (url, query_id), recorded in the DB; the index is saved at the end."""
+        items = list({(it.url, it.query_id): it for it in items}.values())
+        rows = [r for r in self.db.attempts_for_urls(it.url for it in items) if is_final(r)]
+        prior = {}
+        for r in rows:
+            prior.setdefault(r["url"], r)
+        mine = {(r["url"], r["query_id"]): r for r in rows}
+        attempts: list[Attempt] = []
+        to_fetch: list[CrawlItem] = []
+        answered: list[Attempt] = []
+        for it in items:
+            row = prior.get(it.url)
+            if (it.url, it.query_id) in mine:
+                attempts.append(self._from_row(it, mine[(it.url, it.query_id)], recorded_before=True))
+            elif row is not None:
+                answered.append(self._from_row(it, row, recorded_before=False))
+            else:
+                to_fetch.append(it)
+        if answered:
+            with self.db.transaction():
+                for a in answered:
+                    self._record(a)
+            attempts += answered
+        if to_fetch:
+            attempts += await self._fetch_all(to_fetch)
+        if self.index_path is not None:
+            self.index.save(self.index_path)
+        return attempts
+
+    async def _fetch_all(self, items: list[CrawlItem]) -> list[Attempt]:
+        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(self.cfg.concurrency)
+        out: list[Attempt] = []
+
+        async with Downloader(self.cfg, self.allow) as downloader:
+            async def one(item: CrawlItem):
+                async with slots:
+                    fr = await self._fetch(downloader, item.url)
+                    if fr.body is None:
+                        return item, fr, None
+                    prepared = await loop.run_in_executor(self.pool, _prepare_job, fr.body, self.cfg)
+                    nbytes = len(fr.body)
+                    fr.body = None
+                    return item, fr, (prepared, nbytes)
+
+            batch = []
+            for next_done in asyncio.as_completed([one(it) for it in items]):
+                batch.append(await next_done)
+                if len(batch) >= self.cfg.db_batch:
+                    out += await self._commit(batch)
+                    batch = []
+            if batch:
+                out += await self._commit(batch)
+        return out
+
+    async def _fetch(self, downloader: Downloader, url: str) -> FetchResult:
+        if urlsplit(url).scheme.lower() != "file":
+            return await downloader.fetch(url)
+        if not self.allow_files:
+            return FetchResult(url=url, outcome=Outcome.BAD_URL, reason="file:// URLs are not allowed here")
+        path = Path(url2pathname(urlsplit(url).path))
+        try:
+            if path.stat().st_size > self.cfg.max_bytes:
+                return FetchResult(url=url, outcome=Outcome.TOO_LARGE, reason=f"file over {self.cfg.max_bytes} bytes")
+            return FetchResult(url=url, body=await asyncio.to_thread(path.read_bytes), status=200, final_url=url)
+        except OSError as e:
+            return FetchResult(url=url, outcome=Outcome.HTTP_ERROR, reason=f"{type(e).__name__}: {e}"[:300])
+
+    async def _commit(self, batch: list) -> list[Attempt]:
+        """Dedup one batch of fetched+prepared items, store the new images, record every attempt."""
+        attempts: list[Attempt] = []
+        cands: list[tuple[Attempt, CrawlItem, Candidate, np.ndarray]] = []
+        first_of: dict[str, Attempt] = {}        # sha256 -> the batch's first attempt with it
+        copies: list[tuple[Attempt, Attempt]] = []  # (later attempt, first attempt) with equal sha256
+        for item, fr, prepared in batch:
+            a = Attempt(url=item.url, outcome=Outcome.OK, query_id=item.query_id, caption=item.caption,
+                        status_code=fr.status, elapsed_s=fr.elapsed_s)
+            attempts.append(a)
+            if prepared is None:
+                a.outcome, a.reason = fr.outcome or Outcome.CONNECTION_ERROR, fr.reason
+                continue
+            result, a.bytes = prepared
+            if isinstance(result, images.Rejection):
+                a.outcome, a.reason = result.outcome, result.reason
+                continue
+            cand, vec = result
+            a.sha256 = cand.sha256
+            if cand.sha256 in first_of:
+                copies.append((a, first_of[cand.sha256]))
+                continue
+            if self.db.has_image(cand.sha256):
+                a.outcome, a.reason = Outcome.DUPLICATE, "same sha256 already cached"
+                continue
+            first_of[cand.sha256] = a
+            cand.url, cand.caption, cand.query_id = item.url, item.caption, item.query_id
+            cands.append((a, item, cand, vec))
+
+        if cands:
+            if self.embed_fn is not None:
+                vecs = np.asarray(await asyncio.to_thread(self.embed_fn, [c for _, _, c, _ in cands]), np.float32)
+            else:
+                vecs = np.stack([v for *_, v in cands])
+            self._judge_and_store(cands, vecs)
+        for a, first in copies:  # same bytes as an earlier item of this batch: share its fate
+            if first.outcome == Outcome.OK:
+                a.outcome, a.reason = Outcome.DUPLICATE, "same sha256 already cached"
+            else:
+                a.outcome, a.reason = first.outcome, first.reason
+
+        with self.db.transaction():
+            for a in attempts:
+                self._record(a)
+            for a, item, cand, _ in cands:
+                if a.outcome == Outcome.OK:
+                    self.db.add_image(cand.sha256, self.store.relpath(cand.sha256), cand.width, cand.height,
+                                      cand.orig_width, cand.orig_height, bytes=len(cand.data), first_url=item.url,
+                                      caption=item.caption, query_id=item.query_id, round=item.round,
+                                      vec_id=a.vec_id)
+        return attempts
+
+    def _judge_and_store(self, cands: list, vecs: np.ndarray) -> None:
+        """Leak check, near-dup check (against the cache and within the batch), then store the keepers."""
+        leak = (self.leak_index.max_similarity(vecs) if self.leak_index is not None and len(self.leak_index)
+                else np.full(len(vecs), -np.inf))
+        near = self.index.max_similarity(vecs)
+        kept_vecs: list[np.ndarray] = []
+        new_vecs, new_ids = [], []
+        for (a, _, cand, _), v, leak_sim, near_sim in zip(cands, vecs, leak, near):
+            a.vec_id = None
+            if leak_sim >= self.cfg.leak_threshold:
+                a.outcome, a.reason = Outcome.TEST_LEAK, f"cosine {leak_sim:.3f} to a target test image"
+                continue
+            batch_sim = max((float(v @ k) for k in kept_vecs), default=-np.inf)
+            sim = max(float(near_sim), batch_sim)
+            if sim >= self.cfg.near_dup_threshold:
+                a.outcome, a.reason = Outcome.NEAR_DUPLICATE, f"cosine {sim:.3f} to a cached image"
+                continue
+            try:
+                self.store.put(cand.sha256, cand.data)
+            except CacheFull as e:
+                a.outcome, a.reason = Outcome.DISK_FULL, str(e)
+                continue
+            a.vec_id = self._next_vec_id
+            self._next_vec_id += 1
+            kept_vecs.append(v)
+            new_vecs.append(v)
+            new_ids.append(a.vec_id)
+        if new_vecs:
+            self.index.add(np.stack(new_vecs), np.asarray(new_ids))
+
+    def _record(self, a: Attempt) -> None:
+        self.db.record_attempt(a.url, a.outcome.value, query_id=a.query_id, caption=a.caption, reason=a.reason,
+                               sha256=a.sha256, status_code=a.status_code, bytes=a.bytes, elapsed_s=a.elapsed_s)
+
+    @staticmethod
+    def _from_row(item: CrawlItem, row: dict, recorded_before: bool) -> Attempt:
+        """An item answered by an earlier attempt of its URL (no network)."""
+        outcome = Outcome(row["outcome"])
+        if recorded_before:
+            return Attempt(url=item.url, outcome=outcome, reason=row["reason"] or "", query_id=item.query_id,
+                           caption=row["caption"] or "", sha256=row["sha256"], status_code=row["status_code"] or 0,
+                           bytes=row["bytes"] or 0, elapsed_s=row["elapsed_s"] or 0.0, recorded_before=True)
+        if outcome == Outcome.OK:
+            outcome = Outcome.DUPLICATE
+        return Attempt(url=item.url, outcome=outcome, reason=f"URL already fetched ({row['outcome']})",
+                       query_id=item.query_id, caption=item.caption, sha256=row["sha256"],
+                       status_code=row["status_code"] or 0)
+
+    # -- recovery ------------------------------------------------------------------------------
+    def reconcile_index(self) -> int:
+        """Add to the index the images the DB has but the index lacks (a crash between DB commit
+        and index save); returns how many were added."""
+        have = set(self.index.ids().tolist())
+        missing = [r for r in self.db.iter_images() if r["vec_id"] is not None and r["vec_id"] not in have]
+        if not missing:
+            return 0
+        if self.embed_fn is not None:
+            cands = [Candidate(r["sha256"], self.store.read(r["sha256"]), r["width"], r["height"],
+                               r["orig_width"], r["orig_height"]) for r in missing]
+            vecs = np.asarray(self.embed_fn(cands), np.float32)
+        else:
+            vecs = np.stack([images.embed_bytes(self.store.read(r["sha256"])) for r in missing])
+        self.index.add(vecs, np.asarray([r["vec_id"] for r in missing]))
+        return len(missing)
+
+
+def outcome_summary(attempts: list[Attempt]) -> dict[str, int]:
+    """Counts by outcome of the attempts made now (rows recorded before are left out)."""
+    counts: dict[str, int] = {}
+    for a in attempts:
+        if not a.recorded_before:
+            counts[a.outcome.value] = counts.get(a.outcome.value, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def read_url_list(path: str | Path) -> list[CrawlItem]:
+    """Lines `url` or `url<TAB>caption`; blank lines and `#` comments skipped."""
+    items = []
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        url, _, caption = line.partition("\t")
+        items.append(CrawlItem(url=url.strip(), caption=caption.strip()))
+    return items

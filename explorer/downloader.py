@@ -1,0 +1,137 @@
+"""Fetch image bytes from the web under guards (DESIGN.md §5).
+
+`Downloader.fetch(url)` never raises for what the web does: every failure is a FetchResult
+with an Outcome and a reason. Redirects are followed by hand so that every hop is checked
+(`netguard.check_url` for IP literals, `GuardedResolver` for DNS answers).
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from explorer import netguard
+from explorer.config import CrawlConfig
+from explorer.records import FetchResult, Outcome
+
+REDIRECTS = (301, 302, 303, 307, 308)
+ROBOTS_DIRECTIVES = ("noai", "noimageai")
+
+
+class Downloader:
+    """Many requests in flight, a per-host limit, and the guards. Use as `async with`."""
+
+    def __init__(self, cfg: CrawlConfig, allow: list[str] | tuple[str, ...] = ()) -> None:
+        self.cfg = cfg
+        self.allow = netguard.normalise_allow([*cfg.allow, *allow])
+        self.session: aiohttp.ClientSession | None = None
+        self._host_next: dict[str, float] = {}  # politeness: earliest next request per host
+
+    async def __aenter__(self) -> "Downloader":
+        connector = aiohttp.TCPConnector(
+            limit=self.cfg.concurrency, limit_per_host=self.cfg.per_host,
+            resolver=netguard.GuardedResolver(self.allow), ttl_dns_cache=60)
+        timeout = aiohttp.ClientTimeout(total=self.cfg.total_timeout_s, sock_connect=self.cfg.connect_timeout_s,
+                                        sock_read=self.cfg.read_timeout_s)
+        self.session = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, headers={"User-Agent": self.cfg.user_agent},
+            trust_env=False, cookie_jar=aiohttp.DummyCookieJar())
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def fetch(self, url: str) -> FetchResult:
+        """GET `url` (following up to max_redirects checked hops, retrying 429/5xx) -> FetchResult."""
+        start = time.monotonic()
+        result = FetchResult(url=url)
+        for attempt in range(self.cfg.retries + 1):
+            result = await self._follow(url)
+            retryable = result.outcome == Outcome.HTTP_ERROR and (result.status == 429 or result.status >= 500)
+            if not retryable or attempt == self.cfg.retries:
+                break
+            await asyncio.sleep(self.cfg.retry_backoff_s * 2 ** attempt * (0.5 + random.random()))
+        result.elapsed_s = time.monotonic() - start
+        return result
+
+    async def _follow(self, url: str) -> FetchResult:
+        seen = {url}
+        current = url
+        for hop in range(self.cfg.max_redirects + 1):
+            reason = netguard.check_url(current, self.allow)
+            if reason is not None:
+                outcome = Outcome.FORBIDDEN_ADDRESS if "not public" in reason or "is local" in reason else Outcome.BAD_URL
+                return FetchResult(url=url, outcome=outcome, reason=reason, final_url=current, redirects=hop)
+            result, location = await self._get(url, current)
+            result.redirects = hop
+            if location is None:
+                return result
+            nxt = urljoin(current, location)
+            if nxt in seen:
+                return FetchResult(url=url, outcome=Outcome.REDIRECT_LIMIT, reason=f"redirect loop at {nxt}",
+                                   status=result.status, final_url=current, redirects=hop + 1)
+            seen.add(nxt)
+            current = nxt
+        return FetchResult(url=url, outcome=Outcome.REDIRECT_LIMIT, final_url=current, redirects=hop + 1,
+                           reason=f"more than {self.cfg.max_redirects} redirects")
+
+    async def _polite(self, host: str) -> None:
+        delay = self.cfg.politeness_delay_s
+        if delay <= 0:
+            return
+        now = time.monotonic()
+        at = max(now, self._host_next.get(host, 0.0))
+        self._host_next[host] = at + delay
+        if at > now:
+            await asyncio.sleep(at - now)
+
+    async def _get(self, url: str, current: str) -> tuple[FetchResult, str | None]:
+        """One request, no redirects: (result, Location to follow or None)."""
+        assert self.session is not None, "use `async with Downloader(...)`"
+        fail = lambda outcome, reason, status=0: (  # noqa: E731
+            FetchResult(url=url, outcome=outcome, reason=reason, status=status, final_url=current), None)
+        await self._polite(urlsplit(current).netloc)
+        try:
+            async with self.session.get(current, allow_redirects=False) as resp:
+                status = resp.status
+                if status in REDIRECTS:
+                    location = resp.headers.get("Location")
+                    if not location:
+                        return fail(Outcome.HTTP_ERROR, f"{status} without Location", status)
+                    return FetchResult(url=url, status=status, final_url=current), location
+                if status != 200:
+                    return fail(Outcome.HTTP_ERROR, f"HTTP {status}", status)
+                robots = ",".join(resp.headers.getall("X-Robots-Tag", [])).lower()
+                if any(d in robots.replace(":", ",").replace(" ", ",").split(",") for d in ROBOTS_DIRECTIVES):
+                    return fail(Outcome.ROBOTS, f"X-Robots-Tag: {robots[:100]}", status)
+                if resp.content_length is not None and resp.content_length > self.cfg.max_bytes:
+                    return fail(Outcome.TOO_LARGE, f"Content-Length {resp.content_length} > {self.cfg.max_bytes}", status)
+                body = await self._read_capped(resp)
+                if body is None:
+                    return fail(Outcome.TOO_LARGE, f"body over {self.cfg.max_bytes} bytes", status)
+                return FetchResult(url=url, body=body, status=status, final_url=current), None
+        except aiohttp.ClientConnectorError as e:
+            if isinstance(e.os_error, netguard.ForbiddenAddress):
+                return fail(Outcome.FORBIDDEN_ADDRESS, str(e.os_error))
+            return fail(Outcome.CONNECTION_ERROR, f"{type(e).__name__}: {e}"[:300])
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as e:
+            return fail(Outcome.TIMEOUT, f"{type(e).__name__}: {e}"[:300] or "timeout")
+        except aiohttp.InvalidURL as e:
+            return fail(Outcome.BAD_URL, f"invalid URL: {e}"[:300])
+        except (aiohttp.ClientError, OSError, ValueError) as e:
+            # payload errors (truncated, bad gzip), disconnections, malformed responses
+            return fail(Outcome.CONNECTION_ERROR, f"{type(e).__name__}: {e}"[:300])
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes | None:
+        """The (decompressed) body, or None as soon as it passes max_bytes."""
+        chunks, size = [], 0
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > self.cfg.max_bytes:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)

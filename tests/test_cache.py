@@ -1,0 +1,75 @@
+"""Store, metadata DB and FAISS index."""
+import numpy as np
+import pytest
+
+from cache.db import MetaDB
+from cache.index import VectorIndex
+from cache.store import CacheFull, ImageStore
+
+
+def unit(rng, n, d=16):
+    v = rng.standard_normal((n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_store_is_content_addressed_atomic_and_capped(tmp_path):
+    store = ImageStore(tmp_path, max_bytes=10)
+    path = store.put("ab" + "0" * 62, b"12345")
+    assert path == tmp_path / "images" / "ab" / ("ab" + "0" * 62 + ".jpg") and path.read_bytes() == b"12345"
+    store.put("ab" + "0" * 62, b"12345")  # same content: nothing more written or counted
+    assert store.used_bytes == 5
+    with pytest.raises(CacheFull):
+        store.put("cd" + "0" * 62, b"123456")
+    assert not list(tmp_path.rglob("*.tmp*"))
+
+
+def test_db_queries_attempts_images_and_transactions(tmp_path):
+    db = MetaDB(tmp_path / "explore.db")
+    assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    q = db.add_query(0, "tulip", "red tulip", "sandbox")
+    db.set_query_status(q, "searched", n_results=3)
+    with pytest.raises(ValueError):
+        db.set_query_status(q, "bogus")
+    with db.transaction():
+        db.record_attempt("http://a/1", "ok", query_id=q, sha256="s1", status_code=200, bytes=10)
+        db.record_attempt("http://a/2", "http_error", query_id=q, status_code=404)
+        db.record_attempt("http://a/3", "timeout", query_id=q)
+        db.add_image("s1", "images/s1/s1.jpg", 64, 48, 640, 480, bytes=10, first_url="http://a/1", query_id=q, vec_id=0)
+        db.set_query_status(q, "done", n_kept=1)
+    with pytest.raises(RuntimeError), db.transaction():
+        db.record_attempt("http://a/4", "ok", query_id=q)
+        with db.transaction():  # nested joins the outer one
+            db.set_query_status(q, "failed", error="boom")
+        raise RuntimeError("rolled back")
+    assert db.queries()[0]["status"] == "done" and db.queries(round=0)[0]["n_kept"] == 1
+    assert db.outcome_counts() == {"http_error": 1, "ok": 1, "timeout": 1}
+    assert db.has_image("s1") and not db.has_image("s2")
+    assert [i["sha256"] for i in db.images_for_query(q)] == ["s1"]
+    assert db.attempted_ok("http://a/1") and db.attempted_ok("http://a/2")  # a 404 is final
+    assert not db.attempted_ok("http://a/3") and not db.attempted_ok("http://a/4")
+    db.record_attempt("http://a/3", "ok", query_id=q)  # the same (url, query) again: replaced, not added
+    assert len(db.attempts(q)) == 3
+    db.set_image_rewards({"s1": 0.5})
+    assert db.image("s1")["reward"] == 0.5
+    assert db.get_search_results("ddgs", "tulip") is None
+    db.put_search_results("ddgs", "tulip", [{"image": "http://x"}])
+    assert db.get_search_results("ddgs", "tulip") == [{"image": "http://x"}]
+    db.log_event("round_done", round=0, kept=1)
+    assert db.events("round_done")[0]["message"] == {"round": 0, "kept": 1}
+    assert db.image_stats() == (1, 10) and db.next_vec_id() == 1
+    db.close()
+
+
+def test_index_search_and_atomic_save_load(tmp_path):
+    rng = np.random.default_rng(0)
+    vecs = unit(rng, 50)
+    index = VectorIndex(16)
+    assert np.isneginf(index.max_similarity(vecs[:2])).all()
+    index.add(vecs, np.arange(100, 150))
+    sims, ids = index.search(vecs[:3], k=1)
+    assert ids[:, 0].tolist() == [100, 101, 102] and np.allclose(sims[:, 0], 1.0, atol=1e-5)
+    index.save(tmp_path / "i.faiss")
+    again = VectorIndex.load(tmp_path / "i.faiss", 16)
+    assert len(again) == 50 and sorted(again.ids().tolist()) == list(range(100, 150))
+    assert len(VectorIndex.load(tmp_path / "missing.faiss", 16)) == 0
+    assert len(VectorIndex.load(tmp_path / "i.faiss", 32)) == 0  # another embedding: start afresh

@@ -1,0 +1,127 @@
+"""The crawl pipeline end to end against a loopback server: outcomes in the DB and on disk."""
+import asyncio
+import io
+
+import numpy as np
+from PIL import Image
+
+from explorer.config import CrawlConfig
+from explorer.crawl import Crawler, CrawlItem, leak_index_from_vectors, open_cache
+from explorer.images import embed_bytes
+from explorer.records import Outcome
+from tests.crawl_fixtures import image_app, jpeg_bytes, serve
+
+
+def cfg(**kw) -> CrawlConfig:
+    return CrawlConfig(**(dict(image_size=64, min_side=16, pool="thread", workers=2, retries=0, db_batch=4) | kw))
+
+
+def resized_copy(body: bytes, size, quality=60) -> bytes:
+    out = io.BytesIO()
+    Image.open(io.BytesIO(body)).resize(size).save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def crawl(cache, c, items, port, **kw):
+    with Crawler.for_cache(cache, c, allow=[f"127.0.0.1:{port}"], **kw) as crawler:
+        return asyncio.run(crawler.crawl(items))
+
+
+FILES = {
+    "/a.jpg": (jpeg_bytes(300, 200, seed=1), {}),
+    "/b.jpg": (jpeg_bytes(300, 200, seed=2), {}),
+    "/a-again.jpg": (jpeg_bytes(300, 200, seed=1), {}),                      # same bytes as a
+    "/a-small.jpg": (resized_copy(jpeg_bytes(300, 200, seed=1), (150, 100)), {}),  # near copy of a
+    "/page.jpg": (b"<!DOCTYPE html><html>not an image</html>", {"Content-Type": "image/jpeg"}),
+    "/tiny.jpg": (jpeg_bytes(8, 8), {}),
+}
+
+
+def test_every_item_gets_one_outcome_and_refetch_downloads_nothing(tmp_path):
+    app, hits = image_app(FILES)
+    with serve(app) as port:
+        base = f"http://127.0.0.1:{port}"
+        items = [CrawlItem(f"{base}{p}", caption=p) for p in [*FILES, "/missing.jpg"]]
+        items.append(CrawlItem(f"{base}/a.jpg", caption="listed twice"))
+        items.append(CrawlItem("http://10.0.0.1/x.jpg"))
+        items.append(CrawlItem("file:///etc/hostname"))
+        cache = open_cache(tmp_path, cfg())
+        attempts = crawl(cache, cfg(), items, port)
+        by_path = {a.url.removeprefix(base): a for a in attempts}
+        assert len(attempts) == len(FILES) + 3
+        assert by_path["/b.jpg"].outcome == Outcome.OK
+        # whichever of a and its near copy lands first is kept; the same bytes share a's fate
+        copies = {by_path[p].outcome for p in ("/a.jpg", "/a-small.jpg")}
+        assert copies == {Outcome.OK, Outcome.NEAR_DUPLICATE}
+        a_again = Outcome.DUPLICATE if by_path["/a.jpg"].outcome == Outcome.OK else Outcome.NEAR_DUPLICATE
+        assert by_path["/a-again.jpg"].outcome == a_again
+        assert by_path["/page.jpg"].outcome == Outcome.NOT_IMAGE
+        assert by_path["/tiny.jpg"].outcome == Outcome.TOO_SMALL
+        assert by_path["/missing.jpg"].outcome == Outcome.HTTP_ERROR
+        assert by_path["http://10.0.0.1/x.jpg"].outcome == Outcome.FORBIDDEN_ADDRESS
+        assert by_path["file:///etc/hostname"].outcome == Outcome.BAD_URL
+        db = cache.db
+        assert sum(db.outcome_counts().values()) == len(attempts)
+        assert db.image_stats()[0] == 2 and len(cache.index) == 2
+        for row in db.iter_images():
+            assert (tmp_path / row["path"]).exists() and row["orig_width"] in (150, 300)
+        first_hits = dict(hits)
+        assert first_hits["/a.jpg"] == 1 and first_hits["/missing.jpg"] == 1
+
+        again = crawl(cache, cfg(), items, port)
+        assert hits == first_hits  # nothing fetched twice
+        assert all(a.recorded_before for a in again if a.outcome != Outcome.BAD_URL)
+        assert sum(db.outcome_counts().values()) == len(attempts)
+
+        # another query finding a known URL: one new row, answered from the DB, still no request
+        more = crawl(cache, cfg(), [CrawlItem(f"{base}/b.jpg", query_id=7), CrawlItem(f"{base}/page.jpg", query_id=7)], port)
+        assert [a.outcome for a in more] == [Outcome.DUPLICATE, Outcome.NOT_IMAGE]
+        assert hits == first_hits and db.outcome_counts(query_id=7) == {"duplicate": 1, "not_image": 1}
+        cache.close()
+
+    reopened = open_cache(tmp_path, cfg())
+    assert len(reopened.index) == 2 and reopened.store.used_bytes == reopened.db.image_stats()[1]
+    reopened.close()
+
+
+def test_near_copies_of_target_test_images_are_dropped(tmp_path):
+    test_image = jpeg_bytes(300, 200, seed=5)
+    app, _ = image_app({"/leak.jpg": (resized_copy(test_image, (240, 160)), {}), "/fine.jpg": (jpeg_bytes(300, 200, seed=6), {})})
+    leak = leak_index_from_vectors(np.stack([embed_bytes(test_image)]))
+    with serve(app) as port:
+        cache = open_cache(tmp_path, cfg())
+        attempts = crawl(cache, cfg(), [CrawlItem(f"http://127.0.0.1:{port}/leak.jpg"),
+                                        CrawlItem(f"http://127.0.0.1:{port}/fine.jpg")], port, leak_index=leak)
+    assert {a.url.rsplit("/", 1)[1]: a.outcome for a in attempts} == {"leak.jpg": Outcome.TEST_LEAK,
+                                                                       "fine.jpg": Outcome.OK}
+    assert cache.db.image_stats()[0] == 1
+    cache.close()
+
+
+def test_files_are_read_only_when_allowed_and_cap_gives_disk_full(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"{i}.jpg").write_bytes(jpeg_bytes(200, 150, seed=10 + i))
+    items = [CrawlItem((src / f"{i}.jpg").as_uri()) for i in range(3)]
+    cache = open_cache(tmp_path / "c", cfg(cache_max_bytes=5_000))
+    with Crawler.for_cache(cache, cfg(cache_max_bytes=5_000), allow_files=True) as crawler:
+        attempts = asyncio.run(crawler.crawl(items))
+    outcomes = sorted(a.outcome.value for a in attempts)
+    assert "ok" in outcomes and "disk_full" in outcomes
+    assert cache.store.used_bytes <= 5_000
+    cache.close()
+
+
+def test_custom_embedding_and_index_reconcile_after_a_lost_index(tmp_path):
+    app, _ = image_app({f"/{i}.jpg": (jpeg_bytes(200, 150, seed=20 + i), {}) for i in range(3)})
+    with serve(app) as port:
+        cache = open_cache(tmp_path, cfg())
+        crawl(cache, cfg(), [CrawlItem(f"http://127.0.0.1:{port}/{i}.jpg") for i in range(3)], port)
+        cache.close()
+    (tmp_path / "index" / "cheap.faiss").unlink()  # as if killed before the index was saved
+    cache = open_cache(tmp_path, cfg())
+    with Crawler.for_cache(cache, cfg()) as crawler:
+        assert crawler.reconcile_index() == 3 and len(cache.index) == 3
+        assert crawler.reconcile_index() == 0
+    cache.close()

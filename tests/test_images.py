@@ -1,0 +1,129 @@
+"""The image pipeline on hostile and unusual inputs."""
+import hashlib
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from explorer.config import CrawlConfig
+from explorer.images import Rejection, cheap_embedding, prepare, sniff
+from explorer.records import Candidate, Outcome
+from tests.crawl_fixtures import jpeg_bytes
+
+CFG = CrawlConfig(image_size=64, min_side=16, max_aspect=4.0, max_pixels=4_000_000)
+
+
+def encode(im: Image.Image, fmt: str, **kw) -> bytes:
+    out = io.BytesIO()
+    im.save(out, fmt, **kw)
+    return out.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims width x height but carries (almost) no pixels: a decompression bomb's header."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def rejected(body: bytes, cfg: CrawlConfig = CFG) -> Outcome:
+    result = prepare(body, cfg)
+    assert isinstance(result, Rejection), result
+    return result.outcome
+
+
+def test_a_30000_square_png_header_is_a_bomb():
+    assert rejected(png_header_only(30000, 30000)) == Outcome.BOMB
+
+
+def test_html_served_as_an_image_is_not_an_image():
+    assert rejected(b"<!DOCTYPE html><html><body>hello</body></html>") == Outcome.NOT_IMAGE
+    assert rejected(b"") == Outcome.NOT_IMAGE
+    assert sniff(jpeg_bytes(40, 40)) == "JPEG"
+
+
+def test_truncated_and_garbled_files_are_corrupt():
+    body = jpeg_bytes(300, 200)
+    assert rejected(body[: len(body) // 2]) == Outcome.CORRUPT
+    assert rejected(b"\x89PNG\r\n\x1a\n" + b"\0" * 100) == Outcome.CORRUPT
+    png = encode(Image.new("RGB", (100, 100), "red"), "PNG")
+    assert rejected(png[:-20] + b"x" * 20) == Outcome.CORRUPT  # bad CRC, caught by verify
+
+
+def test_size_and_aspect_limits():
+    assert rejected(jpeg_bytes(10, 40)) == Outcome.TOO_SMALL
+    assert rejected(jpeg_bytes(500, 100)) == Outcome.BAD_ASPECT
+
+
+def test_jpeg_is_decoded_draft_scaled_to_the_stored_size():
+    cand = prepare(jpeg_bytes(1000, 600), CFG)
+    assert isinstance(cand, Candidate)
+    assert (cand.orig_width, cand.orig_height) == (1000, 600)
+    assert min(cand.width, cand.height) == 64 and cand.width == round(1000 * 64 / 600)
+    assert cand.sha256 == hashlib.sha256(cand.data).hexdigest()
+    assert Image.open(io.BytesIO(cand.data)).format == "JPEG"
+
+
+def test_small_images_are_not_upscaled():
+    cand = prepare(jpeg_bytes(40, 30), CFG)
+    assert (cand.width, cand.height) == (40, 30)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: encode(Image.new("CMYK", (120, 90), (0, 255, 255, 0)), "JPEG"),
+    lambda: encode(Image.new("P", (120, 90), 3), "PNG", transparency=3),
+    lambda: encode(Image.new("LA", (120, 90), (128, 100)), "PNG"),
+    lambda: encode(Image.fromarray(np.full((90, 120), 40000, np.uint16)), "PNG"),
+    lambda: encode(Image.new("RGBA", (120, 90), (10, 20, 30, 0)), "WEBP"),
+    lambda: encode(Image.new("1", (120, 90), 1), "BMP"),
+    lambda: encode(Image.new("RGB", (120, 90), "blue"), "GIF", save_all=True,
+                   append_images=[Image.new("RGB", (120, 90), "red")]),
+])
+def test_unusual_modes_become_rgb_jpegs(make):
+    cand = prepare(make(), CFG)
+    assert isinstance(cand, Candidate), cand
+    im = Image.open(io.BytesIO(cand.data))
+    assert im.mode == "RGB" and min(im.size) == 64
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    body = encode(Image.fromarray(np.full((90, 120), 32768, np.uint16)), "PNG")
+    px = Image.open(io.BytesIO(prepare(body, CFG).data)).getpixel((10, 10))
+    assert 120 <= px[0] <= 135  # half of full scale, not 255
+
+
+def test_transparent_palette_goes_over_white():
+    im = Image.new("P", (120, 90), 3)
+    im.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255])
+    im.putpixel((100, 80), 1)
+    body = encode(im, "PNG", transparency=3)
+    assert Image.open(io.BytesIO(prepare(body, CFG).data)).getpixel((5, 5)) >= (250, 250, 250)
+
+
+def test_exif_orientation_is_applied():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90
+    body = jpeg_bytes(200, 100, exif=exif.tobytes())
+    cand = prepare(body, CFG)
+    assert cand.height > cand.width
+    assert (cand.orig_width, cand.orig_height) == (100, 200)
+
+
+def test_cheap_embedding_matches_copies_and_separates_distinct_images():
+    thr = CrawlConfig().near_dup_threshold
+    base = Image.open(io.BytesIO(jpeg_bytes(400, 300, seed=1)))
+    v = cheap_embedding(base)
+    assert v.dtype == np.float32 and v.shape == (768,) and abs(np.linalg.norm(v) - 1) < 1e-5
+    resized = base.resize((200, 150))
+    reencoded = Image.open(io.BytesIO(encode(base, "JPEG", quality=40)))
+    brighter = Image.eval(base, lambda x: min(255, x + 20))
+    for copy in (resized, reencoded, brighter):
+        assert float(v @ cheap_embedding(copy)) >= thr
+    sims = [float(v @ cheap_embedding(Image.open(io.BytesIO(jpeg_bytes(400, 300, seed=s))))) for s in range(2, 30)]
+    assert max(sims) < thr
+    red, blue = Image.new("RGB", (50, 50), "red"), Image.new("RGB", (50, 50), "blue")
+    assert float(cheap_embedding(red) @ cheap_embedding(blue)) < thr
