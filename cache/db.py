@@ -107,6 +107,9 @@ class MetaDB:
         self.conn.execute("UPDATE rounds SET finished_at=?, status=?, info=COALESCE(?, info) WHERE round=?",
                           (time.time(), status, json.dumps(info) if info is not None else None, round))
 
+    def set_round_status(self, round: int, status: str) -> None:
+        self.conn.execute("UPDATE rounds SET status=? WHERE round=?", (status, round))
+
     def rounds(self) -> list[dict]:
         rows = self.conn.execute("SELECT * FROM rounds ORDER BY round").fetchall()
         return [dict(r) | {"info": json.loads(r["info"] or "{}")} for r in rows]
@@ -181,6 +184,12 @@ class MetaDB:
                                  (query_id,) if query_id is not None else ())
         return {o: n for o, n in rows}
 
+    def outcome_counts_for_round(self, round: int) -> dict[str, int]:
+        rows = self.conn.execute(
+            "SELECT a.outcome, COUNT(*) FROM attempts a JOIN queries q ON a.query_id = q.id "
+            "WHERE q.round=? GROUP BY a.outcome ORDER BY a.outcome", (round,))
+        return {o: n for o, n in rows}
+
     # -- images --------------------------------------------------------------------------------
     def add_image(self, sha256: str, path: str, width: int, height: int, orig_width: int, orig_height: int,
                   *, bytes: int = 0, first_url: str = "", caption: str = "", query_id: int | None = None,
@@ -224,6 +233,17 @@ class MetaDB:
         """(number of images, their total bytes)."""
         n, b = self.conn.execute("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM images").fetchone()
         return int(n), int(b)
+
+    def images_in_round(self, round: int) -> list[dict]:
+        """Images first kept in this round, in the order they came."""
+        return [dict(r) for r in self.conn.execute(
+            "SELECT * FROM images WHERE round=? ORDER BY added_at", (round,))]
+
+    def best_images(self, before_round: int, limit: int) -> list[dict]:
+        """Replay: images of earlier rounds with the highest reward (scored ones only)."""
+        return [dict(r) for r in self.conn.execute(
+            "SELECT * FROM images WHERE round < ? AND reward IS NOT NULL ORDER BY reward DESC LIMIT ?",
+            (before_round, limit))]
 
     def set_image_rewards(self, rewards: dict[str, float]) -> None:
         self.conn.executemany("UPDATE images SET reward=? WHERE sha256=?",

@@ -71,9 +71,9 @@ def load_concepts(cfg: Config, sandbox) -> list[str]:
 
 def leak_vectors(paths: list[str], cfg: Config) -> np.ndarray:
     """Near-dup embeddings of the target's test images: the web's copies of them are dropped."""
-    from explorer.images import embed_file
+    from explorer.images import embed_bytes
 
-    return np.stack([embed_file(p, cfg.crawl) for p in paths]) if paths else np.zeros((0, 1), np.float32)
+    return np.stack([embed_bytes(Path(p).read_bytes()) for p in paths])
 
 
 @dataclass
@@ -98,7 +98,7 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
     from explorer.progress import RoundPrinter
     from explorer.vocab import concept_embeddings
     from policies.base import load_descriptors
-    from policies import make_policy
+    from policies.base import make_policy
 
     target = resolve_target(cfg, sandbox.world if sandbox else None)
     train_paths = target.materialise(run.root / "target", "train")
@@ -210,6 +210,7 @@ def _drive(explorer) -> int:
         try:
             return await explorer.run()
         finally:
+            await explorer.engine.aclose()
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
 

@@ -255,6 +255,7 @@ SANDBOX_PRESET = [
     "train.warmup_steps=30",
     "train.total_steps=3000",
     "train.workers=0",
+    "eval.workers=0",
     "train.replay_size=2000",
     "reward.k=10",
     "policy.vocab=sandbox",

@@ -59,8 +59,8 @@ class Learner:
             self._restore(checkpoint)
 
     def _restore(self, path: Path) -> None:
-        ck = self.trainer.load_checkpoint(path)
-        extra = ck.get("explore", {})
+        self.trainer.load_checkpoint(path)
+        extra = self.trainer.extra.get("explore", {})
         self.rounds_done = int(extra.get("round", -1)) + 1
         self.policy_state = json.loads(extra["policy"]) if "policy" in extra else None
 

@@ -64,7 +64,7 @@ class Explorer:
                  budget: Budget, descriptors: list[str] = (),
                  on_round: Callable[[RoundReport], None] | None = None):
         self.cfg = cfg
-        self.run = run
+        self.rundir = run
         self.db = db
         self.engine = engine
         self.crawler = crawler
@@ -111,7 +111,7 @@ class Explorer:
                 report = self._report(round_, crawled, outcomes, trained,
                                       time.monotonic() - started + crawled["seconds"])
                 self.db.finish_round(round_, info=report.to_json())
-                self.run.append_round(report.to_json())
+                self.rundir.append_round(report.to_json())
                 self.budget.tick()
                 self.on_round(report)
                 round_ += 1
@@ -139,11 +139,8 @@ class Explorer:
         self.db.start_round(round_)
         queries = self.db.queries(round=round_)
         if not queries:  # a resumed round keeps the queries it already chose
-            from policies.base import make_queries
-
-            concepts = self.policy.sample(self.cfg.crawl.queries_per_round)
-            rng = np.random.default_rng([self.cfg.run.seed, round_])
-            pairs = make_queries(concepts, self.descriptors, self.cfg.policy.descriptor_share, rng)
+            pairs = self.policy.sample_queries(self.cfg.crawl.queries_per_round, self.descriptors,
+                                               self.cfg.policy.descriptor_share)
             with self.db.transaction():
                 for concept, text in pairs:
                     self.db.add_query(round_, concept, text, self.engine.name)

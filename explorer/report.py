@@ -78,8 +78,9 @@ def query_rows(run: RunDir) -> list[dict]:
 
 def rounds_table(rounds: list[dict]) -> Table:
     table = Table(title="Rounds")
-    for col in ("round", "queries", "fetched", "kept", "mean reward", "k-NN acc", "loss", "best concepts"):
-        table.add_column(col, justify="left" if col == "best concepts" else "right")
+    for col in ("round", "queries", "fetched", "kept", "mean reward", "k-NN acc", "loss"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("best concepts", overflow="ellipsis", no_wrap=True, max_width=60)
     for r in rounds:
         knn = r.get("knn_acc")
         loss = r.get("train", {}).get("loss")

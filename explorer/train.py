@@ -69,6 +69,7 @@ class Trainer:
         self.model = model.to(self.device)      # the bare model: embed(), state_dict()
         t = cfg.train
         self.step = 0
+        self.extra: dict = {}                   # caller state from the last checkpoint loaded
         self.autocast = self.device.type == "cuda" and t.bf16
         self.effective_batch = t.batch_size * t.grad_accum * world_size()
         peak_lr = t.lr * self.effective_batch / 256
@@ -162,15 +163,16 @@ class Trainer:
             "config": self.cfg.to_dict(),
         }
 
-    def save_checkpoint(self, path: str | Path) -> None:
-        """Write the checkpoint atomically (tmp, fsync, rename); rank 0 only."""
+    def save_checkpoint(self, path: str | Path, extra: dict | None = None) -> None:
+        """Write the checkpoint atomically (tmp, fsync, rename); rank 0 only. `extra` holds
+        the caller's own state (plain types), given back as `self.extra` by load_checkpoint."""
         if not is_main():
             return
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as f:
-            torch.save(self.state_dict(), f)
+            torch.save({**self.state_dict(), "extra": extra or {}}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -184,6 +186,7 @@ class Trainer:
         """Restore model, optimiser, scheduler, step and RNG states; returns the config dict
         stored in the checkpoint."""
         ck = torch.load(path, map_location="cpu", weights_only=True)
+        self.extra = ck.get("extra", {})
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
