@@ -31,7 +31,7 @@ SetOption = Annotated[
 
 def fail(message: str, code: int = 1) -> None:
     """The user's mistake or an unavailable part: one clear line, no traceback."""
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {message}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
 
 

@@ -48,9 +48,16 @@ def db_rows(run: RunDir, sql: str):
         return con.execute(sql).fetchall()
 
 
-def test_rounds_then_resume_continue_without_asking_again(tmp_path):
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("loop")
     run, cfg = small_config(tmp_path, rounds=2)
     _, step = run_rounds(run, cfg)
+    return run, cfg, step
+
+
+def test_rounds_then_resume_continue_without_asking_again(finished_run):
+    run, cfg, step = finished_run
     assert step == 2 * 3
     rounds = run.read_rounds()
     assert [r["round"] for r in rounds] == [0, 1]
@@ -102,3 +109,51 @@ def test_a_dead_engine_pauses_crawling_not_training(tmp_path):
     events = db_rows(run, "SELECT kind FROM events WHERE kind='search_failed'")
     assert len(events) == 8
     assert [r["kept"] for r in run.read_rounds()] == [0, 0]
+
+
+def test_status_rewards_and_eval_read_the_run(finished_run):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    run, cfg, _ = finished_run
+    cli = CliRunner()
+    status = cli.invoke(app, ["status", str(run.root), "--json"])
+    assert status.exit_code == 0, status.output
+    info = json.loads(status.stdout)
+    for key in ("rounds_done", "queries", "images_kept", "outcomes", "train_steps",
+                "budget_used_s", "last_checkpoint_round"):
+        assert key in info
+    n_images = db_rows(run, "SELECT COUNT(*) FROM images")[0][0]
+    assert info["images_kept"] == n_images and info["rounds_done"] == len(run.read_rounds())
+    assert sum(info["outcomes"].values()) == db_rows(run, "SELECT COUNT(*) FROM attempts")[0][0]
+    assert info["train_steps"] == 3 * info["rounds_done"]
+
+    exported = cli.invoke(app, ["rewards", str(run.root), "--format", "json"])
+    assert exported.exit_code == 0
+    data = json.loads(exported.stdout)
+    assert len(data["queries"]) == info["queries"] and len(data["rounds"]) == info["rounds_done"]
+    csv_out = cli.invoke(app, ["rewards", str(run.root), "--format", "csv"])
+    assert csv_out.stdout.splitlines()[0].startswith("id,round,concept")
+    table = cli.invoke(app, ["rewards", str(run.root), "--plot"])
+    assert table.exit_code == 0, table.output
+    assert (run.plots / "rewards.png").stat().st_size > 1000
+    assert (run.plots / "best_concepts.png").stat().st_size > 1000
+
+    ev = cli.invoke(app, ["eval", str(run.root), "--json", "--protocol", "knn", "--label-fraction", "0.5"])
+    assert ev.exit_code == 0, ev.output
+    result = json.loads(ev.stdout)
+    assert 0.0 <= result["knn"]["0.5"] <= 1.0 and "linear" not in result
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    cli = CliRunner()
+    out = cli.invoke(app, ["status", str(tmp_path / "nope")])
+    assert out.exit_code == 1 and "not a run directory" in out.output and "Traceback" not in out.output
+    out = cli.invoke(app, ["run", "--target", "sandbox-flowers", "--run-dir", str(tmp_path / "r"),
+                           "--set", "train.nope=1"])
+    assert out.exit_code == 1 and "unknown config field train.nope" in out.output
