@@ -95,7 +95,7 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
     from explorer.engines.cached import CachedEngine
     from explorer.learner import Learner
     from explorer.loop import Explorer
-    from explorer.progress import RoundPrinter
+    from explorer.progress import RunProgress
     from explorer.vocab import concept_embeddings
     from policies.base import load_descriptors
     from policies.base import make_policy
@@ -138,7 +138,8 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
                       f"{budget.spent_s / 3600:.2f} h of {cfg.run.hours:g} h spent")
     explorer = Explorer(cfg, run, cache.db, CachedEngine(engine, cache.db), crawler, policy, learner,
                         budget, descriptors=load_descriptors(cfg.policy.descriptors),
-                        on_round=RoundPrinter(console, quiet))
+                        progress=RunProgress(console, quiet))
+    learner.progress = explorer.progress
     explorer.console = console
     return explorer, Parts(cache, crawler, engine, learner, target)
 
@@ -178,7 +179,8 @@ def run_exploration(run: RunDir, cfg: Config, console: Console, quiet: bool = Fa
         with sandbox_for(cfg) as sandbox:
             explorer, parts = build(run, cfg, sandbox, console, quiet)
             try:
-                _drive(explorer)
+                with explorer.progress:
+                    _drive(explorer)
                 finish(run, cfg, parts, console, stopped=explorer.stop_requested
                        and not explorer.budget.exhausted())
             finally:
