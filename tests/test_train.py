@@ -238,13 +238,14 @@ def test_ddp_two_gloo_ranks_end_with_identical_weights(shapes, tmp_path):
            "--steps", "3", "--set", "model.name=tiny-64", "--set", "train.batch_size=4",
            "--set", "train.workers=0", "--set", "model.max_caption_tokens=8",
            "--set", "train.warmup_steps=1", "--set", "train.lr=0.05",
+           "--set", "train.grad_accum=2",                     # exercises no_sync
            "--weights-per-rank", str(tmp_path / "w"), "--save", str(tmp_path / "ck.pt")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     w0 = torch.load(tmp_path / "w" / "rank0.pt", weights_only=True)
     w1 = torch.load(tmp_path / "w" / "rank1.pt", weights_only=True)
     ck = torch.load(tmp_path / "ck.pt", weights_only=True)
-    assert ck["step"] == 3
+    assert ck["step"] == 3 and ck["config"]["train"]["grad_accum"] == 2
     torch.manual_seed(0)                                    # the ranks' common start
     start = build_model(tiny_config().model, 30522).state_dict()
     for k in w0:
