@@ -1,7 +1,7 @@
 """Time the GP policy on a full vocabulary: update (hyper-parameter fit + conditioning +
 prediction for every concept) and sample, with N observed queries.
 
-    python bench/gp_speed.py --obs 2000 [--vocab imagenet21k] [--policy gp|ucb] [--random-emb]
+    PYTHONPATH=. python bench/gp_speed.py --obs 2000 [--vocab imagenet21k] [--policy gp|ucb] [--random-emb]
 
 Rewards are synthetic (a smooth function of the embedding plus noise); only time matters here.
 """
@@ -24,6 +24,7 @@ def main() -> None:
     ap.add_argument("--obs", type=int, default=2000)
     ap.add_argument("--policy", default="gp")
     ap.add_argument("--queries", type=int, default=256)
+    ap.add_argument("--embedding-cache", default=Config().policy.embedding_cache)
     ap.add_argument("--random-emb", action="store_true", help="random 384-d unit vectors instead of the text model's")
     args = ap.parse_args()
     cfg = Config()
@@ -33,7 +34,7 @@ def main() -> None:
         emb = rng.normal(size=(len(concepts), 384)).astype(np.float32)
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     else:
-        emb = concept_embeddings(concepts, cfg.policy.text_model, cfg.policy.embedding_cache)
+        emb = concept_embeddings(concepts, cfg.policy.text_model, args.embedding_cache)
     truth = emb @ emb[rng.integers(len(emb))]
     policy = make_policy(args.policy, concepts, emb, cfg.policy, seed=0)
     seen = rng.choice(len(concepts), size=args.obs, replace=False)
