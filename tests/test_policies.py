@@ -212,8 +212,8 @@ def test_gp_copes_with_one_observation_and_flat_rewards(name):
     emb = unit(np.random.default_rng(0).normal(size=(100, 8)))
     concepts = [f"c{i}" for i in range(100)]
     policy = make_policy(name, concepts, emb, PolicyConfig(), seed=0)
-    policy.update([outcome("c1", 0.5), outcome("not in vocab", 0.9)])
-    assert policy.unknown_outcomes == 1 and len(set(policy.sample(10))) == 10
+    policy.update([outcome("c1", 0.5), outcome("not in vocab", 0.9), outcome("c2", float("nan"))])
+    assert policy.ignored_outcomes == 2 and len(set(policy.sample(10))) == 10
     policy.update([outcome(f"c{i}", 0.0) for i in range(2, 30)])
     policy.update([outcome("c1", 0.0)])
     assert np.isfinite(policy.scores()).all()
