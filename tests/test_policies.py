@@ -228,3 +228,18 @@ def test_sample_queries_uses_the_policy_generator_and_descriptors():
     qa, qb = a.sample_queries(50, ["red", "old"], 0.5), b.sample_queries(50, ["red", "old"], 0.5)
     assert qa == qb
     assert 10 < sum(text != concept for concept, text in qa) < 40
+
+
+def test_ucb_counts_pending_concepts_as_explored():
+    rng = np.random.default_rng(0)
+    emb = unit(rng.normal(size=(300, 8)))
+    concepts = [f"c{i}" for i in range(300)]
+    policy = make_policy("ucb", concepts, emb, PolicyConfig(), seed=0)
+    policy.update([outcome(concepts[i], float(emb[i, 0]), 0) for i in range(40)])
+    before = policy.std_with_pending().copy()
+    picked = [policy.index[c] for c in policy.sample(20)]      # asked, rewards not back yet
+    assert set(policy.pending().tolist()) == set(picked)
+    after = policy.std_with_pending()
+    assert (after[picked] < before[picked]).all()
+    policy.update([outcome(concepts[i], float(emb[i, 0]), 1) for i in picked])
+    assert policy.pending().size == 0
