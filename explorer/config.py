@@ -259,7 +259,6 @@ SANDBOX_PRESET = [
     "train.replay_size=2000",
     "reward.k=10",
     "policy.vocab=sandbox",
-    "policy.temperature=0.05",
     "run.checkpoint_every=0",
     "run.device=cpu",
 ]
