@@ -117,7 +117,7 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
 
     concepts = load_concepts(cfg, sandbox)
     embeddings = concept_embeddings(concepts, cfg.policy.text_model,
-                                    Path("~/.cache/explore/concepts").expanduser())
+                                    Path(cfg.policy.embedding_cache).expanduser())
     relevance = None
     if cfg.policy.name == "oracle":
         if sandbox is None or not is_sandbox_target(cfg.run.target):
