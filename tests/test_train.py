@@ -214,7 +214,7 @@ def test_resume_equals_straight_run(tmp_path):
                          resumed.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
     ck = torch.load(tmp_path / "ck.pt", weights_only=True)  # one plain dict
-    assert set(ck) == {"model", "optimizer", "scheduler", "step", "rng", "config"}
+    assert set(ck) == {"model", "optimizer", "scheduler", "step", "rng", "config", "extra"}
     assert set(ck["rng"]) == {"torch", "cuda", "numpy", "python"}
 
 
