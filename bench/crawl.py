@@ -98,10 +98,12 @@ def serve_files(files_dir: str, ready) -> None:
     loop.run_forever()
 
 
-def run_explore(url_file: Path, out: Path, port: int, size: int) -> dict:
+def run_explore(url_file: Path, out: Path, port: int, size: int, sets: list[str]) -> dict:
     cmd = [sys.executable, str(ROOT / "cli.py"), "fetch", str(url_file), "--cache-dir", str(out),
            "--allow", f"127.0.0.1:{port}", "--json", "--set", f"crawl.image_size={size}",
            "--set", "crawl.jpeg_quality=90"]
+    for item in sets:
+        cmd += ["--set", item]
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT)
     wall = time.monotonic() - start
@@ -132,7 +134,11 @@ def main() -> None:
     ap.add_argument("--broken", type=int, default=20, help="of which truncated")
     ap.add_argument("--missing", type=int, default=20, help="extra URLs that 404")
     ap.add_argument("--image-size", type=int, default=256)
+    ap.add_argument("--skip-img2dataset", action="store_true", help="time explore only (for tuning)")
     ap.add_argument("--i2d-threads", type=int, default=32, help="img2dataset threads per process")
+    ap.add_argument("--per-host", type=int, default=64,
+                    help="explore's requests in flight to one host (all URLs are on one host here)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="more explore config overrides")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "explore-bench-crawl")
     args = ap.parse_args()
 
@@ -155,11 +161,14 @@ def main() -> None:
         print(f"{len(urls)} URLs ({args.broken} truncated, {args.missing} missing), image size {args.image_size}, "
               f"{len(os.sched_getaffinity(0))} cores, load {os.getloadavg()[0]:.1f}", flush=True)
 
-        ex = run_explore(url_file, run_dir / "explore-cache", port, args.image_size)
+        sets = [f"crawl.per_host={args.per_host}", *args.sets]
+        ex = run_explore(url_file, run_dir / "explore-cache", port, args.image_size, sets)
         explore_rate = ex["images_per_second"]
         print(f"explore fetch: {ex['attempted']} URLs in {ex['seconds']:.1f} s ({ex['wall']:.1f} s with start-up) "
-              f"-> {explore_rate:.0f} img/s; outcomes {ex['outcomes']}", flush=True)
+              f"-> {explore_rate:.0f} img/s; outcomes {ex['outcomes']}; {' '.join(sets)}", flush=True)
 
+        if args.skip_img2dataset:
+            return
         i2d = run_img2dataset(url_file, run_dir / "img2dataset", args.image_size, args.i2d_threads, len(urls))
         i2d_rate = len(urls) / i2d["seconds"]
         print(f"img2dataset: {i2d['attempted']} URLs ({i2d['ok']} ok) in {i2d['seconds']:.1f} s "

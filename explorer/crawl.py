@@ -269,14 +269,15 @@ class Crawler:
         leak = (self.leak_index.max_similarity(vecs) if self.leak_index is not None and len(self.leak_index)
                 else np.full(len(vecs), -np.inf))
         near = self.index.max_similarity(vecs)
-        kept_vecs: list[np.ndarray] = []
+        batch_sims = vecs @ vecs.T  # [N, N] cosine within the batch
+        kept: list[int] = []
         new_vecs, new_ids = [], []
-        for (a, _, cand, _), v, leak_sim, near_sim in zip(cands, vecs, leak, near):
+        for j, ((a, _, cand, _), v, leak_sim, near_sim) in enumerate(zip(cands, vecs, leak, near)):
             a.vec_id = None
             if leak_sim >= self.cfg.leak_threshold:
                 a.outcome, a.reason = Outcome.TEST_LEAK, f"cosine {leak_sim:.3f} to a target test image"
                 continue
-            batch_sim = max((float(v @ k) for k in kept_vecs), default=-np.inf)
+            batch_sim = float(batch_sims[j, kept].max()) if kept else -np.inf
             sim = max(float(near_sim), batch_sim)
             if sim >= self.cfg.near_dup_threshold:
                 a.outcome, a.reason = Outcome.NEAR_DUPLICATE, f"cosine {sim:.3f} to a cached image"
@@ -288,7 +289,7 @@ class Crawler:
                 continue
             a.vec_id = self._next_vec_id
             self._next_vec_id += 1
-            kept_vecs.append(v)
+            kept.append(j)
             new_vecs.append(v)
             new_ids.append(a.vec_id)
         if new_vecs:

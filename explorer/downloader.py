@@ -110,7 +110,10 @@ class Downloader:
                     return fail(Outcome.ROBOTS, f"X-Robots-Tag: {robots[:100]}", status)
                 if resp.content_length is not None and resp.content_length > self.cfg.max_bytes:
                     return fail(Outcome.TOO_LARGE, f"Content-Length {resp.content_length} > {self.cfg.max_bytes}", status)
-                body = await self._read_capped(resp)
+                if resp.content_length is not None and "Content-Encoding" not in resp.headers:
+                    body = await resp.read()  # length known and under the cap: the parser stops there
+                else:
+                    body = await self._read_capped(resp)
                 if body is None:
                     return fail(Outcome.TOO_LARGE, f"body over {self.cfg.max_bytes} bytes", status)
                 return FetchResult(url=url, body=body, status=status, final_url=current), None
