@@ -246,7 +246,7 @@ class Crawler:
                 vecs = np.asarray(await asyncio.to_thread(self.embed_fn, [c for _, _, c, _ in cands]), np.float32)
             else:
                 vecs = np.stack([v for *_, v in cands])
-            self._judge_and_store(cands, vecs)
+            await self._judge_and_store(cands, vecs)
         for a, first in copies:  # same bytes as an earlier item of this batch: share its fate
             if first.outcome == Outcome.OK:
                 a.outcome, a.reason = Outcome.DUPLICATE, "same sha256 already cached"
@@ -264,36 +264,46 @@ class Crawler:
                                       vec_id=a.vec_id)
         return attempts
 
-    def _judge_and_store(self, cands: list, vecs: np.ndarray) -> None:
+    async def _judge_and_store(self, cands: list, vecs: np.ndarray) -> None:
         """Leak check, near-dup check (against the cache and within the batch), then store the keepers."""
         leak = (self.leak_index.max_similarity(vecs) if self.leak_index is not None and len(self.leak_index)
                 else np.full(len(vecs), -np.inf))
         near = self.index.max_similarity(vecs)
         batch_sims = vecs @ vecs.T  # [N, N] cosine within the batch
         kept: list[int] = []
-        new_vecs, new_ids = [], []
-        for j, ((a, _, cand, _), v, leak_sim, near_sim) in enumerate(zip(cands, vecs, leak, near)):
-            a.vec_id = None
+        for j, ((a, _, cand, _), leak_sim, near_sim) in enumerate(zip(cands, leak, near)):
             if leak_sim >= self.cfg.leak_threshold:
                 a.outcome, a.reason = Outcome.TEST_LEAK, f"cosine {leak_sim:.3f} to a target test image"
                 continue
-            batch_sim = float(batch_sims[j, kept].max()) if kept else -np.inf
-            sim = max(float(near_sim), batch_sim)
+            sim = max(float(near_sim), float(batch_sims[j, kept].max()) if kept else -np.inf)
             if sim >= self.cfg.near_dup_threshold:
                 a.outcome, a.reason = Outcome.NEAR_DUPLICATE, f"cosine {sim:.3f} to a cached image"
                 continue
-            try:
-                self.store.put(cand.sha256, cand.data)
-            except CacheFull as e:
-                a.outcome, a.reason = Outcome.DISK_FULL, str(e)
+            kept.append(j)
+        # file writes off the event loop; the cap is checked in order, one file at a time
+        stored = await asyncio.to_thread(self._store_files, [cands[j] for j in kept])
+        new_ids = []
+        for j, error in zip(kept, stored):
+            a = cands[j][0]
+            if error is not None:
+                a.outcome, a.reason = Outcome.DISK_FULL, error
                 continue
             a.vec_id = self._next_vec_id
             self._next_vec_id += 1
-            kept.append(j)
-            new_vecs.append(v)
-            new_ids.append(a.vec_id)
-        if new_vecs:
-            self.index.add(np.stack(new_vecs), np.asarray(new_ids))
+            new_ids.append((j, a.vec_id))
+        if new_ids:
+            self.index.add(vecs[[j for j, _ in new_ids]], np.asarray([v for _, v in new_ids]))
+
+    def _store_files(self, keepers: list) -> list[str | None]:
+        """Write each keeper's file; per keeper None, or why it could not be written."""
+        errors: list[str | None] = []
+        for _, _, cand, _ in keepers:
+            try:
+                self.store.put(cand.sha256, cand.data)
+                errors.append(None)
+            except CacheFull as e:
+                errors.append(str(e))
+        return errors
 
     def _record(self, a: Attempt) -> None:
         self.db.record_attempt(a.url, a.outcome.value, query_id=a.query_id, caption=a.caption, reason=a.reason,
