@@ -135,10 +135,11 @@ class Crawler:
     @property
     def pool(self) -> Executor:
         if self._pool is None:
-            n = self.cfg.workers or len(os.sched_getaffinity(0))
-            if self.cfg.pool == "thread":
-                self._pool = ThreadPoolExecutor(n, thread_name_prefix="prepare")
-            else:  # spawn: forking a process that runs an event loop and threads is unsafe
+            cores = len(os.sched_getaffinity(0))
+            if self.cfg.pool == "thread":  # twice the cores: fills the gaps where a thread holds the GIL
+                self._pool = ThreadPoolExecutor(self.cfg.workers or 2 * cores, thread_name_prefix="prepare")
+            else:
+                n = self.cfg.workers or cores  # spawn: forking a process that runs an event loop and threads is unsafe
                 self._pool = ProcessPoolExecutor(n, mp_context=get_context("spawn"))
         return self._pool
 

@@ -139,7 +139,8 @@ def prepare_with_embedding(body: bytes, cfg: CrawlConfig) -> tuple[Candidate, np
         im = to_rgb(im)
         size = stored_size(*im.size, cfg.image_size)
         if size != im.size:
-            im = im.resize(size, Image.Resampling.BILINEAR)  # antialiased; draft already did the bulk
+            # area average (as img2dataset's INTER_AREA); draft already did the bulk of the scaling
+            im = im.resize(size, Image.Resampling.BOX)
         out = io.BytesIO()
         im.save(out, "JPEG", quality=cfg.jpeg_quality)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
