@@ -92,8 +92,14 @@ def leak_index_from_vectors(vectors: np.ndarray) -> VectorIndex:
 
 
 def _prepare_job(body: bytes, cfg: CrawlConfig):
-    """Runs in a worker process: bytes -> (Candidate, cheap vector [768]) | Rejection."""
-    return images.prepare_with_embedding(body, cfg)
+    """Runs in a worker: bytes -> (Candidate, cheap vector [768]) | Rejection.
+
+    Whatever a decoder does with hostile bytes, the item gets an outcome and the crawl goes on.
+    """
+    try:
+        return images.prepare_with_embedding(body, cfg)
+    except Exception as e:  # noqa: BLE001 - a decoder failure we did not foresee is still bad input
+        return images.Rejection(Outcome.CORRUPT, f"unexpected {type(e).__name__}: {str(e)[:200]}")
 
 
 class Crawler:
