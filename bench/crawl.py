@@ -72,8 +72,9 @@ def make_corpus(workdir: Path, n: int, broken: int) -> list[str]:
     return [f"{i}.jpg" for i in range(n)]
 
 
-def serve_files(files_dir: str, ready) -> None:
-    """The image server (child process): every file in memory, 404 for anything else."""
+def serve_files(files_dir: str, ready, port: int = 0) -> None:
+    """One image server process: every file in memory, 404 for anything else. Several share
+    one port (SO_REUSEPORT), so that the server is not what limits either tool."""
     from aiohttp import web
 
     bodies = {p.name: p.read_bytes() for p in Path(files_dir).glob("*.jpg")}
@@ -90,7 +91,7 @@ def serve_files(files_dir: str, ready) -> None:
     async def start():
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+        site = web.TCPSite(runner, "127.0.0.1", port, backlog=1024, reuse_port=True)
         await site.start()
         ready.send(site._server.sockets[0].getsockname()[1])
 
@@ -142,6 +143,7 @@ def main() -> None:
     ap.add_argument("--broken", type=int, default=20, help="of which truncated")
     ap.add_argument("--missing", type=int, default=20, help="extra URLs that 404")
     ap.add_argument("--image-size", type=int, default=256)
+    ap.add_argument("--server-processes", type=int, default=2, help="image server processes sharing the port")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each tool (best counts)")
     ap.add_argument("--skip-img2dataset", action="store_true", help="time explore only (for tuning)")
     ap.add_argument("--i2d-threads", type=int, default=32, help="img2dataset threads per process")
@@ -152,12 +154,15 @@ def main() -> None:
     args = ap.parse_args()
 
     names = make_corpus(args.workdir, args.n, args.broken)
-    parent, child = mp.get_context("spawn").Pipe()
-    server = mp.get_context("spawn").Process(target=serve_files, args=(str(args.workdir / "files"), child),
-                                             daemon=True)
-    server.start()
-    try:
+    ctx = mp.get_context("spawn")
+    servers = []
+    port = 0
+    for _ in range(args.server_processes):
+        parent, child = ctx.Pipe()
+        servers.append(ctx.Process(target=serve_files, args=(str(args.workdir / "files"), child, port), daemon=True))
+        servers[-1].start()
         port = parent.recv()
+    try:
         urls = [f"http://127.0.0.1:{port}/{name}" for name in names]
         urls += [f"http://127.0.0.1:{port}/missing-{i}.jpg" for i in range(args.missing)]
         rng = np.random.default_rng(0)
@@ -202,8 +207,9 @@ def main() -> None:
               f"(cpu_ratio={min(i2d_cpu) / min(explore_cpu):.2f}, less sensitive to a shared machine's load)")
         print(f"ratio={best_ex / best_i2d:.2f}")
     finally:
-        server.terminate()
-        server.join(5)
+        for server in servers:
+            server.terminate()
+            server.join(5)
 
 
 if __name__ == "__main__":
