@@ -159,7 +159,8 @@ class Crawler:
             prior.setdefault(r["url"], r)
         mine = {(r["url"], r["query_id"]): r for r in rows}
         attempts: list[Attempt] = []
-        to_fetch: list[CrawlItem] = []
+        to_fetch: dict[str, CrawlItem] = {}       # one request per URL, however many queries found it
+        followers: list[CrawlItem] = []           # same URL as an item fetched now, another query
         answered: list[Attempt] = []
         for it in items:
             row = prior.get(it.url)
@@ -167,15 +168,20 @@ class Crawler:
                 attempts.append(self._from_row(it, mine[(it.url, it.query_id)], recorded_before=True))
             elif row is not None:
                 answered.append(self._from_row(it, row, recorded_before=False))
+            elif it.url in to_fetch:
+                followers.append(it)
             else:
-                to_fetch.append(it)
+                to_fetch[it.url] = it
+        if to_fetch:
+            fetched = await self._fetch_all(list(to_fetch.values()))
+            attempts += fetched
+            by_url = {a.url: a for a in fetched}
+            answered += [self._from_row(it, vars(by_url[it.url]), recorded_before=False) for it in followers]
         if answered:
             with self.db.transaction():
                 for a in answered:
                     self._record(a)
             attempts += answered
-        if to_fetch:
-            attempts += await self._fetch_all(to_fetch)
         if self.index_path is not None:
             self.index.save(self.index_path)
         return attempts
@@ -320,6 +326,7 @@ class Crawler:
     def _from_row(item: CrawlItem, row: dict, recorded_before: bool) -> Attempt:
         """An item answered by an earlier attempt of its URL (no network)."""
         outcome = Outcome(row["outcome"])
+        row = {**row, "outcome": outcome.value}
         if recorded_before:
             return Attempt(url=item.url, outcome=outcome, reason=row["reason"] or "", query_id=item.query_id,
                            caption=row["caption"] or "", sha256=row["sha256"], status_code=row["status_code"] or 0,

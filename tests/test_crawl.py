@@ -126,3 +126,16 @@ def test_custom_embedding_and_index_reconcile_after_a_lost_index(tmp_path):
         assert crawler.reconcile_index() == 3 and len(cache.index) == 3
         assert crawler.reconcile_index() == 0
     cache.close()
+
+
+def test_a_url_found_by_two_queries_is_fetched_once(tmp_path):
+    app, hits = image_app({"/x.jpg": (jpeg_bytes(200, 150, seed=40), {})})
+    with serve(app) as port:
+        url = f"http://127.0.0.1:{port}/x.jpg"
+        cache = open_cache(tmp_path, cfg())
+        attempts = crawl(cache, cfg(), [CrawlItem(url, query_id=1), CrawlItem(url, query_id=2)], port)
+    assert hits == {"/x.jpg": 1}
+    assert {a.query_id: a.outcome for a in attempts} == {1: Outcome.OK, 2: Outcome.DUPLICATE}
+    assert cache.db.outcome_counts(query_id=2) == {"duplicate": 1}
+    assert [r["sha256"] for r in cache.db.attempts(2)] == [a.sha256 for a in attempts if a.query_id == 1]
+    cache.close()
