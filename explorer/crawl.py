@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -84,11 +83,8 @@ def open_cache(cache_dir: str | Path, cfg: CrawlConfig, db_path: str | Path | No
 
 
 def leak_index_from_vectors(vectors: np.ndarray) -> VectorIndex:
-    """An index of the target's test-image embeddings [N, D], for decontamination."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    index = VectorIndex(vectors.shape[1])
-    index.add(vectors, np.arange(len(vectors)))
-    return index
+    """An index of the target's test-image embeddings [N, D] (the same embedding as the cache's)."""
+    return VectorIndex.from_vectors(vectors)
 
 
 def _prepare_job(body: bytes, cfg: CrawlConfig):
