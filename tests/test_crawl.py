@@ -139,3 +139,12 @@ def test_a_url_found_by_two_queries_is_fetched_once(tmp_path):
     assert cache.db.outcome_counts(query_id=2) == {"duplicate": 1}
     assert [r["sha256"] for r in cache.db.attempts(2)] == [a.sha256 for a in attempts if a.query_id == 1]
     cache.close()
+
+
+def test_the_process_pool_prepares_the_same(tmp_path):
+    app, _ = image_app({"/p.jpg": (jpeg_bytes(200, 150, seed=50), {})})
+    with serve(app) as port:
+        cache = open_cache(tmp_path, cfg(pool="process", workers=1))
+        attempts = crawl(cache, cfg(pool="process", workers=1), [CrawlItem(f"http://127.0.0.1:{port}/p.jpg")], port)
+    assert [a.outcome for a in attempts] == [Outcome.OK] and cache.db.image_stats()[0] == 1
+    cache.close()
