@@ -62,9 +62,10 @@ class Downloader:
         seen = {url}
         current = url
         for hop in range(self.cfg.max_redirects + 1):
-            reason = netguard.check_url(current, self.allow)
-            if reason is not None:
-                outcome = Outcome.FORBIDDEN_ADDRESS if "not public" in reason or "is local" in reason else Outcome.BAD_URL
+            problem = netguard.url_problem(current, self.allow)
+            if problem is not None:
+                forbidden, reason = problem
+                outcome = Outcome.FORBIDDEN_ADDRESS if forbidden else Outcome.BAD_URL
                 return FetchResult(url=url, outcome=outcome, reason=reason, final_url=current, redirects=hop)
             result, location = await self._get(url, current)
             result.redirects = hop
