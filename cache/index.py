@@ -16,6 +16,14 @@ class VectorIndex:
         self.dim = dim
         self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
+    @classmethod
+    def from_vectors(cls, vectors: np.ndarray) -> "VectorIndex":
+        """An index of [N, D] vectors with ids 0..N-1 (e.g. the target's test images, for decontamination)."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        index = cls(vectors.shape[1])
+        index.add(vectors, np.arange(len(vectors)))
+        return index
+
     def __len__(self) -> int:
         return self.index.ntotal
 
