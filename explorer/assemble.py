@@ -100,6 +100,8 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
     from policies.base import load_descriptors
     from policies.base import make_policy
 
+    if cfg.reward.floor_mode not in ("fixed", "round_min"):
+        raise UserError(f"reward.floor_mode must be fixed or round_min, not {cfg.reward.floor_mode!r}")
     target = resolve_target(cfg, sandbox.world if sandbox else None)
     train_paths = target.materialise(run.root / "target", "train")
     test_paths = target.materialise(run.root / "target", "test") if target.test is not None else []

@@ -107,7 +107,10 @@ class TrainConfig:
 @dataclass
 class RewardConfig:
     k: int = 15                           # target-train neighbours per candidate
-    floor: float = 0.0                    # reward of a query that yields nothing usable
+    floor: float = 0.0                    # reward of a query that yields nothing usable ...
+    floor_mode: str = "round_min"         # ... "fixed": that value; "round_min": the round's lowest
+                                          # query reward (on the encoder's scale, so that a failed
+                                          # query ranks with the worst, not far below all of them)
 
 
 @dataclass
@@ -248,7 +251,7 @@ SANDBOX_PRESET = [
     "crawl.concurrency=64",
     "crawl.per_host=64",
     "crawl.connect_timeout_s=2",
-    "crawl.read_timeout_s=3",
+    "crawl.read_timeout_s=10",
     "model.name=tiny-64",
     "train.batch_size=32",
     "train.steps_per_round=30",

@@ -196,7 +196,7 @@ class Explorer:
         for q in queries:
             shas = [row["sha256"] for row in self.db.images_for_query(q["id"])]
             per_query[q["id"]] = [image_reward[s] for s in shas if s in image_reward]
-        rewards = query_rewards(per_query, self.cfg.reward.floor)
+        rewards = query_rewards(per_query, self.floor(per_query))
         with self.db.transaction():
             for q in queries:
                 r = rewards[q["id"]]
@@ -206,6 +206,13 @@ class Explorer:
                                              n_results=q["n_results"] or 0, n_kept=kept, reward=r,
                                              image_rewards=per_query[q["id"]]))
         return outcomes
+
+    def floor(self, per_query: dict[int, list[float]]) -> float:
+        """The reward of a query that kept nothing (see RewardConfig.floor_mode)."""
+        scored = [float(np.mean(r)) for r in per_query.values() if r]
+        if self.cfg.reward.floor_mode == "round_min" and scored:
+            return min(scored)
+        return self.cfg.reward.floor
 
     def _report(self, round_, crawled, outcomes, trained, seconds) -> RoundReport:
         rewards = [o.reward for o in outcomes]
