@@ -157,3 +157,55 @@ def test_cli_errors_are_one_line(tmp_path):
     out = cli.invoke(app, ["run", "--target", "sandbox-flowers", "--run-dir", str(tmp_path / "r"),
                            "--set", "train.nope=1"])
     assert out.exit_code == 1 and "unknown config field train.nope" in out.output
+
+
+def _start(args, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.Popen([sys.executable, str(root / "cli.py"), *args], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _wait_for(predicate, deadline_s: float) -> bool:
+    import time
+
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_after_a_checkpoint_and_the_run_resumes(tmp_path):
+    import signal
+
+    run = RunDir(tmp_path / "run")
+    args = ["run", "--target", "sandbox-flowers", "--rounds", "3", "--run-dir", str(run.root),
+            "--quiet", *[a for s in SMALL + [f"run.data_root={tmp_path / 'data'}"] for a in ("--set", s)]]
+    proc = _start(args, tmp_path)
+    try:
+        assert _wait_for(lambda: run.rounds_log.exists() or proc.poll() is not None, 300)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert "stopping after this round" in out and "explore resume" in out
+    done = [r["round"] for r in run.read_rounds()]
+    assert done and done == list(range(len(done))) and len(done) < 3
+    ck = torch.load(run.latest_checkpoint, map_location="cpu", weights_only=True)
+    assert ck["extra"]["explore"]["round"] == done[-1]
+
+    resumed = _start(["resume", str(run.root), "--quiet"], tmp_path)
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out
+    assert [r["round"] for r in run.read_rounds()] == [0, 1, 2]
+    texts = [t for (t,) in db_rows(run, "SELECT text FROM queries")]
+    assert len(texts) == len(set(texts)) == 3 * 4
