@@ -137,7 +137,6 @@ def rewards(
 ) -> None:
     """Print the reward log: per round, and the best and worst concepts."""
     from explorer import report
-    from explorer.session import RunDir
 
     rd = _existing_run(run_dir)
     if fmt in ("csv", "json"):

@@ -23,7 +23,6 @@ def _connect(run: RunDir) -> sqlite3.Connection:
 
 def status(run: RunDir) -> dict:
     """Rounds done, queries, images kept, outcome counts, training steps, budget, checkpoint."""
-    from explorer.config import Config
 
     cfg = run.load_config()
     rounds = run.read_rounds()
