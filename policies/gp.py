@@ -28,6 +28,9 @@ PREDICT_CHUNK = 2048   # rows of the [chunk, m] cross-covariance held at once
 # Unit text embeddings: related concepts ("red rose", "white rose") lie ~0.6 apart. A shorter
 # length-scale fitted on a few noisy rewards explains them as noise and predicts nothing.
 LENGTH_SCALE_MIN = 0.3
+# Rewards are normalised to unit variance; a query's reward is a mean over a few dozen noisy
+# images, so at least this share of its variance is noise (else the GP interpolates the noise).
+NOISE_MIN = 0.05
 
 
 class DotRBF(RBF):
@@ -50,7 +53,7 @@ class DotRBF(RBF):
 
 def default_kernel():
     return (ConstantKernel(1.0, (1e-3, 1e3)) * DotRBF(1.0, (LENGTH_SCALE_MIN, 2e1))
-            + WhiteKernel(0.1, (1e-6, 1e1)))
+            + WhiteKernel(0.1, (NOISE_MIN, 1e1)))
 
 
 def zscore(x: np.ndarray) -> np.ndarray:
