@@ -52,11 +52,13 @@ class UCBPolicy(GPPolicy):
         if self._pending_std is None or self._pending_std[0] != key:
             idx, y = self.training_set()
             idx_all = np.concatenate([idx, np.setdiff1d(pending, idx)])
-            y_all = np.concatenate([y, self.mean[idx_all[len(idx):]]])
+            # σ does not depend on the rewards, only on where they were observed; fit on zeros
+            # in the normalised units of the real fit, then scale back as normalize_y does.
             kernel = default_kernel().clone_with_theta(np.asarray(self.theta))
-            gp = GaussianProcessRegressor(kernel, normalize_y=True, optimizer=None)
-            gp.fit(self.embeddings[idx_all].astype(np.float64), y_all)
-            self._pending_std = (key, self._predict(gp)[1])
+            gp = GaussianProcessRegressor(kernel, normalize_y=False, optimizer=None)
+            gp.fit(self.embeddings[idx_all].astype(np.float64), np.zeros(len(idx_all)))
+            scale = float(np.std(y)) or 1.0
+            self._pending_std = (key, scale * self._predict(gp)[1])
         return self._pending_std[1]
 
     def scores(self) -> np.ndarray | None:
