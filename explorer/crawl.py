@@ -118,6 +118,7 @@ class Crawler:
         self.index_path = Path(index_path) if index_path else None
         self._pool: Executor | None = None
         self._next_vec_id = db.next_vec_id()
+        self._inflight: dict[str, asyncio.Event] = {}   # URL -> set when its outcome is recorded
 
     @classmethod
     def for_cache(cls, cache: Cache, cfg: CrawlConfig, **kwargs) -> "Crawler":
@@ -149,6 +150,10 @@ class Crawler:
     async def crawl(self, items: Iterable[CrawlItem]) -> list[Attempt]:
         """One Attempt per distinct (url, query_id), recorded in the DB; the index is saved at the end."""
         items = list({(it.url, it.query_id): it for it in items}.values())
+        # Calls run concurrently (one per query): a URL another call is fetching now is
+        # answered from its recorded outcome, not fetched twice (nor kept twice).
+        while busy := [self._inflight[it.url] for it in items if it.url in self._inflight]:
+            await asyncio.gather(*(event.wait() for event in busy))
         rows = [r for r in self.db.attempts_for_urls(it.url for it in items) if is_final(r)]
         prior = {}
         for r in rows:
@@ -169,7 +174,13 @@ class Crawler:
             else:
                 to_fetch[it.url] = it
         if to_fetch:
-            fetched = await self._fetch_all(list(to_fetch.values()))
+            events = {url: self._inflight.setdefault(url, asyncio.Event()) for url in to_fetch}
+            try:
+                fetched = await self._fetch_all(list(to_fetch.values()))
+            finally:
+                for url, event in events.items():
+                    del self._inflight[url]
+                    event.set()
             attempts += fetched
             by_url = {a.url: a for a in fetched}
             answered += [self._from_row(it, vars(by_url[it.url]), recorded_before=False) for it in followers]

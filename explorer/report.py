@@ -77,9 +77,9 @@ def query_rows(run: RunDir) -> list[dict]:
 
 def rounds_table(rounds: list[dict]) -> Table:
     table = Table(title="Rounds")
-    for col in ("round", "queries", "fetched", "kept", "mean reward", "k-NN acc", "loss"):
-        table.add_column(col, justify="right", no_wrap=True)
-    table.add_column("best concepts", overflow="ellipsis", no_wrap=True, max_width=60)
+    for col in ("round", "queries", "fetched", "kept", "reward", "k-NN", "loss"):
+        table.add_column(col, justify="right", no_wrap=True, min_width=len(col))
+    table.add_column("best concepts", overflow="ellipsis", no_wrap=True, ratio=1)
     for r in rounds:
         knn = r.get("knn_acc")
         loss = r.get("train", {}).get("loss")
@@ -88,7 +88,7 @@ def rounds_table(rounds: list[dict]) -> Table:
             f"{r['mean_reward']:.3f}" if r.get("mean_reward") is not None else "-",
             f"{100 * knn:.1f}%" if knn is not None else "-",
             f"{loss:.3f}" if loss is not None else "-",
-            ", ".join(f"{c} ({v:.2f})" for c, v in r.get("best", [])[:3]),
+            ", ".join(c for c, _ in r.get("best", [])[:3]),
         )
     return table
 

@@ -148,3 +148,24 @@ def test_the_process_pool_prepares_the_same(tmp_path):
         attempts = crawl(cache, cfg(pool="process", workers=1), [CrawlItem(f"http://127.0.0.1:{port}/p.jpg")], port)
     assert [a.outcome for a in attempts] == [Outcome.OK] and cache.db.image_stats()[0] == 1
     cache.close()
+
+
+def test_concurrent_calls_fetch_and_keep_a_shared_url_once(tmp_path):
+    """The loop crawls each query's results in its own concurrent call; an URL two queries
+    found is fetched once, kept once, and the second query records a duplicate."""
+    files = {f"/{i}.jpg": (jpeg_bytes(200, 160, seed=10 + i), {}) for i in range(6)}
+    app, hits = image_app(files)
+    with serve(app) as port:
+        base = f"http://127.0.0.1:{port}"
+        cache = open_cache(tmp_path, cfg())
+
+        async def both():
+            with Crawler.for_cache(cache, cfg(), allow=[f"127.0.0.1:{port}"]) as crawler:
+                calls = [crawler.crawl([CrawlItem(f"{base}{p}", p, qid) for p in files]) for qid in (1, 2)]
+                return await asyncio.gather(*calls)
+
+        first, second = asyncio.run(both())
+    assert all(n == 1 for n in hits.values()) and len(hits) == len(files)
+    outcomes = sorted(a.outcome.value for a in first + second)
+    assert outcomes == ["duplicate"] * len(files) + ["ok"] * len(files)
+    assert cache.db.image_stats()[0] == len(files)
