@@ -55,6 +55,7 @@ class Learner:
         self.rounds_done = 0
         self.progress = None                    # RunProgress: train_started / trained_step hooks
         self.policy_state: dict | None = None
+        self.last_report: dict | None = None    # the record of the last checkpointed round
         checkpoint = checkpoint or run.latest_checkpoint
         if checkpoint.exists():
             self._restore(checkpoint)
@@ -64,6 +65,7 @@ class Learner:
         extra = self.trainer.extra.get("explore", {})
         self.rounds_done = int(extra.get("round", -1)) + 1
         self.policy_state = json.loads(extra["policy"]) if "policy" in extra else None
+        self.last_report = json.loads(extra["report"]) if "report" in extra else None
 
     # ---- one round ------------------------------------------------------------------------
     def train_round(self, round_: int, images: RoundImages, _target_paths=None) -> dict:
@@ -114,9 +116,9 @@ class Learner:
 
         return float(progress_knn(self.encode_images, self.eval_target, self.cfg.eval))
 
-    def save(self, round_: int, policy_state: dict) -> None:
+    def save(self, round_: int, policy_state: dict, report: dict) -> None:
         """latest.pt after every round (atomic); a numbered copy every N rounds."""
-        extra = {"round": round_, "policy": json.dumps(policy_state)}
+        extra = {"round": round_, "policy": json.dumps(policy_state), "report": json.dumps(report)}
         self.trainer.save_checkpoint(self.run.latest_checkpoint, extra={"explore": extra})
         every = self.cfg.run.checkpoint_every
         if every and (round_ + 1) % every == 0:

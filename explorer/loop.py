@@ -88,8 +88,20 @@ class Explorer:
         return True
 
     # ---- the loop ------------------------------------------------------------------------
+    def log_round(self, record: dict) -> None:
+        self.db.finish_round(record["round"], info=record)
+        self.rundir.append_round(record)
+
+    def log_finished_round(self) -> None:
+        """A resumed run: the last checkpointed round is in the logs (it may have been killed
+        after the checkpoint, before the log lines)."""
+        record = self.learner.last_report
+        if record and record["round"] not in {r["round"] for r in self.rundir.read_rounds()}:
+            self.log_round(record)
+
     async def run(self) -> int:
         """Run rounds; returns the number of the next round to do."""
+        self.log_finished_round()
         round_ = self.learner.rounds_done
         if not self._should_start_round(round_):
             return round_
@@ -106,11 +118,12 @@ class Explorer:
                 trained = await asyncio.to_thread(self.learner.train_round, round_, images)
                 outcomes = self.score_round(round_, trained.pop("image_rewards"))
                 self.policy.update(outcomes)
-                self.learner.save(round_, self.policy.state_dict())
                 report = self._report(round_, crawled, outcomes, trained,
                                       time.monotonic() - started + crawled["seconds"])
-                self.db.finish_round(round_, info=report.to_json())
-                self.rundir.append_round(report.to_json())
+                # the checkpoint carries the round's record: a kill between the two writes is
+                # mended on resume (`log_finished_round`), never logged twice or lost
+                self.learner.save(round_, self.policy.state_dict(), report.to_json())
+                self.log_round(report.to_json())
                 self.budget.tick()
                 self.progress.round_done(report)
                 round_ += 1

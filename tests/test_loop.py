@@ -146,6 +146,19 @@ def test_status_rewards_and_eval_read_the_run(finished_run):
     assert 0.0 <= result["knn"]["0.5"] <= 1.0 and "linear" not in result
 
 
+def test_a_round_checkpointed_but_not_logged_is_logged_on_resume(finished_run):
+    """What a kill between the checkpoint's rename and the log lines leaves."""
+    run, cfg, _ = finished_run
+    lines = run.rounds_log.read_text().splitlines()
+    last = json.loads(lines[-1])
+    run.rounds_log.write_text("\n".join(lines[:-1]) + "\n")
+    cfg = run.load_config()                      # the run is complete: nothing more to train
+    _, step = run_rounds(run, cfg)
+    assert [r["round"] for r in run.read_rounds()] == [r["round"] for r in map(json.loads, lines)]
+    assert run.read_rounds()[-1] == last
+    assert step == last["train"]["step"]
+
+
 def test_cli_errors_are_one_line(tmp_path):
     from typer.testing import CliRunner
 
