@@ -142,7 +142,6 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
                         budget, descriptors=load_descriptors(cfg.policy.descriptors),
                         progress=RunProgress(console, quiet))
     learner.progress = explorer.progress
-    explorer.console = console
     return explorer, Parts(cache, crawler, engine, learner, target)
 
 
@@ -204,7 +203,7 @@ def _drive(explorer) -> int:
             presses += 1
             if presses == 1:
                 explorer.request_stop()
-                explorer.console.print("[yellow]stopping after this round's checkpoint; "
+                explorer.progress.console.print("[yellow]stopping after this round's checkpoint; "
                                        "Ctrl-C again to stop at once[/]")
             else:
                 os._exit(130)
