@@ -40,6 +40,15 @@ def not_built(what: str) -> None:
     raise typer.Exit(2)
 
 
+def outcome_table(outcomes: dict[str, int], title: str):
+    from rich.table import Table
+
+    table = Table("outcome", "count", title=title)
+    for name, n in outcomes.items():
+        table.add_row(name, str(n))
+    return table
+
+
 def load_config(config_file: Optional[Path], overrides: Optional[list[str]]) -> Config:
     try:
         cfg = Config.load(config_file) if config_file else Config()
@@ -254,12 +263,7 @@ def fetch(
     if json_:
         print(json.dumps(summary))
         return
-    from rich.table import Table
-
-    table = Table("outcome", "count", title=f"{len(attempts)} URLs, {done_before} already done")
-    for name, n in outcomes.items():
-        table.add_row(name, str(n))
-    Console().print(table)
+    Console().print(outcome_table(outcomes, f"{len(attempts)} URLs, {done_before} already done"))
     Console().print(f"{summary['images_per_second']} URLs/s over {elapsed:.1f} s")
 
 
@@ -354,12 +358,7 @@ def cache_stats(
     if json_:
         print(json.dumps(stats))
         return
-    from rich.table import Table
-
-    table = Table("outcome", "count", title=f"{cache_dir}: {n_images} images, {n_bytes / 1e6:.1f} MB")
-    for name, n in outcomes.items():
-        table.add_row(name, str(n))
-    Console().print(table)
+    Console().print(outcome_table(outcomes, f"{cache_dir}: {n_images} images, {n_bytes / 1e6:.1f} MB"))
     for name, n in indexes.items():
         Console().print(f"index {name}: {n} vectors")
 

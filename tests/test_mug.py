@@ -10,13 +10,7 @@ VOCAB = 30522
 NARROW_224 = Arch(224, 16, 32, 1, 2, 32, 1, 2, 32, 1, 2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # On a shared 2-core machine two intra-op threads contend and run ~7x slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(**kw) -> MUG:
