@@ -113,7 +113,8 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
     leak = leak_vectors(test_paths, cfg)
     crawler = Crawler.for_cache(cache, cfg.crawl, allow=allow,
                                 leak_index=leak_index_from_vectors(leak) if len(test_paths) else None,
-                                allow_files=cfg.crawl.engine.startswith("corpus:"))
+                                allow_files=cfg.crawl.engine.startswith("corpus:"), stop_when_full=True)
+    crawler.reconcile_index()  # a kill between a DB commit and the index save left vectors out
 
     concepts = load_concepts(cfg, sandbox)
     embeddings = concept_embeddings(concepts, cfg.policy.text_model,
