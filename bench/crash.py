@@ -16,7 +16,7 @@ is resumed to completion, and then:
   - every round is logged once in rounds.jsonl and `explore status` agrees;
   - the final checkpoint loads (a Learner is built from it) and says the last round is done.
 
-    python bench/crash.py --kills 20 [--rounds 6] [--seed 0] [--keep DIR]
+    python bench/crash.py --kills 20 [--rounds 8] [--seed 0] [--keep DIR]
 """
 from __future__ import annotations
 
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kills", type=int, default=20)
-    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", default="", help="work directory to keep (default: a temporary one)")
     a = p.parse_args(argv)
