@@ -18,7 +18,10 @@ is resumed to completion, and then:
   - every round is logged once in rounds.jsonl and `explore status` agrees;
   - the final checkpoint loads (a Learner is built from it) and says the last round is done.
 
-    python bench/crash.py --kills 20 [--rounds 8] [--seed 0] [--keep DIR]
+    python bench/crash.py --kills 20 [--rounds N] [--seed 0] [--keep DIR]
+
+A process killed early makes little progress (about a round), so the run has kills + 3 rounds
+by default: every kill lands before the run is done.
 """
 from __future__ import annotations
 
@@ -275,13 +278,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kills", type=int, default=20)
-    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=0, help="rounds of the run (default: kills + 3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", default="", help="work directory to keep (default: a temporary one)")
     a = p.parse_args(argv)
     work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="crash-"))
     work.mkdir(parents=True, exist_ok=True)
-    report = run_crashes(work, a.kills, a.rounds, a.seed)
+    report = run_crashes(work, a.kills, a.rounds or a.kills + 3, a.seed)
     landed = Counter(k["phase"] for k in report.kills if k["landed"])
     print(f"{len(report.kills)} kills ({sum(landed.values())} landed: "
           + ", ".join(f"{p} {n}" for p, n in sorted(landed.items())) + f"), {report.restarts} resumes, "
