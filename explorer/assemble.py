@@ -177,6 +177,10 @@ def run_exploration(run: RunDir, cfg: Config, console: Console, quiet: bool = Fa
         raise UserError(str(e)) from e
     try:
         with sandbox_for(cfg) as sandbox:
+            if sandbox is not None and cfg.sandbox.port == 0:
+                # pinned for resumes: cached search results hold URLs with this port
+                cfg.sandbox.port = int(sandbox.host_port.rpartition(":")[2])
+                run.save_config(cfg)
             explorer, parts = build(run, cfg, sandbox, console, quiet)
             try:
                 _drive(explorer)
