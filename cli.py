@@ -31,7 +31,7 @@ SetOption = Annotated[
 
 def fail(message: str, code: int = 1) -> None:
     """The user's mistake or an unavailable part: one clear line, no traceback."""
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {message}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
 
 
@@ -137,7 +137,6 @@ def rewards(
 ) -> None:
     """Print the reward log: per round, and the best and worst concepts."""
     from explorer import report
-    from explorer.session import RunDir
 
     rd = _existing_run(run_dir)
     if fmt in ("csv", "json"):

@@ -5,10 +5,11 @@ from memory on 127.0.0.1 in a separate process, then runs on the same URL list, 
   1. `explore fetch` (downloaded, decoded, resized, hashed, deduplicated, stored, recorded), and
   2. img2dataset (the PyPI package), resizing to the same size (keep_ratio, shorter side),
      processes_count = cores, threads tuned.
-Prints both rates (URLs fully processed per second, timed inside each tool's run) and, last,
+Prints both rates (URLs fully processed per second, timed inside each tool's run; each tool
+runs --repeat times, in alternating order, and its best run counts) and, last,
 `ratio=<explore/img2dataset>`. Target: ratio >= 2.5.
 
-    python bench/crawl.py [--n 2000] [--image-size 256] [--i2d-threads 32]
+    python bench/crawl.py [--n 2000] [--image-size 256] [--i2d-threads 16] [--repeat 2]
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import io
 import json
 import multiprocessing as mp
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -70,8 +72,9 @@ def make_corpus(workdir: Path, n: int, broken: int) -> list[str]:
     return [f"{i}.jpg" for i in range(n)]
 
 
-def serve_files(files_dir: str, ready) -> None:
-    """The image server (child process): every file in memory, 404 for anything else."""
+def serve_files(files_dir: str, ready, port: int = 0) -> None:
+    """One image server process: every file in memory, 404 for anything else. Several share
+    one port (SO_REUSEPORT), so that the server is not what limits either tool."""
     from aiohttp import web
 
     bodies = {p.name: p.read_bytes() for p in Path(files_dir).glob("*.jpg")}
@@ -88,7 +91,7 @@ def serve_files(files_dir: str, ready) -> None:
     async def start():
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+        site = web.TCPSite(runner, "127.0.0.1", port, backlog=1024, reuse_port=True)
         await site.start()
         ready.send(site._server.sockets[0].getsockname()[1])
 
@@ -98,32 +101,40 @@ def serve_files(files_dir: str, ready) -> None:
     loop.run_forever()
 
 
-def run_explore(url_file: Path, out: Path, port: int, size: int) -> dict:
+def children_cpu_s() -> float:
+    """User + system CPU seconds of every finished child process (and theirs) so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_explore(url_file: Path, out: Path, port: int, size: int, sets: list[str]) -> dict:
     cmd = [sys.executable, str(ROOT / "cli.py"), "fetch", str(url_file), "--cache-dir", str(out),
            "--allow", f"127.0.0.1:{port}", "--json", "--set", f"crawl.image_size={size}",
            "--set", "crawl.jpeg_quality=90"]
-    start = time.monotonic()
+    for item in sets:
+        cmd += ["--set", item]
+    start, cpu = time.monotonic(), children_cpu_s()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT)
-    wall = time.monotonic() - start
+    wall, cpu = time.monotonic() - start, children_cpu_s() - cpu
     if proc.returncode != 0:
         sys.exit(f"explore fetch failed:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1]) | {"wall": wall}
+    return json.loads(proc.stdout.strip().splitlines()[-1]) | {"wall": wall, "cpu": cpu}
 
 
 def run_img2dataset(url_file: Path, out: Path, size: int, threads: int, n: int) -> dict:
     processes = len(os.sched_getaffinity(0))
     args = {"urls": str(url_file), "out": str(out), "size": size, "processes": processes, "threads": threads,
             "per_shard": max(50, n // (processes * 4))}  # several shards per process, so every core works
-    start = time.monotonic()
+    start, cpu = time.monotonic(), children_cpu_s()
     proc = subprocess.run([sys.executable, "-c", I2D_SCRIPT, json.dumps(args)], capture_output=True, text=True,
                           env=ENV, cwd=out.parent)
-    wall = time.monotonic() - start
+    wall, cpu = time.monotonic() - start, children_cpu_s() - cpu
     if proc.returncode != 0:
         sys.exit(f"img2dataset failed:\n{proc.stderr[-2000:]}")
     seconds = json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
     stats = [json.loads(p.read_text()) for p in out.glob("*_stats.json")]
     ok = sum(s.get("successes", 0) for s in stats)
-    return {"seconds": seconds, "wall": wall, "ok": ok, "attempted": sum(s.get("count", 0) for s in stats)}
+    return {"seconds": seconds, "wall": wall, "cpu": cpu, "ok": ok, "attempted": sum(s.get("count", 0) for s in stats)}
 
 
 def main() -> None:
@@ -132,17 +143,27 @@ def main() -> None:
     ap.add_argument("--broken", type=int, default=20, help="of which truncated")
     ap.add_argument("--missing", type=int, default=20, help="extra URLs that 404")
     ap.add_argument("--image-size", type=int, default=256)
-    ap.add_argument("--i2d-threads", type=int, default=32, help="img2dataset threads per process")
+    ap.add_argument("--server-processes", type=int, default=2, help="image server processes sharing the port")
+    ap.add_argument("--repeat", type=int, default=2, help="runs of each tool (best counts)")
+    ap.add_argument("--skip-img2dataset", action="store_true", help="time explore only (for tuning)")
+    ap.add_argument("--i2d-threads", type=int, default=16,
+                    help="img2dataset threads per process (16 beat 32 and 64 here)")
+    ap.add_argument("--per-host", type=int, default=64,
+                    help="explore's requests in flight to one host (all URLs are on one host here)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="more explore config overrides")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "explore-bench-crawl")
     args = ap.parse_args()
 
     names = make_corpus(args.workdir, args.n, args.broken)
-    parent, child = mp.get_context("spawn").Pipe()
-    server = mp.get_context("spawn").Process(target=serve_files, args=(str(args.workdir / "files"), child),
-                                             daemon=True)
-    server.start()
-    try:
+    ctx = mp.get_context("spawn")
+    servers = []
+    port = 0
+    for _ in range(args.server_processes):
+        parent, child = ctx.Pipe()
+        servers.append(ctx.Process(target=serve_files, args=(str(args.workdir / "files"), child, port), daemon=True))
+        servers[-1].start()
         port = parent.recv()
+    try:
         urls = [f"http://127.0.0.1:{port}/{name}" for name in names]
         urls += [f"http://127.0.0.1:{port}/missing-{i}.jpg" for i in range(args.missing)]
         rng = np.random.default_rng(0)
@@ -155,22 +176,41 @@ def main() -> None:
         print(f"{len(urls)} URLs ({args.broken} truncated, {args.missing} missing), image size {args.image_size}, "
               f"{len(os.sched_getaffinity(0))} cores, load {os.getloadavg()[0]:.1f}", flush=True)
 
-        ex = run_explore(url_file, run_dir / "explore-cache", port, args.image_size)
-        explore_rate = ex["images_per_second"]
-        print(f"explore fetch: {ex['attempted']} URLs in {ex['seconds']:.1f} s ({ex['wall']:.1f} s with start-up) "
-              f"-> {explore_rate:.0f} img/s; outcomes {ex['outcomes']}", flush=True)
-
-        i2d = run_img2dataset(url_file, run_dir / "img2dataset", args.image_size, args.i2d_threads, len(urls))
-        i2d_rate = len(urls) / i2d["seconds"]
-        print(f"img2dataset: {i2d['attempted']} URLs ({i2d['ok']} ok) in {i2d['seconds']:.1f} s "
-              f"({i2d['wall']:.1f} s with start-up), {len(os.sched_getaffinity(0))} processes x {args.i2d_threads} threads "
-              f"-> {i2d_rate:.0f} img/s", flush=True)
+        sets = [f"crawl.per_host={args.per_host}", *args.sets]
+        explore_rates, i2d_rates, explore_cpu, i2d_cpu = [], [], [], []
+        for rep in range(args.repeat):  # alternate the order, so that load drifting on a shared machine hits both
+            order = ["explore", "img2dataset"] if rep % 2 == 0 else ["img2dataset", "explore"]
+            for tool in order:
+                out = run_dir / f"{tool}-{rep}"
+                load = os.getloadavg()[0]
+                if tool == "explore":
+                    ex = run_explore(url_file, out, port, args.image_size, sets)
+                    explore_rates.append(ex["images_per_second"])
+                    explore_cpu.append(1000 * ex["cpu"] / len(urls))
+                    print(f"explore fetch: {ex['attempted']} URLs in {ex['seconds']:.1f} s ({ex['wall']:.1f} s with "
+                          f"start-up) -> {ex['images_per_second']:.0f} img/s; outcomes {ex['outcomes']}; "
+                          f"{' '.join(sets)}; {explore_cpu[-1]:.1f} CPU-ms/URL with start-up; load {load:.1f}", flush=True)
+                elif not args.skip_img2dataset:
+                    i2d = run_img2dataset(url_file, out, args.image_size, args.i2d_threads, len(urls))
+                    i2d_rates.append(len(urls) / i2d["seconds"])
+                    i2d_cpu.append(1000 * i2d["cpu"] / len(urls))
+                    print(f"img2dataset: {i2d['attempted']} URLs ({i2d['ok']} ok) in {i2d['seconds']:.1f} s "
+                          f"({i2d['wall']:.1f} s with start-up), {len(os.sched_getaffinity(0))} processes x "
+                          f"{args.i2d_threads} threads -> {i2d_rates[-1]:.0f} img/s; {i2d_cpu[-1]:.1f} CPU-ms/URL with start-up; "
+                          f"load {load:.1f}", flush=True)
+                shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(run_dir, ignore_errors=True)
-        print(f"explore={explore_rate:.1f} img/s img2dataset={i2d_rate:.1f} img/s")
-        print(f"ratio={explore_rate / i2d_rate:.2f}")
+        if args.skip_img2dataset:
+            return
+        best_ex, best_i2d = max(explore_rates), max(i2d_rates)
+        print(f"best of {args.repeat}: explore={best_ex:.1f} img/s img2dataset={best_i2d:.1f} img/s; CPU per URL "
+              f"explore={min(explore_cpu):.1f} ms img2dataset={min(i2d_cpu):.1f} ms "
+              f"(cpu_ratio={min(i2d_cpu) / min(explore_cpu):.2f}, less sensitive to a shared machine's load)")
+        print(f"ratio={best_ex / best_i2d:.2f}")
     finally:
-        server.terminate()
-        server.join(5)
+        for server in servers:
+            server.terminate()
+            server.join(5)
 
 
 if __name__ == "__main__":

@@ -17,45 +17,20 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rich.console import Console  # noqa: E402
-
-from explorer.assemble import build, sandbox_for, _drive  # noqa: E402
-from explorer.config import SANDBOX_PRESET, Config, apply_overrides  # noqa: E402
-from explorer.sandbox import image_id_of_url  # noqa: E402
-from explorer.session import RunDir  # noqa: E402
-
-RELEVANT = 0.5   # world relevance at or above which an image counts as truly relevant
+from sandbox_runs import run_sandbox  # noqa: E402
 
 
 def run_policy(policy: str, mode: str, args, root: Path) -> list[tuple[int, int]]:
     """Runs the loop; returns [(relevant, kept)] per round."""
-    run = RunDir(root / f"{mode}-{policy}")
-    cfg = apply_overrides(Config(), SANDBOX_PRESET + [
-        f"run.target={args.target}", f"run.run_dir={run.root}", f"run.rounds={args.rounds}",
-        "run.hours=10", f"run.seed={args.seed}", f"run.data_root={root / 'data'}",
-        f"policy.name={policy}", f"crawl.queries_per_round={args.queries}",
-        f"crawl.results_per_query={args.results}", f"sandbox.seed={args.seed}",
+    _, per_round = run_sandbox(root / f"{mode}-{policy}", [
+        f"run.target={args.target}", f"run.rounds={args.rounds}", "run.hours=10",
+        f"run.seed={args.seed}", f"run.data_root={root / 'data'}", f"policy.name={policy}",
+        f"crawl.queries_per_round={args.queries}", f"crawl.results_per_query={args.results}",
+        f"sandbox.seed={args.seed}",
     ] + (["train.steps_per_round=0"] if mode == "fixed" else []))
-    run.save_config(cfg)
-    console = Console(quiet=True)
-    with sandbox_for(cfg) as sandbox:
-        explorer, parts = build(run, cfg, sandbox, console, quiet=True)
-        try:
-            _drive(explorer)
-            rows = parts.cache.db.conn.execute(
-                "SELECT round, first_url FROM images ORDER BY round").fetchall()
-        finally:
-            parts.close()
-        world = sandbox.world
-    per_round = [[0, 0] for _ in range(args.rounds)]
-    for round_, url in rows:
-        image_id = image_id_of_url(url)
-        rel = world.image_relevance(args.target, image_id) if image_id else 0.0
-        per_round[round_][0] += int(rel >= RELEVANT)
-        per_round[round_][1] += 1
-    return [tuple(x) for x in per_round]
+    return per_round
 
 
 def main() -> None:

@@ -2,11 +2,12 @@
 against the target's test images. Inner product on unit vectors = cosine similarity."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+from explorer.atomic import atomic_write
 
 
 class VectorIndex:
@@ -15,6 +16,14 @@ class VectorIndex:
     def __init__(self, dim: int) -> None:
         self.dim = dim
         self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+    @classmethod
+    def from_vectors(cls, vectors: np.ndarray) -> "VectorIndex":
+        """An index of [N, D] vectors with ids 0..N-1 (e.g. the target's test images, for decontamination)."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        index = cls(vectors.shape[1])
+        index.add(vectors, np.arange(len(vectors)))
+        return index
 
     def __len__(self) -> int:
         return self.index.ntotal
@@ -43,13 +52,8 @@ class VectorIndex:
 
     def save(self, path: str | Path) -> None:
         """Write to a temp file, fsync, rename: a crash leaves the old index or the new one."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        faiss.write_index(self.index, str(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with atomic_write(path) as f:
+            f.write(faiss.serialize_index(self.index).tobytes())
 
     @classmethod
     def load(cls, path: str | Path, dim: int) -> "VectorIndex":

@@ -25,6 +25,8 @@ class ImageStore:
         self.root = Path(root)
         self.images = self.root / "images"
         self.images.mkdir(parents=True, exist_ok=True)
+        for i in range(256):  # every prefix folder once, so a write is open + write + rename
+            (self.images / f"{i:02x}").mkdir(exist_ok=True)
         self.max_bytes = max_bytes
         self.used_bytes = used_bytes
 
@@ -38,9 +40,9 @@ class ImageStore:
         return self.path(sha256).exists()
 
     def put(self, sha256: str, data: bytes) -> Path:
-        """Write `data` atomically (a crash leaves the old state or the whole file); CacheFull if over the cap."""
+        """Write `data` atomically (a crash leaves no file or the whole file); CacheFull if over the cap."""
         path = self.path(sha256)
-        if path.exists():
+        if path.exists():  # left by a run killed before its DB commit: same bytes, counted once
             return path
         if self.used_bytes + len(data) > self.max_bytes:
             raise CacheFull(f"the cache cap of {self.max_bytes} bytes is reached in {self.root} "

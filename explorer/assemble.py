@@ -95,11 +95,13 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
     from explorer.engines.cached import CachedEngine
     from explorer.learner import Learner
     from explorer.loop import Explorer
-    from explorer.progress import RoundPrinter
+    from explorer.progress import RunProgress
     from explorer.vocab import concept_embeddings
     from policies.base import load_descriptors
     from policies.base import make_policy
 
+    if cfg.reward.floor_mode not in ("fixed", "round_min"):
+        raise UserError(f"reward.floor_mode must be fixed or round_min, not {cfg.reward.floor_mode!r}")
     target = resolve_target(cfg, sandbox.world if sandbox else None)
     train_paths = target.materialise(run.root / "target", "train")
     test_paths = target.materialise(run.root / "target", "test") if target.test is not None else []
@@ -118,7 +120,7 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
 
     concepts = load_concepts(cfg, sandbox)
     embeddings = concept_embeddings(concepts, cfg.policy.text_model,
-                                    Path("~/.cache/explore/concepts").expanduser())
+                                    Path(cfg.policy.embedding_cache).expanduser())
     relevance = None
     if cfg.policy.name == "oracle":
         if sandbox is None or not is_sandbox_target(cfg.run.target):
@@ -139,7 +141,8 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
                       f"{budget.spent_s / 3600:.2f} h of {cfg.run.hours:g} h spent")
     explorer = Explorer(cfg, run, cache.db, CachedEngine(engine, cache.db), crawler, policy, learner,
                         budget, descriptors=load_descriptors(cfg.policy.descriptors),
-                        on_round=RoundPrinter(console, quiet))
+                        progress=RunProgress(console, quiet))
+    learner.progress = explorer.progress
     explorer.console = console
     return explorer, Parts(cache, crawler, engine, learner, target)
 
@@ -183,7 +186,8 @@ def run_exploration(run: RunDir, cfg: Config, console: Console, quiet: bool = Fa
                 run.save_config(cfg)
             explorer, parts = build(run, cfg, sandbox, console, quiet)
             try:
-                _drive(explorer)
+                with explorer.progress:
+                    _drive(explorer)
                 finish(run, cfg, parts, console, stopped=explorer.stop_requested
                        and not explorer.budget.exhausted())
             finally:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -84,16 +83,19 @@ def open_cache(cache_dir: str | Path, cfg: CrawlConfig, db_path: str | Path | No
 
 
 def leak_index_from_vectors(vectors: np.ndarray) -> VectorIndex:
-    """An index of the target's test-image embeddings [N, D], for decontamination."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    index = VectorIndex(vectors.shape[1])
-    index.add(vectors, np.arange(len(vectors)))
-    return index
+    """An index of the target's test-image embeddings [N, D] (the same embedding as the cache's)."""
+    return VectorIndex.from_vectors(vectors)
 
 
 def _prepare_job(body: bytes, cfg: CrawlConfig):
-    """Runs in a worker process: bytes -> (Candidate, cheap vector [768]) | Rejection."""
-    return images.prepare_with_embedding(body, cfg)
+    """Runs in a worker: bytes -> (Candidate, cheap vector [768]) | Rejection.
+
+    Whatever a decoder does with hostile bytes, the item gets an outcome and the crawl goes on.
+    """
+    try:
+        return images.prepare_with_embedding(body, cfg)
+    except Exception as e:  # noqa: BLE001 - a decoder failure we did not foresee is still bad input
+        return images.Rejection(Outcome.CORRUPT, f"unexpected {type(e).__name__}: {str(e)[:200]}")
 
 
 class Crawler:
@@ -119,6 +121,7 @@ class Crawler:
         self.index_path = Path(index_path) if index_path else None
         self._pool: Executor | None = None
         self._next_vec_id = db.next_vec_id()
+        self._inflight: dict[str, asyncio.Event] = {}   # URL -> set when its outcome is recorded
         self.stop_when_full = stop_when_full
         self.store_error: StoreError | None = None
 
@@ -140,10 +143,11 @@ class Crawler:
     @property
     def pool(self) -> Executor:
         if self._pool is None:
-            n = self.cfg.workers or len(os.sched_getaffinity(0))
-            if self.cfg.pool == "thread":
-                self._pool = ThreadPoolExecutor(n, thread_name_prefix="prepare")
-            else:  # spawn: forking a process that runs an event loop and threads is unsafe
+            cores = len(os.sched_getaffinity(0))
+            if self.cfg.pool == "thread":  # twice the cores: fills the gaps where a thread holds the GIL
+                self._pool = ThreadPoolExecutor(self.cfg.workers or 2 * cores, thread_name_prefix="prepare")
+            else:
+                n = self.cfg.workers or cores  # spawn: forking a process that runs an event loop and threads is unsafe
                 self._pool = ProcessPoolExecutor(n, mp_context=get_context("spawn"))
         return self._pool
 
@@ -151,13 +155,18 @@ class Crawler:
     async def crawl(self, items: Iterable[CrawlItem]) -> list[Attempt]:
         """One Attempt per distinct (url, query_id), recorded in the DB; the index is saved at the end."""
         items = list({(it.url, it.query_id): it for it in items}.values())
+        # Calls run concurrently (one per query): a URL another call is fetching now is
+        # answered from its recorded outcome, not fetched twice (nor kept twice).
+        while busy := [self._inflight[it.url] for it in items if it.url in self._inflight]:
+            await asyncio.gather(*(event.wait() for event in busy))
         rows = [r for r in self.db.attempts_for_urls(it.url for it in items) if is_final(r)]
         prior = {}
         for r in rows:
             prior.setdefault(r["url"], r)
         mine = {(r["url"], r["query_id"]): r for r in rows}
         attempts: list[Attempt] = []
-        to_fetch: list[CrawlItem] = []
+        to_fetch: dict[str, CrawlItem] = {}       # one request per URL, however many queries found it
+        followers: list[CrawlItem] = []           # same URL as an item fetched now, another query
         answered: list[Attempt] = []
         for it in items:
             row = prior.get(it.url)
@@ -165,15 +174,26 @@ class Crawler:
                 attempts.append(self._from_row(it, mine[(it.url, it.query_id)], recorded_before=True))
             elif row is not None:
                 answered.append(self._from_row(it, row, recorded_before=False))
+            elif it.url in to_fetch:
+                followers.append(it)
             else:
-                to_fetch.append(it)
+                to_fetch[it.url] = it
+        if to_fetch:
+            events = {url: self._inflight.setdefault(url, asyncio.Event()) for url in to_fetch}
+            try:
+                fetched = await self._fetch_all(list(to_fetch.values()))
+            finally:
+                for url, event in events.items():
+                    del self._inflight[url]
+                    event.set()
+            attempts += fetched
+            by_url = {a.url: a for a in fetched}
+            answered += [self._from_row(it, vars(by_url[it.url]), recorded_before=False) for it in followers]
         if answered:
             with self.db.transaction():
                 for a in answered:
                     self._record(a)
             attempts += answered
-        if to_fetch:
-            attempts += await self._fetch_all(to_fetch)
         self._save_index()
         if self.stop_when_full and self.store_error is not None:
             error, self.store_error = self.store_error, None
@@ -262,7 +282,7 @@ class Crawler:
                 vecs = np.asarray(await asyncio.to_thread(self.embed_fn, [c for _, _, c, _ in cands]), np.float32)
             else:
                 vecs = np.stack([v for *_, v in cands])
-            self._judge_and_store(cands, vecs)
+            await self._judge_and_store(cands, vecs)
         for a, first in copies:  # same bytes as an earlier item of this batch: share its fate
             if first.outcome == Outcome.OK:
                 a.outcome, a.reason = Outcome.DUPLICATE, "same sha256 already cached"
@@ -280,36 +300,47 @@ class Crawler:
                                       vec_id=a.vec_id)
         return attempts
 
-    def _judge_and_store(self, cands: list, vecs: np.ndarray) -> None:
+    async def _judge_and_store(self, cands: list, vecs: np.ndarray) -> None:
         """Leak check, near-dup check (against the cache and within the batch), then store the keepers."""
         leak = (self.leak_index.max_similarity(vecs) if self.leak_index is not None and len(self.leak_index)
                 else np.full(len(vecs), -np.inf))
         near = self.index.max_similarity(vecs)
-        kept_vecs: list[np.ndarray] = []
-        new_vecs, new_ids = [], []
-        for (a, _, cand, _), v, leak_sim, near_sim in zip(cands, vecs, leak, near):
-            a.vec_id = None
+        batch_sims = vecs @ vecs.T  # [N, N] cosine within the batch
+        kept: list[int] = []
+        for j, ((a, _, cand, _), leak_sim, near_sim) in enumerate(zip(cands, leak, near)):
             if leak_sim >= self.cfg.leak_threshold:
                 a.outcome, a.reason = Outcome.TEST_LEAK, f"cosine {leak_sim:.3f} to a target test image"
                 continue
-            batch_sim = max((float(v @ k) for k in kept_vecs), default=-np.inf)
-            sim = max(float(near_sim), batch_sim)
+            sim = max(float(near_sim), float(batch_sims[j, kept].max()) if kept else -np.inf)
             if sim >= self.cfg.near_dup_threshold:
                 a.outcome, a.reason = Outcome.NEAR_DUPLICATE, f"cosine {sim:.3f} to a cached image"
                 continue
-            try:
-                self.store.put(cand.sha256, cand.data)
-            except StoreError as e:
-                a.outcome, a.reason = Outcome.DISK_FULL, str(e)
-                self.store_error = self.store_error or e
+            kept.append(j)
+        # file writes off the event loop; the cap is checked in order, one file at a time
+        stored = await asyncio.to_thread(self._store_files, [cands[j] for j in kept])
+        new_ids = []
+        for j, error in zip(kept, stored):
+            a = cands[j][0]
+            if error is not None:
+                a.outcome, a.reason = Outcome.DISK_FULL, error
                 continue
             a.vec_id = self._next_vec_id
             self._next_vec_id += 1
-            kept_vecs.append(v)
-            new_vecs.append(v)
-            new_ids.append(a.vec_id)
-        if new_vecs:
-            self.index.add(np.stack(new_vecs), np.asarray(new_ids))
+            new_ids.append((j, a.vec_id))
+        if new_ids:
+            self.index.add(vecs[[j for j, _ in new_ids]], np.asarray([v for _, v in new_ids]))
+
+    def _store_files(self, keepers: list) -> list[str | None]:
+        """Write each keeper's file; per keeper None, or why it could not be written."""
+        errors: list[str | None] = []
+        for _, _, cand, _ in keepers:
+            try:
+                self.store.put(cand.sha256, cand.data)
+                errors.append(None)
+            except StoreError as e:  # the cap, a full disk, a read-only folder
+                errors.append(str(e))
+                self.store_error = self.store_error or e
+        return errors
 
     def _record(self, a: Attempt) -> None:
         self.db.record_attempt(a.url, a.outcome.value, query_id=a.query_id, caption=a.caption, reason=a.reason,
@@ -319,6 +350,7 @@ class Crawler:
     def _from_row(item: CrawlItem, row: dict, recorded_before: bool) -> Attempt:
         """An item answered by an earlier attempt of its URL (no network)."""
         outcome = Outcome(row["outcome"])
+        row = {**row, "outcome": outcome.value}
         if recorded_before:
             return Attempt(url=item.url, outcome=outcome, reason=row["reason"] or "", query_id=item.query_id,
                            caption=row["caption"] or "", sha256=row["sha256"], status_code=row["status_code"] or 0,

@@ -62,9 +62,10 @@ class Downloader:
         seen = {url}
         current = url
         for hop in range(self.cfg.max_redirects + 1):
-            reason = netguard.check_url(current, self.allow)
-            if reason is not None:
-                outcome = Outcome.FORBIDDEN_ADDRESS if "not public" in reason or "is local" in reason else Outcome.BAD_URL
+            problem = netguard.url_problem(current, self.allow)
+            if problem is not None:
+                forbidden, reason = problem
+                outcome = Outcome.FORBIDDEN_ADDRESS if forbidden else Outcome.BAD_URL
                 return FetchResult(url=url, outcome=outcome, reason=reason, final_url=current, redirects=hop)
             result, location = await self._get(url, current)
             result.redirects = hop
@@ -110,7 +111,10 @@ class Downloader:
                     return fail(Outcome.ROBOTS, f"X-Robots-Tag: {robots[:100]}", status)
                 if resp.content_length is not None and resp.content_length > self.cfg.max_bytes:
                     return fail(Outcome.TOO_LARGE, f"Content-Length {resp.content_length} > {self.cfg.max_bytes}", status)
-                body = await self._read_capped(resp)
+                if resp.content_length is not None and "Content-Encoding" not in resp.headers:
+                    body = await resp.read()  # length known and under the cap: the parser stops there
+                else:
+                    body = await self._read_capped(resp)
                 if body is None:
                     return fail(Outcome.TOO_LARGE, f"body over {self.cfg.max_bytes} bytes", status)
                 return FetchResult(url=url, body=body, status=status, final_url=current), None

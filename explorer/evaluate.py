@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 import faiss
 import numpy as np
+
+from explorer.atomic import atomic_write
 from PIL import Image
 from rich.table import Table
 from sklearn.linear_model import LogisticRegression
@@ -76,17 +77,8 @@ def feature_path(cache_dir: str | Path, ckpt_id: str, target_name: str, split: s
 
 
 def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
 
 
 def cached_features(encode_fn: EncodeFn, dataset: Dataset, path: Path | None, batch_size: int = 256,

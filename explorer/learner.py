@@ -53,6 +53,7 @@ class Learner:
         self.target_train = list(target_train)
         self.eval_target = target if target is not None and target.labelled and target.test is not None else None
         self.rounds_done = 0
+        self.progress = None                    # RunProgress: train_started / trained_step hooks
         self.policy_state: dict | None = None
         checkpoint = checkpoint or run.latest_checkpoint
         if checkpoint.exists():
@@ -72,7 +73,10 @@ class Learner:
         replay = [ImageRecord(p, c or None) for _, p, c in images.replay]
         batches = mixed_batches(self.target, candidates, replay, self.cfg, self.tokenizer,
                                 self.image_size, seed=self.cfg.run.seed * 100_003 + round_)
-        stats = self.trainer.train_steps(self.cfg.train.steps_per_round, batches)
+        stats = self.trainer.train_steps(self.cfg.train.steps_per_round,
+                                         self._counted(batches, round_))
+        if self.progress is not None and stats["steps"]:
+            self.progress.trained_step()    # the last step (its batches were drawn before it ran)
         del batches
         target_emb = self.embed(self.target_train)
         cand_emb = self.embed([p for _, p, _ in images.candidates])
@@ -81,6 +85,17 @@ class Learner:
         stats["knn_acc"] = self.knn_accuracy()
         stats["seconds"] = time.monotonic() - started
         return stats
+
+    def _counted(self, batches, round_: int):
+        """The batches, ticking the progress bar once an optimiser step's worth is drawn."""
+        if self.progress is None:
+            yield from batches
+            return
+        self.progress.train_started(round_, self.cfg.train.steps_per_round)
+        for i, batch in enumerate(batches):
+            if i and i % self.cfg.train.grad_accum == 0:
+                self.progress.trained_step()
+            yield batch
 
     def embed(self, paths: list[str]) -> np.ndarray:
         return embed_paths(self.model, paths, self.image_size, batch_size=128, device=self.device)

@@ -18,13 +18,13 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
-
 import numpy as np
+from rich.console import Console
 
 from explorer.config import Config
 from explorer.crawl import CrawlItem
 from explorer.learner import RoundImages
+from explorer.progress import RunProgress
 from explorer.records import QueryOutcome
 from explorer.session import Budget, RunDir
 
@@ -61,8 +61,7 @@ class Explorer:
     requested. Every part is handed in (see `explorer.build`), so each can be replaced in tests."""
 
     def __init__(self, cfg: Config, run: RunDir, db, engine, crawler, policy, learner,
-                 budget: Budget, descriptors: list[str] = (),
-                 on_round: Callable[[RoundReport], None] | None = None):
+                 budget: Budget, descriptors: list[str] = (), progress=None):
         self.cfg = cfg
         self.rundir = run
         self.db = db
@@ -72,7 +71,7 @@ class Explorer:
         self.learner = learner
         self.budget = budget
         self.descriptors = list(descriptors)
-        self.on_round = on_round or (lambda report: None)
+        self.progress = progress or RunProgress(Console(quiet=True), quiet=True)
         self.stop_requested = False
 
     # ---- stopping ------------------------------------------------------------------------
@@ -113,7 +112,7 @@ class Explorer:
                 self.db.finish_round(round_, info=report.to_json())
                 self.rundir.append_round(report.to_json())
                 self.budget.tick()
-                self.on_round(report)
+                self.progress.round_done(report)
                 round_ += 1
                 if next_crawl is None:
                     return round_
@@ -146,6 +145,7 @@ class Explorer:
                     self.db.add_query(round_, concept, text, self.engine.name)
             queries = self.db.queries(round=round_)
         todo = [q for q in queries if q["status"] not in ("done", "failed")]
+        self.progress.crawl_started(round_, len(todo))
         semaphore = asyncio.Semaphore(8)
         fetched = 0
 
@@ -154,14 +154,17 @@ class Explorer:
             async with semaphore:
                 outcome = await self.engine.search(q["text"], self.cfg.crawl.results_per_query)
             if outcome.error and not outcome.results:
+                self.progress.searched(0)
                 self.db.set_query_status(q["id"], "failed", error=outcome.error, n_results=0)
                 self.db.log_event("search_failed", query=q["text"], error=outcome.error,
                                   attempts=outcome.attempts)
                 return
             self.db.set_query_status(q["id"], "searched", n_results=len(outcome.results))
+            self.progress.searched(len(outcome.results))
             items = [CrawlItem(r.image, r.title, q["id"], round_) for r in outcome.results]
             attempts = await self.crawler.crawl(items)
             fetched += len(attempts)
+            self.progress.fetched(len(attempts))
             self.db.set_query_status(q["id"], "done")
 
         await asyncio.gather(*(one(q) for q in todo))
@@ -193,7 +196,7 @@ class Explorer:
         for q in queries:
             shas = [row["sha256"] for row in self.db.images_for_query(q["id"])]
             per_query[q["id"]] = [image_reward[s] for s in shas if s in image_reward]
-        rewards = query_rewards(per_query, self.cfg.reward.floor)
+        rewards = query_rewards(per_query, self.floor(per_query))
         with self.db.transaction():
             for q in queries:
                 r = rewards[q["id"]]
@@ -203,6 +206,13 @@ class Explorer:
                                              n_results=q["n_results"] or 0, n_kept=kept, reward=r,
                                              image_rewards=per_query[q["id"]]))
         return outcomes
+
+    def floor(self, per_query: dict[int, list[float]]) -> float:
+        """The reward of a query that kept nothing (see RewardConfig.floor_mode)."""
+        scored = [float(np.mean(r)) for r in per_query.values() if r]
+        if self.cfg.reward.floor_mode == "round_min" and scored:
+            return min(scored)
+        return self.cfg.reward.floor
 
     def _report(self, round_, crawled, outcomes, trained, seconds) -> RoundReport:
         rewards = [o.reward for o in outcomes]

@@ -86,14 +86,18 @@ class CaptionDecoder(nn.Module):
         trunc_normal_(self.token_embed.weight, std=0.02)
 
     def forward(self, tokens: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        """tokens: [N, T] long; memory: [N, S, memory_width] -> logits [N, T, vocab]."""
+        """tokens: [N, T] long; memory: [N, S, memory_width] -> hidden states [N, T, width]."""
         T = tokens.shape[1]
         x = self.token_embed(tokens) + self.pos_embed[:, :T]
         causal = nn.Transformer.generate_square_subsequent_mask(T, device=x.device, dtype=x.dtype)
         # No key-padding mask: padding sits on the right, so the causal mask already keeps
         # real tokens from seeing it (and an all-padding caption cannot make a row of -inf).
         x = self.layers(x, self.memory_proj(memory), tgt_mask=causal, tgt_is_causal=True)
-        return self.norm(x) @ self.token_embed.weight.t()
+        return self.norm(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden: [..., width] -> [..., vocab] (weights tied to the token embedding)."""
+        return hidden @ self.token_embed.weight.t()
 
 
 class MUG(nn.Module):
@@ -211,17 +215,19 @@ class MUG(nn.Module):
         return self.decoder_pred(x)[:, 1:]
 
     def forward_caption_decoder(self, latent: torch.Tensor, tokens: torch.Tensor):
-        """latent: [N, 1+L_keep, D] (visible tokens), tokens: [N, T] -> logits [N, T-1, V]
-        predicting tokens[:, 1:] from tokens[:, :-1]."""
+        """latent: [N, 1+L_keep, D] (visible tokens), tokens: [N, T] -> hidden [N, T-1, W]
+        from which `caption_decoder.logits` predicts tokens[:, 1:] (inputs tokens[:, :-1])."""
         return self.caption_decoder(tokens[:, :-1], latent)
 
-    def forward_loss(self, imgs, pred, mask, logits=None, tokens=None, token_mask=None):
-        """imgs [N,3,H,W], pred [N,L,p*p*3], mask [N,L]; logits [N,T-1,V], tokens [N,T],
-        token_mask [N,T] (1 = real token). Returns (pixel_loss, caption_loss) scalars.
+    def forward_loss(self, imgs, pred, mask, hidden=None, tokens=None, token_mask=None):
+        """imgs [N,3,H,W], pred [N,L,p*p*3], mask [N,L]; hidden [N,T-1,W] (caption decoder),
+        tokens [N,T], token_mask [N,T] (1 = real token). Returns (pixel_loss, caption_loss).
 
         Pixel: MSE on removed patches, each target patch normalised to zero mean, unit var.
-        Caption: cross-entropy over real target tokens of the whole batch; images whose mask is
-        all zero add nothing (and a batch without captions gives 0 with gradients of 0).
+        Caption: cross-entropy over the real target tokens of the whole batch; vocabulary
+        logits are computed for those positions only (padding would cost most of the FLOPs).
+        Images whose mask is all zero add nothing; a batch without captions gives 0 (with
+        zero gradients, so every parameter still takes part, as DDP wants).
         """
         target = self.patchify(imgs)
         if self.norm_pix_loss:
@@ -230,12 +236,13 @@ class MUG(nn.Module):
             target = (target - mean) / (var + 1e-6) ** 0.5
         per_patch = ((pred.float() - target) ** 2).mean(dim=-1)
         pixel_loss = (per_patch * mask).sum() / mask.sum().clamp(min=1)
-        if logits is None:
+        if hidden is None:
             return pixel_loss, pixel_loss.new_zeros(())
-        weights = token_mask[:, 1:].float()
-        ce = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten(),
-                             reduction="none")
-        caption_loss = (ce * weights.flatten()).sum() / weights.sum().clamp(min=1)
+        real = token_mask[:, 1:] > 0
+        if not real.any():
+            return pixel_loss, hidden.sum() * 0.0
+        logits = self.caption_decoder.logits(hidden[real])
+        caption_loss = F.cross_entropy(logits.float(), tokens[:, 1:][real])
         return pixel_loss, caption_loss
 
     def forward(self, imgs: torch.Tensor, tokens: torch.Tensor | None = None,
@@ -245,12 +252,12 @@ class MUG(nn.Module):
         ratio = self.mask_ratio if mask_ratio is None else mask_ratio
         latent, mask, ids_restore = self.forward_encoder(imgs, ratio)
         pred = self.forward_pixel_decoder(latent, ids_restore)
-        logits = None
+        hidden = None
         if tokens is not None:
             if token_mask is None:
                 token_mask = torch.ones_like(tokens)
-            logits = self.forward_caption_decoder(latent, tokens)
-        pixel_loss, caption_loss = self.forward_loss(imgs, pred, mask, logits, tokens, token_mask)
+            hidden = self.forward_caption_decoder(latent, tokens)
+        pixel_loss, caption_loss = self.forward_loss(imgs, pred, mask, hidden, tokens, token_mask)
         loss = pixel_loss + self.caption_weight * caption_loss
         return {"loss": loss, "pixel_loss": pixel_loss, "caption_loss": caption_loss}
 

@@ -66,31 +66,38 @@ def normalise_allow(allow: list[str] | tuple[str, ...] | set[str]) -> frozenset[
     return frozenset(pairs)
 
 
-def check_url(url: str, allow: frozenset[tuple[str, int]] = frozenset()) -> str | None:
-    """Why `url` may not be fetched, or None when it may (DNS answers are checked later).
+def url_problem(url: str, allow: frozenset[tuple[str, int]] = frozenset()) -> tuple[bool, str] | None:
+    """(is_forbidden_address, reason) when `url` may not be fetched, else None.
 
     Only http(s) with a host; an IP-literal host must be public unless (host, port) is on
-    the allow-list. Host names pass here and are judged by `GuardedResolver`.
+    the allow-list, and `localhost` names are refused without asking DNS. Other host names
+    pass here and are judged by `GuardedResolver`.
     """
     try:
         parts = urlsplit(url)
         port = parts.port or DEFAULT_PORTS.get(parts.scheme.lower(), 0)
     except ValueError as e:
-        return f"unparsable URL: {e}"
+        return False, f"unparsable URL: {e}"
     if parts.scheme.lower() not in DEFAULT_PORTS:
-        return f"scheme {parts.scheme or '(none)'!r} is not http(s)"
+        return False, f"scheme {parts.scheme or '(none)'!r} is not http(s)"
     host = (parts.hostname or "").lower()
     if not host:
-        return "no host"
+        return False, "no host"
     if (host, port) in allow:
         return None
     ip = parse_ip(host)
     if ip is not None and not is_public_address(ip):
-        return f"address {ip} is not public"
+        return True, f"address {ip} is not public"
     name = host.rstrip(".")
     if ip is None and (name == "localhost" or name.endswith(".localhost")):
-        return f"host {host} is local"
+        return True, f"host {host} is local"
     return None
+
+
+def check_url(url: str, allow: frozenset[tuple[str, int]] = frozenset()) -> str | None:
+    """Why `url` may not be fetched, or None when it may (DNS answers are checked later)."""
+    problem = url_problem(url, allow)
+    return problem[1] if problem else None
 
 
 class GuardedResolver(AbstractResolver):

@@ -10,6 +10,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+from rich import box
 from rich.table import Table
 
 from explorer.session import RunDir
@@ -23,7 +24,6 @@ def _connect(run: RunDir) -> sqlite3.Connection:
 
 def status(run: RunDir) -> dict:
     """Rounds done, queries, images kept, outcome counts, training steps, budget, checkpoint."""
-    from explorer.config import Config
 
     cfg = run.load_config()
     rounds = run.read_rounds()
@@ -77,10 +77,10 @@ def query_rows(run: RunDir) -> list[dict]:
 
 
 def rounds_table(rounds: list[dict]) -> Table:
-    table = Table(title="Rounds")
-    for col in ("round", "queries", "fetched", "kept", "mean reward", "k-NN acc", "loss"):
-        table.add_column(col, justify="right", no_wrap=True)
-    table.add_column("best concepts", overflow="ellipsis", no_wrap=True, max_width=60)
+    table = Table(title="Rounds", box=box.SIMPLE_HEAD)
+    for col in ("round", "queries", "fetched", "kept", "reward", "k-NN", "loss"):
+        table.add_column(col, justify="right", no_wrap=True, min_width=max(len(col), 5))
+    table.add_column("best concepts", overflow="fold", min_width=16)
     for r in rounds:
         knn = r.get("knn_acc")
         loss = r.get("train", {}).get("loss")
@@ -88,8 +88,8 @@ def rounds_table(rounds: list[dict]) -> Table:
             str(r["round"]), str(r["queries"]), str(r["fetched"]), str(r["kept"]),
             f"{r['mean_reward']:.3f}" if r.get("mean_reward") is not None else "-",
             f"{100 * knn:.1f}%" if knn is not None else "-",
-            f"{loss:.3f}" if loss is not None else "-",
-            ", ".join(f"{c} ({v:.2f})" for c, v in r.get("best", [])[:3]),
+            f"{loss:.2f}" if loss is not None else "-",
+            ", ".join(c for c, _ in r.get("best", [])[:3]),
         )
     return table
 

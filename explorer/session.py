@@ -16,29 +16,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from explorer.atomic import write_atomic
 from explorer.config import Config
 
 
 class RunLocked(RuntimeError):
     pass
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file, fsync, rename: a reader sees the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:  # a full disk: say which file, leave no temp file behind
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise OSError(e.errno, f"cannot write {path}: {e.strerror}") from e
 
 
 @dataclass

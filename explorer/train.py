@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from explorer.atomic import atomic_write
 from explorer.config import Config, apply_overrides
 from explorer.mug import MUG
 
@@ -168,19 +169,8 @@ class Trainer:
         the caller's own state (plain types), given back as `self.extra` by load_checkpoint."""
         if not is_main():
             return
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_write(path) as f:
             torch.save({**self.state_dict(), "extra": extra or {}}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
     def load_checkpoint(self, path: str | Path) -> dict:
         """Restore model, optimiser, scheduler, step and RNG states; returns the config dict

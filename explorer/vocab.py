@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from explorer.atomic import atomic_write
 
 EmbedFn = Callable[[list[str]], np.ndarray]
 
@@ -126,20 +126,6 @@ def cache_key(concepts: list[str], model_name: str) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def concept_embeddings(concepts: list[str], model_name: str, cache_dir: str | Path,
                        batch_size: int = 1024, progress: bool = True,
                        embed_fn: EmbedFn | None = None) -> np.ndarray:
@@ -169,5 +155,10 @@ def concept_embeddings(concepts: list[str], model_name: str, cache_dir: str | Pa
         raise VocabError("cannot embed an empty vocabulary")
     emb = np.concatenate(parts, axis=0)
     emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    _save_atomic(path, emb)
+    _save_npy(path, emb)
     return emb
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_write(path) as f:
+        np.save(f, array)

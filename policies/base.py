@@ -86,7 +86,7 @@ class Policy(ABC):
         self.obs_concept: list[int] = []                   # one entry per finished query
         self.obs_reward: list[float] = []
         self.obs_round: list[int] = []
-        self.unknown_outcomes = 0                          # outcomes for concepts not in the vocab
+        self.ignored_outcomes = 0     # concept not in the vocabulary, or reward not finite
 
     # -- what subclasses decide -------------------------------------------------------------
     @abstractmethod
@@ -137,8 +137,8 @@ class Policy(ABC):
     def update(self, outcomes: list[QueryOutcome]) -> None:
         for o in outcomes:
             i = self.index.get(o.concept)
-            if i is None:
-                self.unknown_outcomes += 1
+            if i is None or not np.isfinite(o.reward):
+                self.ignored_outcomes += 1
                 continue
             self.obs_concept.append(i)
             self.obs_reward.append(float(o.reward))
@@ -156,7 +156,7 @@ class Policy(ABC):
             "obs_concept": list(self.obs_concept),
             "obs_reward": list(self.obs_reward),
             "obs_round": list(self.obs_round),
-            "unknown_outcomes": self.unknown_outcomes,
+            "ignored_outcomes": self.ignored_outcomes,
             "extra": self.extra_state(),
         }
 
@@ -171,7 +171,7 @@ class Policy(ABC):
         self.obs_concept = [int(i) for i in d["obs_concept"]]
         self.obs_reward = [float(r) for r in d["obs_reward"]]
         self.obs_round = [int(r) for r in d["obs_round"]]
-        self.unknown_outcomes = int(d.get("unknown_outcomes", 0))
+        self.ignored_outcomes = int(d.get("ignored_outcomes", 0))
         self.load_extra_state(d.get("extra", {}))
         self.fit()
 

@@ -20,29 +20,40 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+from threadpoolctl import threadpool_limits
 
 from policies.base import Policy, register
 
-PREDICT_CHUNK = 4096
+PREDICT_CHUNK = 2048   # rows of the [chunk, m] cross-covariance held at once
+# Unit text embeddings: related concepts ("red rose", "white rose") lie ~0.6 apart. A shorter
+# length-scale fitted on a few noisy rewards explains them as noise and predicts nothing.
+LENGTH_SCALE_MIN = 0.3
+# Rewards are normalised to unit variance; a query's reward is a mean over a few dozen noisy
+# images, so at least this share of its variance is noise (else the GP interpolates the noise).
+NOISE_MIN = 0.05
 
 
 class DotRBF(RBF):
-    """sklearn's RBF; k(X, Y) for two sets computed as exp(-(|x|² + |y|² - 2x·y) / 2ℓ²) with one
-    BLAS product (scipy's cdist is ~5x slower at [20k, 2k] × 384)."""
+    """sklearn's RBF, with k(X, Y) computed as exp(-(|x|² + |y|² - 2x·y) / 2ℓ²) by one BLAS
+    product where no gradient is asked (scipy's cdist/pdist loops are ~5x slower at
+    [20k, 2k] × 384); the hyper-parameter fit (with gradients) uses RBF's own code."""
 
     def __call__(self, X, Y=None, eval_gradient=False):
-        if Y is None or eval_gradient:
+        if eval_gradient:
             return super().__call__(X, Y, eval_gradient)
         scale = np.asarray(self.length_scale, dtype=np.float64)
         Xs = np.asarray(X, dtype=np.float64) / scale
-        Ys = np.asarray(Y, dtype=np.float64) / scale
+        Ys = Xs if Y is None else np.asarray(Y, dtype=np.float64) / scale
         sq = (Xs * Xs).sum(1)[:, None] + (Ys * Ys).sum(1)[None, :] - 2.0 * (Xs @ Ys.T)
-        return np.exp(-0.5 * np.maximum(sq, 0.0))
+        K = np.exp(-0.5 * np.maximum(sq, 0.0))
+        if Y is None:
+            np.fill_diagonal(K, 1.0)
+        return K
 
 
 def default_kernel():
-    return (ConstantKernel(1.0, (1e-3, 1e3)) * DotRBF(1.0, (5e-2, 2e1))
-            + WhiteKernel(0.1, (1e-6, 1e1)))
+    return (ConstantKernel(1.0, (1e-3, 1e3)) * DotRBF(1.0, (LENGTH_SCALE_MIN, 2e1))
+            + WhiteKernel(0.1, (NOISE_MIN, 1e1)))
 
 
 def zscore(x: np.ndarray) -> np.ndarray:
@@ -113,7 +124,9 @@ class GPPolicy(Policy):
         gp = GaussianProcessRegressor(kernel, normalize_y=True,
                                       n_restarts_optimizer=int(self.cfg.gp_restarts),
                                       random_state=int(sub_rng.integers(2**31)))
-        with warnings.catch_warnings():
+        # Matrices of a few hundred rows gain nothing from BLAS threads, and threads that
+        # spin-wait on a busy machine made each small Cholesky ~100x slower (measured).
+        with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
             warnings.simplefilter("ignore", ConvergenceWarning)
             gp.fit(X[sub], y[sub])
         return gp.kernel_

@@ -227,3 +227,24 @@ def test_per_host_limit_holds():
         results = asyncio.run(go(port))
     assert all(r.body == JPEG for r in results)
     assert state["max"] == 2
+
+
+def test_politeness_delay_spaces_requests_to_one_host():
+    times = []
+
+    async def stamp(request):
+        times.append(asyncio.get_running_loop().time())
+        return web.Response(body=JPEG)
+
+    app = web.Application()
+    app.router.add_get("/{n}", stamp)
+
+    async def go(port):
+        async with Downloader(cfg(politeness_delay_s=0.05), [f"127.0.0.1:{port}"]) as d:
+            return await asyncio.gather(*(d.fetch(f"http://127.0.0.1:{port}/{i}") for i in range(3)))
+
+    with serve(app) as port:
+        results = asyncio.run(go(port))
+    assert all(r.body == JPEG for r in results)
+    gaps = sorted(b - a for a, b in zip(sorted(times), sorted(times)[1:]))
+    assert gaps[0] >= 0.04

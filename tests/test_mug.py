@@ -41,8 +41,9 @@ def test_stage_shapes(arch):
     pred = model.forward_pixel_decoder(latent, ids_restore)
     assert pred.shape == (N, L, p * p * 3)
     tokens = torch.randint(0, VOCAB, (N, 12))
-    logits = model.forward_caption_decoder(latent, tokens)
-    assert logits.shape == (N, 11, VOCAB)
+    hidden = model.forward_caption_decoder(latent, tokens)
+    assert hidden.shape == (N, 11, arch.caption_width)
+    assert model.caption_decoder.logits(hidden).shape == (N, 11, VOCAB)
     out = model(imgs, tokens, torch.ones_like(tokens))
     assert set(out) == {"loss", "pixel_loss", "caption_loss"}
     assert all(v.ndim == 0 and torch.isfinite(v) for v in out.values())

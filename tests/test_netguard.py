@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from explorer.netguard import ForbiddenAddress, GuardedResolver, check_url, is_public_address, normalise_allow
+from explorer.netguard import ForbiddenAddress, GuardedResolver, check_url, is_public_address, normalise_allow, url_problem
 
 NOT_PUBLIC = [
     "10.0.0.1", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "100.127.255.254",
@@ -32,13 +32,15 @@ def test_public_addresses_pass(ip):
     "http://localhost:8000/x", "http://a.localhost/x", "http://0.0.0.0/x",
 ])
 def test_check_url_refuses_local_literals_and_names(url):
-    assert "not public" in check_url(url) or "is local" in check_url(url)
+    forbidden, reason = url_problem(url)
+    assert forbidden and reason == check_url(url)
 
 
 @pytest.mark.parametrize("url", ["ftp://example.com/a.jpg", "file:///etc/passwd", "javascript:alert(1)",
                                  "http:///nohost", "http://[::1/x", "gopher://x"])
 def test_check_url_refuses_bad_urls(url):
-    assert check_url(url) is not None
+    forbidden, _ = url_problem(url)
+    assert not forbidden and check_url(url) is not None
 
 
 def test_check_url_passes_public_and_allowed():

@@ -212,8 +212,8 @@ def test_gp_copes_with_one_observation_and_flat_rewards(name):
     emb = unit(np.random.default_rng(0).normal(size=(100, 8)))
     concepts = [f"c{i}" for i in range(100)]
     policy = make_policy(name, concepts, emb, PolicyConfig(), seed=0)
-    policy.update([outcome("c1", 0.5), outcome("not in vocab", 0.9)])
-    assert policy.unknown_outcomes == 1 and len(set(policy.sample(10))) == 10
+    policy.update([outcome("c1", 0.5), outcome("not in vocab", 0.9), outcome("c2", float("nan"))])
+    assert policy.ignored_outcomes == 2 and len(set(policy.sample(10))) == 10
     policy.update([outcome(f"c{i}", 0.0) for i in range(2, 30)])
     policy.update([outcome("c1", 0.0)])
     assert np.isfinite(policy.scores()).all()
@@ -228,3 +228,18 @@ def test_sample_queries_uses_the_policy_generator_and_descriptors():
     qa, qb = a.sample_queries(50, ["red", "old"], 0.5), b.sample_queries(50, ["red", "old"], 0.5)
     assert qa == qb
     assert 10 < sum(text != concept for concept, text in qa) < 40
+
+
+def test_ucb_counts_pending_concepts_as_explored():
+    rng = np.random.default_rng(0)
+    emb = unit(rng.normal(size=(300, 8)))
+    concepts = [f"c{i}" for i in range(300)]
+    policy = make_policy("ucb", concepts, emb, PolicyConfig(), seed=0)
+    policy.update([outcome(concepts[i], float(emb[i, 0]), 0) for i in range(40)])
+    before = policy.std_with_pending().copy()
+    picked = [policy.index[c] for c in policy.sample(20)]      # asked, rewards not back yet
+    assert set(policy.pending().tolist()) == set(picked)
+    after = policy.std_with_pending()
+    assert (after[picked] < before[picked]).all()
+    policy.update([outcome(concepts[i], float(emb[i, 0]), 1) for i in picked])
+    assert policy.pending().size == 0

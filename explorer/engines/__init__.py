@@ -16,14 +16,23 @@ from explorer.engines.ddgs_engine import DDGSEngine
 from explorer.engines.sandbox import SandboxEngine
 
 __all__ = ["Attempt", "Backoff", "CachedEngine", "CorpusEngine", "DDGSEngine", "Engine",
-           "RateLimiter", "RetryingEngine", "SandboxEngine", "SearchOutcome", "SearchStore",
+           "NoEngine", "RateLimiter", "RetryingEngine", "SandboxEngine", "SearchOutcome", "SearchStore",
            "clean_results", "make_engine"]
 
-SPECS = "ddgs, sandbox, corpus:PATH"
+SPECS = "ddgs, sandbox, corpus:PATH, none"
+
+
+class NoEngine(Engine):
+    """Searches nothing: the target-only baseline (MUG on the target's own images)."""
+
+    name = "none"
+
+    async def search(self, query: str, max_results: int) -> SearchOutcome:
+        return SearchOutcome([], attempts=0)
 
 
 def make_engine(spec: str, cfg: CrawlConfig, sandbox_url: str | None = None) -> Engine:
-    """The engine named by `spec` (crawl.engine): "ddgs", "sandbox" or "corpus:PATH"."""
+    """The engine named by `spec` (crawl.engine): "ddgs", "sandbox", "corpus:PATH" or "none"."""
     kind, sep, arg = spec.strip().partition(":")
     if kind == "ddgs" and not sep:
         return DDGSEngine(cfg)
@@ -32,6 +41,8 @@ def make_engine(spec: str, cfg: CrawlConfig, sandbox_url: str | None = None) -> 
             raise ValueError("engine 'sandbox' needs the sandbox web's URL (start it with "
                              "`explore sandbox`, or run a sandbox target)")
         return SandboxEngine(sandbox_url, cfg)
+    if kind == "none" and not sep:
+        return NoEngine()
     if kind == "corpus":
         if not arg.strip():
             raise ValueError("engine 'corpus:PATH' needs a path: a folder of images or a "

@@ -19,15 +19,15 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import faiss
 import numpy as np
+
+from explorer.atomic import atomic_write
 
 from explorer.config import CrawlConfig
 from explorer.engines.base import Engine, SearchOutcome, clean_results
@@ -155,11 +155,8 @@ def caption_embeddings(captions: list[str], model: str, cache_dir: Path) -> np.n
         if emb.shape[0] == len(captions):
             return emb
     emb = embed_texts(captions, name=model, progress=len(captions) > 20_000)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npy.tmp")
-    with os.fdopen(fd, "wb") as f:
+    with atomic_write(cached) as f:
         np.save(f, emb)
-    os.replace(tmp, cached)
     return emb
 
 

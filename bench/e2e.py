@@ -1,0 +1,70 @@
+"""End to end on the sandbox (DESIGN.md §6): target accuracy after the same budget for
+(a) the target's own images only, (b) random queries, (c) explore (the gp policy).
+
+The budget is the same number of rounds and MUG steps for every arm (wall time on a shared
+2-core machine is too noisy to be the unit). Prints linear-probe and k-NN accuracy at 100% and
+10% of labels and the share of downloaded images that are truly relevant; last line:
+`explore-vs-random=<points> explore-vs-target-only=<points>` (linear probe, 100% labels).
+
+    python bench/e2e.py [--rounds 6] [--steps 30] [--target sandbox-flowers]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sandbox_runs import run_sandbox  # noqa: E402
+
+from explorer.assemble import evaluate_run  # noqa: E402
+
+ARMS = {"target-only": ["crawl.engine=none"], "random": ["policy.name=random"],
+        "explore": ["policy.name=gp"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--target", default="sandbox-flowers")
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=30, help="MUG steps per round")
+    ap.add_argument("--queries", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--arms", default=",".join(ARMS))
+    args = ap.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
+        for arm in args.arms.split(","):
+            started = time.monotonic()
+            run, per_round = run_sandbox(Path(tmp) / arm, ARMS[arm] + [
+                f"run.target={args.target}", f"run.rounds={args.rounds}", "run.hours=10",
+                f"run.seed={args.seed}", f"sandbox.seed={args.seed}",
+                f"run.data_root={Path(tmp) / 'data'}", f"train.steps_per_round={args.steps}",
+                f"crawl.queries_per_round={args.queries}"])
+            ev = evaluate_run(run, None, ("linear", "knn"), (1.0, 0.1))
+            relevant = sum(r for r, _ in per_round)
+            kept = sum(k for _, k in per_round)
+            results[arm] = (ev, relevant, kept, time.monotonic() - started)
+            print(f"{arm}: done in {results[arm][3]:.0f} s", flush=True)
+    print(f"\n{args.target}, {args.rounds} rounds x {args.steps} MUG steps (tiny-64, CPU) per arm")
+    print(f"{'arm':12s} {'linear 100%':>12s} {'linear 10%':>11s} {'k-NN 100%':>10s} {'k-NN 10%':>9s}"
+          f" {'relevant/kept':>15s} {'share':>6s}")
+    for arm, (ev, relevant, kept, _) in results.items():
+        lin, knn = ev["linear"], ev["knn"]
+        print(f"{arm:12s} {100 * lin[1.0]:12.1f} {100 * lin[0.1]:11.1f} {100 * knn[1.0]:10.1f}"
+              f" {100 * knn[0.1]:9.1f} {f'{relevant}/{kept}':>15s} {relevant / kept if kept else 0:6.2f}")
+
+    def points(a: str, b: str) -> str:
+        if a not in results or b not in results:
+            return "nan"
+        return f"{100 * (results[a][0]['linear'][1.0] - results[b][0]['linear'][1.0]):+.1f}"
+
+    print(f"explore-vs-random={points('explore', 'random')} "
+          f"explore-vs-target-only={points('explore', 'target-only')}")
+
+
+if __name__ == "__main__":
+    main()

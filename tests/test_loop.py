@@ -1,0 +1,211 @@
+"""The explore loop end to end on the sandbox web, in-process and small."""
+import json
+import sqlite3
+
+import pytest
+import torch
+
+from explorer.assemble import _drive, build, sandbox_for
+from explorer.config import SANDBOX_PRESET, Config, apply_overrides
+from explorer.engines.base import Engine, SearchOutcome
+from explorer.session import RunDir
+
+SMALL = [
+    "crawl.queries_per_round=4", "crawl.results_per_query=8", "train.steps_per_round=3",
+    "train.batch_size=8", "eval.progress_max_train=60", "eval.progress_max_test=40",
+]
+
+
+def small_config(tmp_path, rounds: int, *extra: str) -> tuple[RunDir, Config]:
+    run = RunDir(tmp_path / "run")
+    cfg = apply_overrides(Config(), SANDBOX_PRESET + SMALL + [
+        f"run.run_dir={run.root}", f"run.rounds={rounds}", "run.hours=1",
+        f"run.data_root={tmp_path / 'data'}", "run.target=sandbox-flowers", *extra])
+    run.save_config(cfg)
+    return run, cfg
+
+
+def run_rounds(run: RunDir, cfg: Config, engine=None):
+    """Build and drive the loop like `explore run`; returns (explorer, learner step)."""
+    with sandbox_for(cfg) as sandbox:
+        explorer, parts = build(run, cfg, sandbox, console=_Quiet(), quiet=True)
+        if engine is not None:
+            explorer.engine = engine
+        try:
+            _drive(explorer)
+            return explorer, parts.learner.trainer.step
+        finally:
+            parts.close()
+
+
+class _Quiet:
+    def print(self, *a, **k):
+        pass
+
+
+def db_rows(run: RunDir, sql: str):
+    with sqlite3.connect(run.db_path) as con:
+        return con.execute(sql).fetchall()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("loop")
+    run, cfg = small_config(tmp_path, rounds=2)
+    _, step = run_rounds(run, cfg)
+    return run, cfg, step
+
+
+def test_rounds_then_resume_continue_without_asking_again(finished_run):
+    run, cfg, step = finished_run
+    assert step == 2 * 3
+    rounds = run.read_rounds()
+    assert [r["round"] for r in rounds] == [0, 1]
+    assert all(r["kept"] > 0 for r in rounds)
+    queries = db_rows(run, "SELECT round, concept, text, status, reward FROM queries")
+    assert len(queries) == 8 and all(q[3] == "done" and q[4] is not None for q in queries)
+    # every attempt has one outcome; every kept image has a file and a reward
+    images = db_rows(run, "SELECT path, reward FROM images")
+    assert images and all(r is not None for _, r in images)
+    assert all((run.cache_dir(cfg) / p).exists() for p, _ in images)
+    assert run.latest_checkpoint.exists()
+
+    # the same run, two more rounds: the step and the round number continue
+    cfg = apply_overrides(run.load_config(), ["run.rounds=4"])
+    run.save_config(cfg)
+    urls_before = {u for (u,) in db_rows(run, "SELECT url FROM attempts")}
+    _, step = run_rounds(run, cfg)
+    assert step == 4 * 3
+    assert [r["round"] for r in run.read_rounds()] == [0, 1, 2, 3]
+    texts = [t for (t,) in db_rows(run, "SELECT text FROM queries")]
+    assert len(texts) == 16 and len(set(texts)) == 16, "a query was asked twice"
+    # nothing fetched twice: an URL appears in more than one attempt row only for another query
+    dup = db_rows(run, "SELECT url, query_id, COUNT(*) FROM attempts GROUP BY url, query_id HAVING COUNT(*) > 1")
+    assert dup == []
+    assert urls_before <= {u for (u,) in db_rows(run, "SELECT url FROM attempts")}
+    ck = torch.load(run.latest_checkpoint, map_location="cpu", weights_only=True)
+    assert ck["step"] == 12 and json.loads(ck["extra"]["explore"]["policy"])
+
+
+class DeadEngine(Engine):
+    name = "dead"
+
+    def __init__(self):
+        self.calls = 0
+
+    async def search(self, query: str, max_results: int) -> SearchOutcome:
+        self.calls += 1
+        return SearchOutcome([], error="HTTP 503 after 5 tries", retryable=True, attempts=5)
+
+
+def test_a_dead_engine_pauses_crawling_not_training(tmp_path):
+    run, cfg = small_config(tmp_path, rounds=2)
+    engine = DeadEngine()
+    _, step = run_rounds(run, cfg, engine=engine)
+    assert engine.calls == 8
+    assert step == 2 * 3, "training went on on the target's own images"
+    statuses = db_rows(run, "SELECT status, reward, error FROM queries")
+    assert all(s == "failed" and r == cfg.reward.floor and "503" in e for s, r, e in statuses)
+    events = db_rows(run, "SELECT kind FROM events WHERE kind='search_failed'")
+    assert len(events) == 8
+    assert [r["kept"] for r in run.read_rounds()] == [0, 0]
+
+
+def test_status_rewards_and_eval_read_the_run(finished_run):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    run, cfg, _ = finished_run
+    cli = CliRunner()
+    status = cli.invoke(app, ["status", str(run.root), "--json"])
+    assert status.exit_code == 0, status.output
+    info = json.loads(status.stdout)
+    for key in ("rounds_done", "queries", "images_kept", "outcomes", "train_steps",
+                "budget_used_s", "last_checkpoint_round"):
+        assert key in info
+    n_images = db_rows(run, "SELECT COUNT(*) FROM images")[0][0]
+    assert info["images_kept"] == n_images and info["rounds_done"] == len(run.read_rounds())
+    assert sum(info["outcomes"].values()) == db_rows(run, "SELECT COUNT(*) FROM attempts")[0][0]
+    assert info["train_steps"] == 3 * info["rounds_done"]
+
+    exported = cli.invoke(app, ["rewards", str(run.root), "--format", "json"])
+    assert exported.exit_code == 0
+    data = json.loads(exported.stdout)
+    assert len(data["queries"]) == info["queries"] and len(data["rounds"]) == info["rounds_done"]
+    csv_out = cli.invoke(app, ["rewards", str(run.root), "--format", "csv"])
+    assert csv_out.stdout.splitlines()[0].startswith("id,round,concept")
+    table = cli.invoke(app, ["rewards", str(run.root), "--plot"])
+    assert table.exit_code == 0, table.output
+    assert (run.plots / "rewards.png").stat().st_size > 1000
+    assert (run.plots / "best_concepts.png").stat().st_size > 1000
+
+    ev = cli.invoke(app, ["eval", str(run.root), "--json", "--protocol", "knn", "--label-fraction", "0.5"])
+    assert ev.exit_code == 0, ev.output
+    result = json.loads(ev.stdout)
+    assert 0.0 <= result["knn"]["0.5"] <= 1.0 and "linear" not in result
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    cli = CliRunner()
+    out = cli.invoke(app, ["status", str(tmp_path / "nope")])
+    assert out.exit_code == 1 and "not a run directory" in out.output and "Traceback" not in out.output
+    out = cli.invoke(app, ["run", "--target", "sandbox-flowers", "--run-dir", str(tmp_path / "r"),
+                           "--set", "train.nope=1"])
+    assert out.exit_code == 1 and "unknown config field train.nope" in out.output
+
+
+def _start(args, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.Popen([sys.executable, str(root / "cli.py"), *args], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _wait_for(predicate, deadline_s: float) -> bool:
+    import time
+
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_after_a_checkpoint_and_the_run_resumes(tmp_path):
+    import signal
+
+    run = RunDir(tmp_path / "run")
+    args = ["run", "--target", "sandbox-flowers", "--rounds", "3", "--run-dir", str(run.root),
+            "--quiet", *[a for s in SMALL + [f"run.data_root={tmp_path / 'data'}"] for a in ("--set", s)]]
+    proc = _start(args, tmp_path)
+    try:
+        assert _wait_for(lambda: run.rounds_log.exists() or proc.poll() is not None, 300)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert "stopping after this round" in out and "explore resume" in out
+    done = [r["round"] for r in run.read_rounds()]
+    assert done and done == list(range(len(done))) and len(done) < 3
+    ck = torch.load(run.latest_checkpoint, map_location="cpu", weights_only=True)
+    assert ck["extra"]["explore"]["round"] == done[-1]
+
+    resumed = _start(["resume", str(run.root), "--quiet"], tmp_path)
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out
+    assert [r["round"] for r in run.read_rounds()] == [0, 1, 2]
+    texts = [t for (t,) in db_rows(run, "SELECT text FROM queries")]
+    assert len(texts) == len(set(texts)) == 3 * 4
