@@ -364,9 +364,27 @@ def cache_stats(
 
 
 @cache_app.command("verify")
-def cache_verify(cache_dir: Annotated[Path, typer.Argument(help="Cache directory.")]) -> None:
-    """Check that files, database rows and the FAISS index agree."""
-    not_built("explore cache verify")
+def cache_verify(
+    cache_dir: Annotated[Path, typer.Argument(help="Cache directory.")],
+    run_dir: Annotated[Optional[Path], typer.Option(
+        "--run-dir", help="The run whose database describes this cache (default: CACHE_DIR/explore.db).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Skip re-embedding every image to compare with the index.")] = False,
+) -> None:
+    """Check that files, database rows and the FAISS index agree; exit 1 listing every problem."""
+    from cache.verify import verify
+
+    if not cache_dir.is_dir():
+        fail(f"{cache_dir} is not a directory")
+    db_path = run_dir / "explore.db" if run_dir else None
+    if run_dir is not None and not db_path.exists():
+        fail(f"{run_dir} is not a run directory with a database")
+    problems = verify(cache_dir, db_path, deep=not quick)
+    for problem in problems:
+        typer.echo(problem)
+    if problems:
+        console.print(f"[bold red]{len(problems)} problem(s)[/] in {cache_dir}")
+        raise typer.Exit(1)
+    console.print(f"{cache_dir}: clean")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,11 @@ import os
 from pathlib import Path
 
 
-class CacheFull(Exception):
+class StoreError(OSError):
+    """An image could not be written to the cache (read-only directory, I/O error, ...)."""
+
+
+class CacheFull(StoreError):
     """The cache size cap is reached, or the disk is full."""
 
 
@@ -41,17 +45,23 @@ class ImageStore:
         if path.exists():  # left by a run killed before its DB commit: same bytes, counted once
             return path
         if self.used_bytes + len(data) > self.max_bytes:
-            raise CacheFull(f"cache cap {self.max_bytes} bytes reached")
+            raise CacheFull(f"the cache cap of {self.max_bytes} bytes is reached in {self.root} "
+                            "(raise crawl.cache_max_bytes or free space, then resume)")
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         try:
+            path.parent.mkdir(exist_ok=True)
             with open(tmp, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise CacheFull(f"disk full: {e}") from e
-            raise
+                raise CacheFull(e.errno, f"disk full under {self.root}: {e.strerror} "
+                                "(free space, then resume)") from e
+            raise StoreError(e.errno, f"cannot write to the cache {self.root}: {e.strerror}") from e
         self.used_bytes += len(data)
         return path
 

@@ -115,7 +115,8 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
     leak = leak_vectors(test_paths, cfg)
     crawler = Crawler.for_cache(cache, cfg.crawl, allow=allow,
                                 leak_index=leak_index_from_vectors(leak) if len(test_paths) else None,
-                                allow_files=cfg.crawl.engine.startswith("corpus:"))
+                                allow_files=cfg.crawl.engine.startswith("corpus:"), stop_when_full=True)
+    crawler.reconcile_index()  # a kill between a DB commit and the index save left vectors out
 
     concepts = load_concepts(cfg, sandbox)
     embeddings = concept_embeddings(concepts, cfg.policy.text_model,
@@ -178,6 +179,10 @@ def run_exploration(run: RunDir, cfg: Config, console: Console, quiet: bool = Fa
         raise UserError(str(e)) from e
     try:
         with sandbox_for(cfg) as sandbox:
+            if sandbox is not None and cfg.sandbox.port == 0:
+                # pinned for resumes: cached search results hold URLs with this port
+                cfg.sandbox.port = int(sandbox.host_port.rpartition(":")[2])
+                run.save_config(cfg)
             explorer, parts = build(run, cfg, sandbox, console, quiet)
             try:
                 with explorer.progress:

@@ -21,7 +21,7 @@ import numpy as np
 
 from cache.db import MetaDB, is_final
 from cache.index import VectorIndex
-from cache.store import CacheFull, ImageStore
+from cache.store import ImageStore, StoreError
 from explorer import images
 from explorer.config import CrawlConfig
 from explorer.downloader import Downloader
@@ -104,12 +104,15 @@ class Crawler:
     `embed_fn` maps candidates to unit vectors for near-dup and leak checks; by default the
     cheap embedding computed in the worker. `leak_index` holds the target's test embeddings
     (same embedding). `file://` URLs are read only when `allow_files` (the local corpus engine).
+    When the store cannot write (cap reached, disk full, read-only), the images get `disk_full`
+    (retryable) attempts; with `stop_when_full`, `crawl` then raises that StoreError once the
+    batch is recorded, so a run stops with one clear error and resumes once space returns.
     """
 
     def __init__(self, cfg: CrawlConfig, store: ImageStore, db: MetaDB, index: VectorIndex,
                  allow: Iterable[str] = (), embed_fn: EmbedFn | None = None,
                  leak_index: VectorIndex | None = None, allow_files: bool = False,
-                 index_path: str | Path | None = None) -> None:
+                 index_path: str | Path | None = None, stop_when_full: bool = False) -> None:
         self.cfg, self.store, self.db, self.index = cfg, store, db, index
         self.allow = list(allow)
         self.embed_fn = embed_fn
@@ -119,6 +122,8 @@ class Crawler:
         self._pool: Executor | None = None
         self._next_vec_id = db.next_vec_id()
         self._inflight: dict[str, asyncio.Event] = {}   # URL -> set when its outcome is recorded
+        self.stop_when_full = stop_when_full
+        self.store_error: StoreError | None = None
 
     @classmethod
     def for_cache(cls, cache: Cache, cfg: CrawlConfig, **kwargs) -> "Crawler":
@@ -189,9 +194,20 @@ class Crawler:
                 for a in answered:
                     self._record(a)
             attempts += answered
-        if self.index_path is not None:
-            self.index.save(self.index_path)
+        self._save_index()
+        if self.stop_when_full and self.store_error is not None:
+            error, self.store_error = self.store_error, None
+            raise error
         return attempts
+
+    def _save_index(self) -> None:
+        if self.index_path is None:
+            return
+        try:
+            self.index.save(self.index_path)
+        except (OSError, RuntimeError) as e:  # faiss reports write errors as RuntimeError
+            if self.store_error is None:  # else the store's error says it already
+                raise StoreError(f"cannot write the index {self.index_path}: {str(e).splitlines()[0]}") from e
 
     async def _fetch_all(self, items: list[CrawlItem]) -> list[Attempt]:
         loop = asyncio.get_running_loop()
@@ -321,8 +337,9 @@ class Crawler:
             try:
                 self.store.put(cand.sha256, cand.data)
                 errors.append(None)
-            except CacheFull as e:
+            except StoreError as e:  # the cap, a full disk, a read-only folder
                 errors.append(str(e))
+                self.store_error = self.store_error or e
         return errors
 
     def _record(self, a: Attempt) -> None:

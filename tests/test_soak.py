@@ -1,0 +1,25 @@
+"""The soak (bench/soak.py) for one minute: the crawler against the sandbox's hostile profile.
+
+Checked at the end: one attempt row per URL, each with an outcome its fault allows; the
+server's /stats agree fault by fault; no forbidden listener reached; memory (the FAISS index
+aside) and open file descriptors stay bounded. The 20-minute, 50,000-attempt version is
+`python bench/soak.py`. One minute (a few thousand URLs, every fault kind dozens of times) is
+enough for the exact-count checks. The memory slope of one minute is mostly warm-up (allocator
+arenas, the server's image LRU filling), so here it is fitted on the second half with a loose
+bound that still catches a real leak: keeping each body or attempt would cost hundreds of MB
+per 10k attempts. The long run prints the real slope.
+"""
+import pytest
+
+from bench.soak import SoakOptions, report, run_soak
+
+
+@pytest.mark.slow
+def test_soak_one_minute_hostile(tmp_path):
+    result = run_soak(SoakOptions(duration_s=60, batch=500, concurrency=32, workers=1,
+                                  cache_dir=str(tmp_path / "cache"), warmup_share=0.5, max_slope_mb=40.0,
+                                  min_attempts=1000),
+                      log=lambda line: None)
+    print(report(result))
+    assert result.ok, result.problems
+    assert sum(result.faults_served.values()) > 200 and len(result.faults_served) == 14

@@ -1,0 +1,147 @@
+"""`explore cache verify`: clean on a fresh crawl, and each kind of damage is named."""
+import asyncio
+import shutil
+import sqlite3
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cache.index import VectorIndex
+from cache.verify import verify
+from cli import app
+from explorer.config import CrawlConfig
+from explorer.crawl import CrawlItem, Crawler, open_cache
+from explorer.sandbox.server import start_sandbox
+
+CFG = CrawlConfig(image_size=48, workers=1, pool="thread", concurrency=8, per_host=8)
+
+
+@pytest.fixture(scope="module")
+def clean_cache(tmp_path_factory):
+    """A run-like cache: two rounds of queries, their attempts and images."""
+    root = tmp_path_factory.mktemp("clean") / "cache"
+    cache = open_cache(root, CFG)
+    with start_sandbox(seed=0, profile="none") as server, \
+            Crawler.for_cache(cache, CFG, allow=[server.host_port]) as crawler:
+        for round_ in range(2):
+            cache.db.start_round(round_)
+            qid = cache.db.add_query(round_, f"concept {round_}", f"concept {round_}", "sandbox")
+            cache.db.set_query_status(qid, "searched", n_results=12)
+            urls = [f"{server.url}/img/{server.world.web_image_id(round_ * 12 + i, 1)}.jpg" for i in range(12)]
+            urls.append(urls[0])  # a duplicate URL within the query is one attempt
+            asyncio.run(crawler.crawl([CrawlItem(u, "a caption", qid, round_) for u in urls]))
+            cache.db.set_query_status(qid, "done")
+            cache.db.finish_round(round_)
+    cache.close()
+    return root
+
+
+@pytest.fixture
+def cache_dir(clean_cache, tmp_path):
+    return shutil.copytree(clean_cache, tmp_path / "cache")
+
+
+def sql(cache_dir, statement, *args):
+    with sqlite3.connect(cache_dir / "explore.db") as con:
+        return con.execute(statement, args).fetchall()
+
+
+def one_image(cache_dir):
+    (path, vec_id), = sql(cache_dir, "SELECT path, vec_id FROM images ORDER BY vec_id LIMIT 1")
+    return cache_dir / path, vec_id
+
+
+def test_a_fresh_cache_is_clean_and_the_cli_says_so(cache_dir):
+    assert sql(cache_dir, "SELECT COUNT(*) FROM images")[0][0] >= 20
+    assert verify(cache_dir) == []
+    result = CliRunner().invoke(app, ["cache", "verify", str(cache_dir)])
+    assert result.exit_code == 0, result.output
+
+
+def _missing_file(d):
+    one_image(d)[0].unlink()
+    return "images row without its file"
+
+
+def _orphan_file(d):
+    path, _ = one_image(d)
+    data = path.read_bytes() + b"\0"
+    import hashlib
+
+    sha = hashlib.sha256(data).hexdigest()
+    (d / "images" / sha[:2]).mkdir(exist_ok=True)
+    (d / "images" / sha[:2] / f"{sha}.jpg").write_bytes(data)
+    return "file without an images row"
+
+
+def _corrupt_file(d):
+    path, _ = one_image(d)
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    return "file whose bytes do not match its name"
+
+
+def _index_lacks_a_vector(d):
+    _, vec_id = one_image(d)
+    index = VectorIndex.load(d / "index" / "cheap.faiss", 768)
+    index.index.remove_ids(np.array([vec_id], dtype=np.int64))
+    index.save(d / "index" / "cheap.faiss")
+    return "image missing from the index"
+
+
+def _index_has_a_stranger(d):
+    index = VectorIndex.load(d / "index" / "cheap.faiss", 768)
+    v = np.random.default_rng(0).normal(size=(1, 768)).astype(np.float32)
+    index.add(v / np.linalg.norm(v), np.array([10_000]))
+    index.save(d / "index" / "cheap.faiss")
+    return "index vector without an images row"
+
+
+def _index_vector_swapped(d):
+    index = VectorIndex.load(d / "index" / "cheap.faiss", 768)
+    ids = index.ids()
+    a, b = (index.index.index.reconstruct(i) for i in (0, 1))
+    index.index.remove_ids(ids[:2])
+    index.add(np.stack([b, a]), ids[:2])
+    index.save(d / "index" / "cheap.faiss")
+    return "index vector is not its image's embedding"
+
+
+def _image_row_lost(d):
+    sql(d, "DELETE FROM images WHERE vec_id = (SELECT MIN(vec_id) FROM images)")
+    return "ok attempt without an images row"
+
+
+def _image_in_the_wrong_round(d):
+    sql(d, "UPDATE images SET round = 5 WHERE vec_id = (SELECT MIN(vec_id) FROM images)")
+    return "image round differs from its query's"
+
+
+def _query_unfinished_in_a_done_round(d):
+    sql(d, "UPDATE queries SET status = 'searched' WHERE round = 0")
+    return "round done with a query unfinished"
+
+
+@pytest.mark.parametrize("damage", [_missing_file, _orphan_file, _corrupt_file, _index_lacks_a_vector,
+                                    _index_has_a_stranger, _index_vector_swapped, _image_row_lost,
+                                    _image_in_the_wrong_round, _query_unfinished_in_a_done_round])
+def test_each_kind_of_damage_is_named_and_exits_non_zero(cache_dir, damage):
+    kind = damage(cache_dir)
+    problems = verify(cache_dir)
+    assert any(p.startswith(kind) for p in problems), problems
+    result = CliRunner().invoke(app, ["cache", "verify", str(cache_dir)])
+    assert result.exit_code == 1 and kind in result.output
+
+
+def test_quick_skips_re_embedding(cache_dir):
+    _index_vector_swapped(cache_dir)
+    assert verify(cache_dir, deep=False) == []
+
+
+def test_a_run_directory_supplies_the_database(cache_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (cache_dir / "explore.db").rename(run_dir / "explore.db")
+    assert CliRunner().invoke(app, ["cache", "verify", str(cache_dir)]).exit_code == 1  # no database there
+    result = CliRunner().invoke(app, ["cache", "verify", str(cache_dir), "--run-dir", str(run_dir)])
+    assert result.exit_code == 0, result.output
