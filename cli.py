@@ -1,6 +1,7 @@
 """`explore`: teach a vision model a target task by exploring the web for it."""
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -133,7 +134,7 @@ def _run(rd, overrides: list[str], hours: Optional[float], quiet: bool) -> None:
         run_exploration(rd, cfg, console=console, quiet=quiet)
     except UserError as e:
         fail(str(e))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, sqlite3.Error) as e:   # a full disk, a read-only folder
         fail(f"{type(e).__name__}: {e}")
 
 
