@@ -25,7 +25,7 @@ from explorer.config import Config
 from explorer.crawl import CrawlItem
 from explorer.learner import RoundImages
 from explorer.progress import RunProgress
-from explorer.records import QueryOutcome
+from explorer.records import Outcome, QueryOutcome
 from explorer.session import Budget, RunDir
 
 
@@ -178,6 +178,8 @@ class Explorer:
             attempts = await self.crawler.crawl(items)
             fetched += len(attempts)
             self.progress.fetched(len(attempts))
+            if any(a.outcome == Outcome.DISK_FULL for a in attempts):
+                return  # stays "searched": a resumed run fetches these once space returns
             self.db.set_query_status(q["id"], "done")
 
         await asyncio.gather(*(one(q) for q in todo))
