@@ -18,6 +18,11 @@ Exit status 1 when an invariant fails.
 
     python bench/soak.py                      # 20 minutes, hostile, >= 50,000 attempts expected
     python bench/soak.py --duration 120 --min-attempts 0
+
+Measured 2026-11-23 (shared 2-core machine, loaded): 1214 s, 72,000 attempts (59.3/s), one
+outcome row per URL, /stats reconciled per fault kind, 0 forbidden hits, 33 load-timing outcomes
+(0.05%); RSS 75.5 -> 264.2 MB: +15.9 MB per 10k attempts, of which the FAISS index ~14.3, so
++1.6 MB per 10k without it; open fds at most 160.
 """
 from __future__ import annotations
 
