@@ -8,8 +8,8 @@ The budget is the same number of rounds and MUG steps for every arm (wall time o
 
     python bench/e2e.py [--rounds 6] [--steps 30] [--target sandbox-flowers]
 
-Measured 2026-11-23 (shared 2-core CPU machine, tiny-64, 6 rounds x 30 steps; before the GP
-length-scale and noise bounds), linear 100% / 10%, k-NN 100% / 10%, relevant/kept:
+Measured 2026-11-23 (shared 2-core CPU machine, tiny-64, 6 rounds x 30 steps), linear 100% /
+10%, k-NN 100% / 10%, relevant/kept:
   target-only  45.0 / 14.0   24.0 / 20.0      0/0
   random       45.5 / 14.0   23.0 / 20.5     91/2232 (4%)
   explore      46.0 / 18.5   22.0 / 21.5    276/2217 (12%)
