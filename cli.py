@@ -36,11 +36,6 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def not_built(what: str) -> None:
-    console.print(f"[yellow]{what} is not built yet[/] (see the open issues); nothing was done.")
-    raise typer.Exit(2)
-
-
 def outcome_table(outcomes: dict[str, int], title: str):
     from rich.table import Table
 
