@@ -389,11 +389,13 @@ def outcome_summary(attempts: list[Attempt]) -> dict[str, int]:
 
 
 def read_url_list(path: str | Path) -> list[CrawlItem]:
-    """Lines `url` or `url<TAB>caption`; blank lines and `#` comments skipped."""
+    """Lines `url` or `url<TAB>caption`; blank lines, `#` comments and lines without a URL
+    (a caption alone) skipped."""
     items = []
     for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
         url, _, caption = line.partition("\t")
-        items.append(CrawlItem(url=url.strip(), caption=caption.strip()))
+        url = url.strip()
+        if not url or url.startswith("#"):
+            continue
+        items.append(CrawlItem(url=url, caption=caption.strip()))
     return items

@@ -11,7 +11,7 @@ import ipaddress
 
 import numpy as np
 import yarl
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -187,6 +187,7 @@ def test_normalise_allow_raises_only_value_error(entries):
 
 @FAST
 @given(st.text(max_size=300))
+@example("\t0")            # a caption without a URL (found by this test)
 def test_url_lists_parse_whatever_the_file_holds(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("urls") / "urls.txt"
     path.write_text(text, encoding="utf-8", errors="surrogateescape")
