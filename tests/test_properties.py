@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import os
 
 import numpy as np
 import yarl
+
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -22,7 +24,11 @@ from explorer.netguard import check_url, is_public_address, normalise_allow, par
 from explorer.records import Candidate
 
 CFG = CrawlConfig(image_size=48, min_side=8, max_aspect=8.0, max_pixels=2_000_000)
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the suite draws the same examples every run, so CI is reproducible; explore more
+# by hand with HYPOTHESIS_RANDOM=1 (and keep any failure found as an @example).
+RANDOM = bool(os.environ.get("HYPOTHESIS_RANDOM"))
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+                derandomize=not RANDOM)
 
 
 def _encode(im: Image.Image, fmt: str, **kw) -> bytes:
@@ -112,7 +118,7 @@ mapped = ipv4.map(lambda a: ipaddress.IPv6Address(f"::ffff:{a}"))
 addresses = st.one_of(ipv4, ipv6, mapped)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, derandomize=not RANDOM)
 @given(addresses)
 def test_is_public_address_is_total_and_unwraps_mapped_forms(address):
     public = is_public_address(address)
@@ -154,7 +160,7 @@ def _yarl_ip(url: str):
     return parse_ip(host or "") if host else None
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, derandomize=not RANDOM)
 @given(st.one_of(urls, st.text(max_size=80)))
 def test_check_url_is_total_and_never_passes_a_non_public_literal(url):
     reason = check_url(url)
