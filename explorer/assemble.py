@@ -97,8 +97,7 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
     from explorer.loop import Explorer
     from explorer.progress import RunProgress
     from explorer.vocab import concept_embeddings
-    from policies.base import load_descriptors
-    from policies.base import make_policy
+    from policies.base import load_descriptors, make_policy
 
     if cfg.reward.floor_mode not in ("fixed", "round_min"):
         raise UserError(f"reward.floor_mode must be fixed or round_min, not {cfg.reward.floor_mode!r}")
