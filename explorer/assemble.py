@@ -69,7 +69,7 @@ def load_concepts(cfg: Config, sandbox) -> list[str]:
         raise UserError(str(e)) from e
 
 
-def leak_vectors(paths: list[str], cfg: Config) -> np.ndarray:
+def leak_vectors(paths: list[str]) -> np.ndarray:
     """Near-dup embeddings of the target's test images: the web's copies of them are dropped."""
     from explorer.images import embed_bytes
 
@@ -90,7 +90,8 @@ class Parts:
 
 
 def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
-    from explorer.crawl import Crawler, leak_index_from_vectors, open_cache
+    from cache.index import VectorIndex
+    from explorer.crawl import Crawler, open_cache
     from explorer.engines import make_engine
     from explorer.engines.cached import CachedEngine
     from explorer.learner import Learner
@@ -111,9 +112,8 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
         engine = make_engine(cfg.crawl.engine, cfg.crawl, sandbox_url=sandbox.url if sandbox else None)
     except ValueError as e:
         raise UserError(str(e)) from e
-    leak = leak_vectors(test_paths, cfg)
-    crawler = Crawler.for_cache(cache, cfg.crawl, allow=allow,
-                                leak_index=leak_index_from_vectors(leak) if len(test_paths) else None,
+    leak = VectorIndex.from_vectors(leak_vectors(test_paths)) if test_paths else None
+    crawler = Crawler.for_cache(cache, cfg.crawl, allow=allow, leak_index=leak,
                                 allow_files=cfg.crawl.engine.startswith("corpus:"), stop_when_full=True)
     crawler.reconcile_index()  # a kill between a DB commit and the index save left vectors out
 

@@ -222,3 +222,19 @@ def test_ctrl_c_stops_after_a_checkpoint_and_the_run_resumes(tmp_path):
     assert [r["round"] for r in run.read_rounds()] == [0, 1, 2]
     texts = [t for (t,) in db_rows(run, "SELECT text FROM queries")]
     assert len(texts) == len(set(texts)) == 3 * 4
+
+
+def test_an_unlabelled_folder_target_explores_without_evaluation(tmp_path):
+    """folder:PATH of loose images: no test split, so no leak filter and no k-NN, but the
+    round runs (crawl, MUG, rewards against the folder's images)."""
+    from PIL import Image
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for i in range(12):
+        Image.new("RGB", (72, 72), (20 * i, 200 - 10 * i, 90)).save(folder / f"{i}.png")
+    run, cfg = small_config(tmp_path, 1, f"run.target=folder:{folder}", "crawl.engine=sandbox")
+    _, step = run_rounds(run, cfg)
+    assert step == 3
+    (record,) = run.read_rounds()
+    assert record["kept"] > 0 and record["knn_acc"] is None
