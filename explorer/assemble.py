@@ -80,7 +80,6 @@ def leak_vectors(paths: list[str]) -> np.ndarray:
 class Parts:
     cache: object
     crawler: object
-    engine: object
     learner: object
     target: object
 
@@ -142,7 +141,7 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
                         budget, descriptors=load_descriptors(cfg.policy.descriptors),
                         progress=RunProgress(console, quiet))
     learner.progress = explorer.progress
-    return explorer, Parts(cache, crawler, engine, learner, target)
+    return explorer, Parts(cache, crawler, learner, target)
 
 
 def finish(run: RunDir, cfg: Config, parts: Parts, console: Console, stopped: bool) -> None:

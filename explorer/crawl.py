@@ -82,11 +82,6 @@ def open_cache(cache_dir: str | Path, cfg: CrawlConfig, db_path: str | Path | No
     return Cache(store, db, VectorIndex.load(index_path, dim), index_path)
 
 
-def leak_index_from_vectors(vectors: np.ndarray) -> VectorIndex:
-    """An index of the target's test-image embeddings [N, D] (the same embedding as the cache's)."""
-    return VectorIndex.from_vectors(vectors)
-
-
 def _prepare_job(body: bytes, cfg: CrawlConfig):
     """Runs in a worker: bytes -> (Candidate, cheap vector [768]) | Rejection.
 

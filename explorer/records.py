@@ -1,6 +1,6 @@
 """The small records that flow one way through the loop (DESIGN.md §2).
 
-policy -> Query -> engine -> SearchResult -> downloader -> FetchResult -> images -> Candidate
+policy -> (concept, query text) -> engine -> SearchResult -> downloader -> FetchResult -> images -> Candidate
 -> cache (an Outcome per URL attempt) -> reward -> QueryOutcome -> policy.
 """
 from __future__ import annotations
@@ -30,15 +30,6 @@ class Outcome(str, enum.Enum):
     ROBOTS = "robots"                     # X-Robots-Tag noai / noimageai
     REDIRECT_LIMIT = "redirect_limit"     # more than max_redirects hops, or a loop
     DISK_FULL = "disk_full"               # cache size cap reached or ENOSPC
-
-
-@dataclass(frozen=True)
-class Query:
-    """One search the policy asked for."""
-
-    concept: str
-    text: str                             # what is sent to the engine ("<descriptor> <concept>")
-    round: int
 
 
 @dataclass(frozen=True)

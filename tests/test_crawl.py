@@ -6,7 +6,8 @@ import numpy as np
 from PIL import Image
 
 from explorer.config import CrawlConfig
-from explorer.crawl import Crawler, CrawlItem, leak_index_from_vectors, open_cache
+from cache.index import VectorIndex
+from explorer.crawl import Crawler, CrawlItem, open_cache
 from explorer.images import embed_bytes
 from explorer.records import Outcome
 from tests.crawl_fixtures import image_app, jpeg_bytes, serve
@@ -88,7 +89,7 @@ def test_every_item_gets_one_outcome_and_refetch_downloads_nothing(tmp_path):
 def test_near_copies_of_target_test_images_are_dropped(tmp_path):
     test_image = jpeg_bytes(300, 200, seed=5)
     app, _ = image_app({"/leak.jpg": (resized_copy(test_image, (240, 160)), {}), "/fine.jpg": (jpeg_bytes(300, 200, seed=6), {})})
-    leak = leak_index_from_vectors(np.stack([embed_bytes(test_image)]))
+    leak = VectorIndex.from_vectors(np.stack([embed_bytes(test_image)]))
     with serve(app) as port:
         cache = open_cache(tmp_path, cfg())
         attempts = crawl(cache, cfg(), [CrawlItem(f"http://127.0.0.1:{port}/leak.jpg"),
