@@ -239,6 +239,10 @@ class MetaDB:
         return [dict(r) for r in self.conn.execute(
             "SELECT * FROM images WHERE round=? ORDER BY added_at", (round,))]
 
+    def first_round_with_images(self) -> int | None:
+        row = self.conn.execute("SELECT MIN(round) FROM images WHERE round IS NOT NULL").fetchone()
+        return None if row[0] is None else int(row[0])
+
     def best_images(self, before_round: int, limit: int) -> list[dict]:
         """Replay: images of earlier rounds with the highest reward (scored ones only)."""
         return [dict(r) for r in self.conn.execute(

@@ -101,6 +101,8 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
 
     if cfg.reward.floor_mode not in ("fixed", "round_min"):
         raise UserError(f"reward.floor_mode must be fixed or round_min, not {cfg.reward.floor_mode!r}")
+    if cfg.reward.centre not in ("web", "none"):
+        raise UserError(f"reward.centre must be web or none, not {cfg.reward.centre!r}")
     target = resolve_target(cfg, sandbox.world if sandbox else None)
     train_paths = target.materialise(run.root / "target", "train")
     test_paths = target.materialise(run.root / "target", "test") if target.test is not None else []

@@ -107,6 +107,8 @@ class TrainConfig:
 @dataclass
 class RewardConfig:
     k: int = 15                           # target-train neighbours per candidate
+    centre: str = "web"                   # cosines about the target/web midpoint ("web") or raw ("none")
+    background_images: int = 512          # the web sample behind "web": kept images of the first round
     floor: float = 0.0                    # reward of a query that yields nothing usable ...
     floor_mode: str = "round_min"         # ... "fixed": that value; "round_min": the round's lowest
                                           # query reward (on the encoder's scale, so that a failed
@@ -119,7 +121,7 @@ class PolicyConfig:
     vocab: str = "imagenet21k"            # imagenet21k, wordnet, file:PATH, sandbox
     descriptors: str = ""                 # file of words combined with concepts; "" = none
     descriptor_share: float = 0.0         # share of queries that get a descriptor
-    temperature: float = 0.3              # tau in p(c) ∝ exp(z(c)/tau), z = r̂ z-scored over the vocab
+    temperature: float = 0.15             # tau in p(c) ∝ exp(z(c)/tau), z = r̂ z-scored over the vocab
     epsilon: float = 0.1                  # share of uniformly random concepts
     ucb_beta: float = 1.0                 # ucb policy: score = r̂ + beta * posterior std
     max_observations: int = 4000          # GP conditioned on at most this many concepts (half newest, half best)

@@ -1,8 +1,9 @@
-"""The model side of a round: train MUG on the round's images, then score them against the
-target with the updated encoder (DESIGN.md §2 "trainer.train" and "reward").
+"""The model side of a round: score the round's images against the target with the current
+encoder (DESIGN.md §2 "reward"), then train MUG on them ("trainer.train").
 
-It runs in a worker thread while the event loop crawls the next round, so it never touches the
-database: the loop hands it file paths and captions and takes back rewards.
+Both run in a worker thread (training while the event loop crawls the next round), so the
+learner never touches the database: the loop hands it file paths and captions and takes back
+rewards and training statistics.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 from explorer.config import Config
 from explorer.data import ImageRecord, embed_paths, eval_transform, mixed_batches
 from explorer.mug import MODEL_CONFIGS, build_model
-from explorer.reward import image_rewards
+from explorer.reward import image_rewards, web_centre
 from explorer.session import RunDir
 from explorer.train import Trainer
 
@@ -68,8 +69,24 @@ class Learner:
         self.last_report = json.loads(extra["report"]) if "report" in extra else None
 
     # ---- one round ------------------------------------------------------------------------
-    def train_round(self, round_: int, images: RoundImages, _target_paths=None) -> dict:
-        """MUG steps on a mix of target, this round's candidates and replay; then rewards."""
+    def score(self, candidates: list[tuple[str, str, str]], background: list[str] = ()) -> dict[str, float]:
+        """r(image) for this round's (sha256, path, caption) candidates with the current
+        encoder, before it trains on them (Internet Explorer's order): the policy learns from
+        round t before it picks round t+1. `background`: paths of the web sample that places
+        the centre (reward.centre = "web"); the candidates themselves when it is empty."""
+        if not candidates:
+            return {}
+        target_emb = self.embed(self.target_train)
+        cand_emb = self.embed([p for _, p, _ in candidates])
+        centre = None
+        if self.cfg.reward.centre == "web":
+            web = self.embed(list(background)) if background else cand_emb
+            centre = web_centre(target_emb, web)
+        rewards = image_rewards(cand_emb, target_emb, self.cfg.reward.k, centre=centre)
+        return {sha: float(r) for (sha, _, _), r in zip(candidates, rewards)}
+
+    def train_round(self, round_: int, images: RoundImages) -> dict:
+        """MUG steps on a mix of target, this round's candidates and replay; then k-NN."""
         started = time.monotonic()
         candidates = [ImageRecord(p, c or None) for _, p, c in images.candidates]
         replay = [ImageRecord(p, c or None) for _, p, c in images.replay]
@@ -80,10 +97,6 @@ class Learner:
         if self.progress is not None and stats["steps"]:
             self.progress.trained_step()    # the last step (its batches were drawn before it ran)
         del batches
-        target_emb = self.embed(self.target_train)
-        cand_emb = self.embed([p for _, p, _ in images.candidates])
-        rewards = image_rewards(cand_emb, target_emb, self.cfg.reward.k) if len(cand_emb) else []
-        stats["image_rewards"] = {sha: float(r) for (sha, _, _), r in zip(images.candidates, rewards)}
         stats["knn_acc"] = self.knn_accuracy()
         stats["seconds"] = time.monotonic() - started
         return stats

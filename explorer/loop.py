@@ -1,10 +1,12 @@
 """The explore loop: one round is DESIGN.md §2, read top to bottom.
 
     policy.sample -> queries -> engine.search -> crawler (download, prepare, dedup, store)
-    -> trainer.train_steps (MUG) -> rewards -> policy.update -> checkpoint + log
+    -> rewards (current encoder) -> policy.update -> trainer.train_steps (MUG) -> checkpoint + log
 
-Crawling round t+1 overlaps training round t: training runs in a worker thread while the event
-loop crawls. The database is touched from the event-loop thread only.
+Round t is scored and the policy updated before round t+1's queries are sampled, so no round
+is chosen on stale rewards; crawling round t+1 then overlaps training on round t (training
+runs in a worker thread while the event loop crawls). The database is touched from the
+event-loop thread only.
 
 What survives a kill -9, and where:
 - the database (WAL) holds every query asked and every URL attempt, committed as they finish;
@@ -111,13 +113,15 @@ class Explorer:
             while True:
                 crawled = await crawl
                 started = time.monotonic()
+                images = self.round_images(round_)
+                rewards = await asyncio.to_thread(self.learner.score, images.candidates,
+                                                  self.background_paths())
+                outcomes = self.score_round(round_, rewards)
+                await asyncio.to_thread(self.policy.update, outcomes)
                 next_crawl = None
                 if self._should_start_round(round_ + 1):
                     next_crawl = asyncio.create_task(self.crawl_round(round_ + 1))
-                images = self.round_images(round_)
                 trained = await asyncio.to_thread(self.learner.train_round, round_, images)
-                outcomes = self.score_round(round_, trained.pop("image_rewards"))
-                self.policy.update(outcomes)
                 report = self._report(round_, crawled, outcomes, trained,
                                       time.monotonic() - started + crawled["seconds"])
                 # the checkpoint carries the round's record: a kill between the two writes is
@@ -200,6 +204,19 @@ class Explorer:
         return RoundImages(candidates, replay)
 
     # ---- reward: r(image), r(query) -----------------------------------------------------------
+    def background_paths(self) -> list[str]:
+        """The web sample that centres the rewards (explorer.reward): images kept in the run's
+        first round with any, the same every round (a stable centre; in the sandbox and with
+        imagenet21k the first round's concepts are drawn uniformly)."""
+        n = self.cfg.reward.background_images
+        if self.cfg.reward.centre != "web" or n <= 0:
+            return []
+        first = self.db.first_round_with_images()
+        if first is None:
+            return []
+        root = self.crawler.store.root
+        return [str(root / row["path"]) for row in self.db.images_in_round(first)[:n]]
+
     def score_round(self, round_: int, image_reward: dict[str, float]) -> list[QueryOutcome]:
         """Turn the learner's image rewards into per-query rewards, stored in the database."""
         from explorer.reward import query_rewards

@@ -3,6 +3,14 @@
 r(image) = mean cosine similarity of its embedding to its k nearest target-train embeddings
 (current encoder); r(query) = mean over the query's kept images, or the floor when it kept none.
 Pure numpy + FAISS: the caller embeds images with the model.
+
+Centring. Every embedding of a ViT holds a large component that all images share (the mean of
+the patch tokens carries the position embeddings and the norm layers' biases): raw cosines of an
+untrained encoder all lie near 0.97, and which images look like the target barely moves them.
+Cosines are taken about a centre, the midpoint of the target's mean embedding and the web's (a
+fixed background sample of crawled images), which removes that shared part and keeps the
+direction from web to target. Measured on the sandbox (tiny-64 at initialisation, 120 random
+queries, 13 relevant): query-level AUC of relevant vs not 0.88 raw, 0.96 centred.
 """
 from __future__ import annotations
 
@@ -15,10 +23,17 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def image_rewards(cand_emb: np.ndarray, target_emb: np.ndarray, k: int = 15) -> np.ndarray:
+def web_centre(target_emb: np.ndarray, background_emb: np.ndarray) -> np.ndarray:
+    """The midpoint of the target's and the web's mean unit embeddings: [D] float32."""
+    return (0.5 * (_unit(target_emb).mean(axis=0) + _unit(background_emb).mean(axis=0))).astype(np.float32)
+
+
+def image_rewards(cand_emb: np.ndarray, target_emb: np.ndarray, k: int = 15,
+                  centre: np.ndarray | None = None) -> np.ndarray:
     """Mean cosine similarity of each candidate to its k nearest target images.
 
-    cand_emb: [M, D], target_emb: [T, D] (normalised here); k is clipped to [1, T].
+    cand_emb: [M, D], target_emb: [T, D] (normalised here; with a `centre` [D], the centre is
+    subtracted from the unit embeddings and the result normalised again); k is clipped to [1, T].
     Returns float32 [M].
     """
     if target_emb.ndim != 2 or target_emb.shape[0] == 0:
@@ -29,9 +44,13 @@ def image_rewards(cand_emb: np.ndarray, target_emb: np.ndarray, k: int = 15) -> 
         raise ValueError(f"embedding sizes differ: candidates {cand_emb.shape[1]}, "
                          f"target {target_emb.shape[1]}")
     k = max(1, min(int(k), target_emb.shape[0]))
-    index = faiss.IndexFlatIP(target_emb.shape[1])
-    index.add(_unit(target_emb))
-    sims, _ = index.search(_unit(cand_emb), k)
+    target, cand = _unit(target_emb), _unit(cand_emb)
+    if centre is not None:
+        centre = np.asarray(centre, dtype=np.float32).reshape(1, -1)
+        target, cand = _unit(target - centre), _unit(cand - centre)
+    index = faiss.IndexFlatIP(target.shape[1])
+    index.add(target)
+    sims, _ = index.search(cand, k)
     return sims.mean(axis=1).astype(np.float32)
 
 

@@ -25,12 +25,15 @@ def small_config(tmp_path, rounds: int, *extra: str) -> tuple[RunDir, Config]:
     return run, cfg
 
 
-def run_rounds(run: RunDir, cfg: Config, engine=None):
-    """Build and drive the loop like `explore run`; returns (explorer, learner step)."""
+def run_rounds(run: RunDir, cfg: Config, engine=None, prepare=None):
+    """Build and drive the loop like `explore run`; returns (explorer, learner step).
+    `prepare(explorer)` runs before the loop starts."""
     with sandbox_for(cfg) as sandbox:
         explorer, parts = build(run, cfg, sandbox, console=_Quiet(), quiet=True)
         if engine is not None:
             explorer.engine = engine
+        if prepare is not None:
+            prepare(explorer)
         try:
             _drive(explorer)
             return explorer, parts.learner.trainer.step
@@ -52,12 +55,27 @@ def db_rows(run: RunDir, sql: str):
 def finished_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("loop")
     run, cfg = small_config(tmp_path, rounds=2)
-    _, step = run_rounds(run, cfg)
-    return run, cfg, step
+    seen_at_sample = []   # how many query rewards the policy had learned when it sampled
+
+    def spy(explorer):
+        sample = explorer.policy.sample
+
+        def counted(n):
+            seen_at_sample.append(len(explorer.policy.obs_concept))
+            return sample(n)
+        explorer.policy.sample = counted
+
+    _, step = run_rounds(run, cfg, prepare=spy)
+    return run, cfg, step, seen_at_sample
+
+
+def test_each_round_is_chosen_knowing_every_earlier_rounds_rewards(finished_run):
+    *_, seen_at_sample = finished_run
+    assert seen_at_sample == [0, 4]   # round 1 is sampled after round 0's 4 queries are scored
 
 
 def test_rounds_then_resume_continue_without_asking_again(finished_run):
-    run, cfg, step = finished_run
+    run, cfg, step, _ = finished_run
     assert step == 2 * 3
     rounds = run.read_rounds()
     assert [r["round"] for r in rounds] == [0, 1]
@@ -116,7 +134,7 @@ def test_status_rewards_and_eval_read_the_run(finished_run):
 
     from cli import app
 
-    run, cfg, _ = finished_run
+    run, cfg, *_ = finished_run
     cli = CliRunner()
     status = cli.invoke(app, ["status", str(run.root), "--json"])
     assert status.exit_code == 0, status.output
@@ -148,7 +166,7 @@ def test_status_rewards_and_eval_read_the_run(finished_run):
 
 def test_a_round_checkpointed_but_not_logged_is_logged_on_resume(finished_run):
     """What a kill between the checkpoint's rename and the log lines leaves."""
-    run, cfg, _ = finished_run
+    run, cfg, *_ = finished_run
     lines = run.rounds_log.read_text().splitlines()
     last = json.loads(lines[-1])
     run.rounds_log.write_text("\n".join(lines[:-1]) + "\n")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from explorer.reward import image_rewards, query_rewards
+from explorer.reward import image_rewards, query_rewards, web_centre
 
 
 def unit(x):
@@ -56,3 +56,33 @@ def test_bad_shapes_are_errors_and_no_candidates_is_empty():
 def test_query_reward_is_mean_of_kept_images_or_the_floor():
     r = query_rewards({1: [0.2, 0.4], 2: [], 3: [0.9]}, floor=-0.1)
     assert r == pytest.approx({1: 0.3, 2: -0.1, 3: 0.9})
+
+
+def test_centring_removes_a_shared_component_that_drowns_the_signal():
+    """Embeddings dominated by one direction that every image shares (an untrained ViT's mean
+    token): raw cosines barely rank target-like images first; cosines about the target/web
+    midpoint do."""
+    rng = np.random.default_rng(3)
+    shared = np.zeros(32, np.float32)
+    shared[0] = 1.0
+    look = unit(rng.normal(size=(1, 32)))[0]                  # what target images have in common
+    def images(n, target_like):
+        signal = look if target_like else unit(rng.normal(size=(1, 32)))[0]
+        return 20 * shared + signal + rng.normal(scale=0.1, size=(n, 32)).astype(np.float32)
+    target = images(60, True)
+    good, bad = images(40, True), np.concatenate([images(10, False) for _ in range(4)])
+    web = np.concatenate([good[:5], bad])
+    raw = image_rewards(np.concatenate([good, bad]), target, k=5)
+    centred = image_rewards(np.concatenate([good, bad]), target, k=5, centre=web_centre(target, web))
+    def auc(r):
+        g, b = r[:40], r[40:]
+        return (g[:, None] > b[None, :]).mean()
+    assert raw.min() > 0.97                                   # every raw cosine looks the same
+    assert auc(centred) > 0.95
+    assert centred[:40].mean() - centred[40:].mean() > 10 * (raw[:40].mean() - raw[40:].mean())
+
+
+def test_web_centre_is_the_midpoint_of_the_two_unit_means():
+    a = unit(np.array([[1.0, 0, 0], [1.0, 0, 0]]))
+    b = unit(np.array([[0, 2.0, 0], [0, 0, 3.0]]))
+    np.testing.assert_allclose(web_centre(a, b), [0.5, 0.25, 0.25], atol=1e-6)
