@@ -55,23 +55,28 @@ def db_rows(run: RunDir, sql: str):
 def finished_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("loop")
     run, cfg = small_config(tmp_path, rounds=2)
-    seen_at_sample = []   # how many query rewards the policy had learned when it sampled
+    seen = {"obs": [], "background": []}   # at each sample: rewards learned, reward centre's sample
 
     def spy(explorer):
         sample = explorer.policy.sample
 
         def counted(n):
-            seen_at_sample.append(len(explorer.policy.obs_concept))
+            seen["obs"].append(len(explorer.policy.obs_concept))
+            seen["background"].append(explorer.background_paths())
             return sample(n)
         explorer.policy.sample = counted
 
     _, step = run_rounds(run, cfg, prepare=spy)
-    return run, cfg, step, seen_at_sample
+    return run, cfg, step, seen
 
 
 def test_each_round_is_chosen_knowing_every_earlier_rounds_rewards(finished_run):
-    *_, seen_at_sample = finished_run
-    assert seen_at_sample == [0, 4]   # round 1 is sampled after round 0's 4 queries are scored
+    run, cfg, _, seen = finished_run
+    assert seen["obs"] == [0, 4]   # round 1 is sampled after round 0's 4 queries are scored
+    # the rewards' centre comes from a fixed web sample: the images kept in the first round
+    assert seen["background"][0] == []
+    first_round = {str(run.cache_dir(cfg) / p) for (p,) in db_rows(run, "SELECT path FROM images WHERE round=0")}
+    assert seen["background"][1] and set(seen["background"][1]) == first_round
 
 
 def test_rounds_then_resume_continue_without_asking_again(finished_run):
