@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30, help="MUG steps per round")
     ap.add_argument("--queries", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--test-per-class", type=int, default=100,
+                    help="sandbox test images a class (the default target has 20: +-3.5 points of noise)")
     ap.add_argument("--arms", default=",".join(ARMS))
     args = ap.parse_args()
     results = {}
@@ -50,13 +52,15 @@ def main() -> None:
                 f"run.target={args.target}", f"run.rounds={args.rounds}", "run.hours=10",
                 f"run.seed={args.seed}", f"sandbox.seed={args.seed}",
                 f"run.data_root={Path(tmp) / 'data'}", f"train.steps_per_round={args.steps}",
-                f"crawl.queries_per_round={args.queries}"])
+                f"crawl.queries_per_round={args.queries}",
+                f"sandbox.test_per_class={args.test_per_class}"])
             ev = evaluate_run(run, None, ("linear", "knn"), (1.0, 0.1))
             relevant = sum(r for r, _ in per_round)
             kept = sum(k for _, k in per_round)
             results[arm] = (ev, relevant, kept, time.monotonic() - started)
             print(f"{arm}: done in {results[arm][3]:.0f} s", flush=True)
-    print(f"\n{args.target}, {args.rounds} rounds x {args.steps} MUG steps (tiny-64, CPU) per arm")
+    print(f"\n{args.target} ({args.test_per_class} test images a class), {args.rounds} rounds x "
+          f"{args.steps} MUG steps (tiny-64, CPU) per arm")
     print(f"{'arm':12s} {'linear 100%':>12s} {'linear 10%':>11s} {'k-NN 100%':>10s} {'k-NN 10%':>9s}"
           f" {'relevant/kept':>15s} {'share':>6s}")
     for arm, (ev, relevant, kept, _) in results.items():

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from explorer.config import Config, is_sandbox_target
+from explorer.config import Config, SandboxConfig, is_sandbox_target
 from explorer.errors import UserError
 from explorer.session import Budget, RunDir, RunLocked
 
@@ -45,10 +45,12 @@ def resolve_target(cfg: Config, world=None):
         if world is None:
             from explorer.sandbox.world import World
 
-            world = World(cfg.sandbox.seed)
+            world = World(cfg.sandbox.seed, test_per_class=cfg.sandbox.test_per_class)
         if spec not in world.target_names:
             raise UserError(f"unknown sandbox target {spec!r}; have {', '.join(world.target_names)}")
-        folder = world.write_target(spec, data_root / f"sandbox-seed{cfg.sandbox.seed}" / spec)
+        default = SandboxConfig.test_per_class
+        name = spec if world.test_per_class == default else f"{spec}-test{world.test_per_class}"
+        folder = world.write_target(spec, data_root / f"sandbox-seed{cfg.sandbox.seed}" / name)
         return load_folder(folder, name=spec)
     try:
         return load_target(spec, data_root, download=True)

@@ -135,6 +135,7 @@ class PolicyConfig:
 class SandboxConfig:
     seed: int = 0
     profile: str = "none"                 # none, realistic, hostile
+    test_per_class: int = 20              # sandbox targets' test images a class (more: steadier accuracies)
     host: str = "127.0.0.1"
     port: int = 0                         # 0 = any free port
     stall_s: float = 30.0                 # how long a stalled response stays silent

@@ -296,3 +296,16 @@ def test_folder_mistakes_are_one_line_errors(tmp_path):
     write_jpg(tmp_path / "mixed" / "cls" / "x.jpg")
     with pytest.raises(TargetError, match="mixes loose images with sub-folders"):
         load_target(f"folder:{tmp_path / 'mixed'}", "unused")
+
+
+def test_sandbox_test_split_size_is_configurable_and_kept_apart(tmp_path):
+    from explorer.assemble import resolve_target
+    from explorer.config import Config, apply_overrides
+
+    base = ["run.target=sandbox-birds", f"run.data_root={tmp_path}"]
+    default = resolve_target(apply_overrides(Config(), base))
+    bigger = resolve_target(apply_overrides(Config(), base + ["sandbox.test_per_class=3"]))
+    assert len(default.test) == 10 * 20 and len(bigger.test) == 10 * 3
+    assert len(default.train) == len(bigger.train) == 10 * 30
+    # each size has its own folder: neither run rewrites the other's files
+    assert len(resolve_target(apply_overrides(Config(), base)).test) == 10 * 20

@@ -90,7 +90,7 @@ class Sandbox:
             if not is_loopback(host):
                 raise ValueError(f"the sandbox web listens on loopback addresses only, not {host!r}")
         self.options = options
-        self.world = World(options.seed)
+        self.world = World(options.seed, test_per_class=options.test_per_class)
         self.index = SearchIndex(self.world)
         self.stats = Stats()
         self._search_attempts: Counter = Counter()
