@@ -36,8 +36,14 @@ MAX_LISTED = 20  # problems of one kind listed one by one; the rest are counted
 
 def verify(cache_dir: str | Path, db_path: str | Path | None = None, index_name: str = "cheap",
            deep: bool = True) -> list[str]:
-    """Every problem found in CACHE_DIR (with its DB at `db_path`, default CACHE_DIR/explore.db)."""
+    """Every problem found in CACHE_DIR (with its DB at `db_path`, default CACHE_DIR/explore.db).
+    A run's DB (elsewhere) lists that run's images only: files that other runs sharing the
+    cache keep are not reported as strays then."""
+    from explorer.crawl import index_path_for
+
     cache_dir = Path(cache_dir)
+    own_db = db_path is None or Path(db_path).resolve() == (cache_dir / "explore.db").resolve()
+    index_path = index_path_for(cache_dir, db_path, index_name)
     db_path = Path(db_path) if db_path else cache_dir / "explore.db"
     if not db_path.exists():
         return [f"no database at {db_path}"]
@@ -48,8 +54,8 @@ def verify(cache_dir: str | Path, db_path: str | Path | None = None, index_name:
         if problems:
             return problems
         images = [dict(r) for r in con.execute("SELECT * FROM images")]
-        problems += check_files(cache_dir, images)
-        problems += check_index(cache_dir / "index" / f"{index_name}.faiss", cache_dir, images, deep)
+        problems += check_files(cache_dir, images, orphans=own_db)
+        problems += check_index(index_path, cache_dir, images, deep)
         problems += check_attempts(con, images)
         problems += check_rounds(con)
     finally:
@@ -62,13 +68,18 @@ def check_sqlite(con: sqlite3.Connection) -> list[str]:
     return [] if rows == ["ok"] else [f"database: {r}" for r in rows]
 
 
-def check_files(cache_dir: Path, images: list[dict]) -> list[str]:
-    """Files on disk against `images` rows, both ways, with hashes and sizes."""
+def check_files(cache_dir: Path, images: list[dict], orphans: bool = True) -> list[str]:
+    """Files on disk against `images` rows, with hashes and sizes: both ways, or (orphans=False,
+    a store shared with other runs) the rows' files only."""
     out = Listing()
     by_path = {r["path"]: r for r in images}
     root = cache_dir / "images"
     seen: set[str] = set()
-    for path in sorted(root.rglob("*")) if root.exists() else []:
+    if orphans:
+        paths = sorted(root.rglob("*")) if root.exists() else []
+    else:
+        paths = sorted(p for p in (cache_dir / rel for rel in by_path) if p.is_file())
+    for path in paths:
         if path.is_dir():
             continue
         rel = str(path.relative_to(cache_dir))

@@ -71,14 +71,25 @@ class Cache:
         self.db.close()
 
 
+def index_path_for(cache_dir: str | Path, db_path: str | Path | None = None, index_name: str = "cheap") -> Path:
+    """Where the near-duplicate index lives: beside the database whose rows its ids point to
+    (CACHE_DIR/index/ for a cache's own DB, RUN_DIR/index/ for a run's). The image files are
+    content-addressed and shared by every run of a CACHE_DIR; an index shared by runs with
+    their own DBs would mix their ids, and one run's images would turn another's into
+    near-duplicates that it never keeps."""
+    home = Path(db_path).parent if db_path else Path(cache_dir)
+    return home / "index" / f"{index_name}.faiss"
+
+
 def open_cache(cache_dir: str | Path, cfg: CrawlConfig, db_path: str | Path | None = None,
                dim: int = CHEAP_DIM, index_name: str = "cheap") -> Cache:
-    """Open (or create) CACHE_DIR: images/, explore.db (unless `db_path` puts it elsewhere), index/NAME.faiss."""
+    """Open (or create) CACHE_DIR: images/, explore.db (unless `db_path` puts it elsewhere), and
+    the index beside the DB (`index_path_for`)."""
     cache_dir = Path(cache_dir)
     db = MetaDB(db_path or cache_dir / "explore.db")
     _, used = db.image_stats()
     store = ImageStore(cache_dir, cfg.cache_max_bytes, used_bytes=used)
-    index_path = cache_dir / "index" / f"{index_name}.faiss"
+    index_path = index_path_for(cache_dir, db_path, index_name)
     return Cache(store, db, VectorIndex.load(index_path, dim), index_path)
 
 

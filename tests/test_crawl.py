@@ -170,3 +170,26 @@ def test_concurrent_calls_fetch_and_keep_a_shared_url_once(tmp_path):
     outcomes = sorted(a.outcome.value for a in first + second)
     assert outcomes == ["duplicate"] * len(files) + ["ok"] * len(files)
     assert cache.db.image_stats()[0] == len(files)
+
+
+def test_runs_sharing_a_cache_dir_each_keep_what_they_fetch(tmp_path):
+    """CACHE_DIR is shareable: a second run with its own DB keeps the images a first run
+    already stored (not near-duplicates of them), stores no second copy, and both verify."""
+    from cache.verify import verify
+
+    files = {f"/{i}.jpg": (jpeg_bytes(200, 160, seed=10 + i), {}) for i in range(4)}
+    app, hits = image_app(files)
+    cache_dir = tmp_path / "shared"
+    with serve(app) as port:
+        items = [CrawlItem(f"http://127.0.0.1:{port}{p}", caption=p) for p in files]
+        for run in ("a", "b"):
+            (tmp_path / run).mkdir()
+            cache = open_cache(cache_dir, cfg(), db_path=tmp_path / run / "explore.db")
+            attempts = crawl(cache, cfg(), items, port)
+            assert [a.outcome for a in attempts] == [Outcome.OK] * 4, run
+            assert cache.db.image_stats()[0] == 4
+            cache.close()
+    assert len(list((cache_dir / "images").rglob("*.jpg"))) == 4
+    for run in ("a", "b"):
+        assert (tmp_path / run / "index" / "cheap.faiss").exists()
+        assert verify(cache_dir, tmp_path / run / "explore.db") == []

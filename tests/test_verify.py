@@ -142,6 +142,7 @@ def test_a_run_directory_supplies_the_database(cache_dir, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (cache_dir / "explore.db").rename(run_dir / "explore.db")
+    (cache_dir / "index").rename(run_dir / "index")   # a run's index sits beside its DB
     assert CliRunner().invoke(app, ["cache", "verify", str(cache_dir)]).exit_code == 1  # no database there
     result = CliRunner().invoke(app, ["cache", "verify", str(cache_dir), "--run-dir", str(run_dir)])
     assert result.exit_code == 0, result.output
