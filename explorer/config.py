@@ -109,6 +109,7 @@ class RewardConfig:
     k: int = 15                           # target-train neighbours per candidate
     centre: str = "web"                   # cosines about the target/web midpoint ("web") or raw ("none")
     background_images: int = 512          # the web sample behind "web": kept images of the first round
+    contrast: bool = True                 # minus the mean cosine to the k nearest web-sample images (hubness)
     floor: float = 0.0                    # reward of a query that yields nothing usable ...
     floor_mode: str = "round_min"         # ... "fixed": that value; "round_min": the round's lowest
                                           # query reward (on the encoder's scale, so that a failed

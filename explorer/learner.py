@@ -18,7 +18,7 @@ import torch
 from explorer.config import Config
 from explorer.data import ImageRecord, embed_paths, eval_transform, mixed_batches
 from explorer.mug import MODEL_CONFIGS, build_model
-from explorer.reward import image_rewards, web_centre
+from explorer.reward import image_rewards, web_centre, web_contrast
 from explorer.session import RunDir
 from explorer.train import Trainer
 
@@ -78,11 +78,11 @@ class Learner:
             return {}
         target_emb = self.embed(self.target_train)
         cand_emb = self.embed([p for _, p, _ in candidates])
-        centre = None
-        if self.cfg.reward.centre == "web":
-            web = self.embed(list(background)) if background else cand_emb
-            centre = web_centre(target_emb, web)
+        web = self.embed(list(background)) if background else cand_emb
+        centre = web_centre(target_emb, web) if self.cfg.reward.centre == "web" else None
         rewards = image_rewards(cand_emb, target_emb, self.cfg.reward.k, centre=centre)
+        if self.cfg.reward.contrast:
+            rewards = rewards - web_contrast(cand_emb, web, self.cfg.reward.k, centre=centre)
         return {sha: float(r) for (sha, _, _), r in zip(candidates, rewards)}
 
     def train_round(self, round_: int, images: RoundImages) -> dict:

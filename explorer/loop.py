@@ -209,7 +209,7 @@ class Explorer:
         first round with any, the same every round (a stable centre; in the sandbox and with
         imagenet21k the first round's concepts are drawn uniformly)."""
         n = self.cfg.reward.background_images
-        if self.cfg.reward.centre != "web" or n <= 0:
+        if (self.cfg.reward.centre != "web" and not self.cfg.reward.contrast) or n <= 0:
             return []
         first = self.db.first_round_with_images()
         if first is None:

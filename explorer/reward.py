@@ -11,6 +11,14 @@ Cosines are taken about a centre, the midpoint of the target's mean embedding an
 fixed background sample of crawled images), which removes that shared part and keeps the
 direction from web to target. Measured on the sandbox (tiny-64 at initialisation, 120 random
 queries, 13 relevant): query-level AUC of relevant vs not 0.88 raw, 0.96 centred.
+
+Contrast (reward.contrast, on by default). Some families of web images sit close to every
+image, the target's included (hubs): an untrained encoder put antique furniture and bees level
+with roses. The learner subtracts each candidate's mean cosine to its k nearest images of the
+web sample (`web_contrast`, the correction CSLS makes for word translation), so a reward says
+how much closer an image is to the target than to the web at large. Measured in the loop with
+the untrained encoder (`bench/policy.py --modes fixed`, rounds 0-2): query-reward AUC of
+relevant vs not 0.80 / 0.52 / 0.48 without it, 1.00 / 0.85 / 0.90 with it.
 """
 from __future__ import annotations
 
@@ -48,10 +56,40 @@ def image_rewards(cand_emb: np.ndarray, target_emb: np.ndarray, k: int = 15,
     if centre is not None:
         centre = np.asarray(centre, dtype=np.float32).reshape(1, -1)
         target, cand = _unit(target - centre), _unit(cand - centre)
-    index = faiss.IndexFlatIP(target.shape[1])
-    index.add(target)
-    sims, _ = index.search(cand, k)
-    return sims.mean(axis=1).astype(np.float32)
+    return _knn_mean(cand, target, k)
+
+
+def _knn_mean(queries: np.ndarray, base: np.ndarray, k: int, skip_self: bool = False) -> np.ndarray:
+    """Mean cosine of each (unit) query to its k nearest (unit) `base` rows; with `skip_self`,
+    a row identical to the query (cosine ~1: the query itself) is not one of them."""
+    extra = 1 if skip_self else 0
+    kk = min(k + extra, base.shape[0])
+    index = faiss.IndexFlatIP(base.shape[1])
+    index.add(base)
+    sims, _ = index.search(queries, kk)
+    if skip_self:
+        # drop the first self match of each row (if any), else the k+1-th neighbour
+        is_self = sims >= 1.0 - 1e-5
+        first = np.where(is_self.any(axis=1), is_self.argmax(axis=1), kk - 1)
+        keep = np.ones_like(sims, dtype=bool)
+        keep[np.arange(len(sims)), first] = False
+        sims = sims[keep].reshape(len(sims), kk - 1) if kk > 1 else sims
+    return sims[:, :k].mean(axis=1).astype(np.float32)
+
+
+def web_contrast(cand_emb: np.ndarray, background_emb: np.ndarray, k: int,
+                 centre: np.ndarray | None = None) -> np.ndarray:
+    """Mean cosine of each candidate to its k nearest web-sample images (itself excluded), about
+    the same centre as `image_rewards`: [M] float32. Subtracted from the reward it corrects for
+    hubness (as CSLS does for word translation): an image close to everything is not
+    target-like for that."""
+    if cand_emb.shape[0] == 0 or background_emb.shape[0] == 0:
+        return np.zeros(cand_emb.shape[0], dtype=np.float32)
+    cand, web = _unit(cand_emb), _unit(background_emb)
+    if centre is not None:
+        centre = np.asarray(centre, dtype=np.float32).reshape(1, -1)
+        cand, web = _unit(cand - centre), _unit(web - centre)
+    return _knn_mean(cand, web, max(1, int(k)), skip_self=True)
 
 
 def query_rewards(query_to_image_rewards: dict[int, list[float]], floor: float = 0.0) -> dict[int, float]:

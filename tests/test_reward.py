@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from explorer.reward import image_rewards, query_rewards, web_centre
+from explorer.reward import image_rewards, query_rewards, web_centre, web_contrast
 
 
 def unit(x):
@@ -86,3 +86,30 @@ def test_web_centre_is_the_midpoint_of_the_two_unit_means():
     a = unit(np.array([[1.0, 0, 0], [1.0, 0, 0]]))
     b = unit(np.array([[0, 2.0, 0], [0, 0, 3.0]]))
     np.testing.assert_allclose(web_centre(a, b), [0.5, 0.25, 0.25], atol=1e-6)
+
+
+def test_web_contrast_marks_down_images_close_to_everything():
+    """A 'hub' lies between the target and a crowded part of the web; a target-like image lies
+    where the web is empty. The plain reward ranks the hub first; minus the contrast term (mean
+    cosine to its k nearest web images, itself excluded) the target-like one wins."""
+    rng = np.random.default_rng(4)
+    e1, e2, e3 = np.eye(3, dtype=np.float32)
+    near = lambda v, n: unit(v + 0.05 * rng.normal(size=(n, 3)))
+    target = near(e1, 40)
+    web = np.concatenate([near(e2, 100), near(-e1, 100)])
+    hub, specific = unit(np.stack([e1 + e2, e1 + 1.1 * e3]))
+    cand = np.stack([hub, specific])
+    plain = image_rewards(cand, target, k=5)
+    contrasted = plain - web_contrast(cand, np.concatenate([web, cand]), k=5)
+    assert plain[0] > plain[1] and contrasted[1] > contrasted[0] + 0.5
+
+
+def test_web_contrast_leaves_the_image_itself_out():
+    rng = np.random.default_rng(5)
+    web = unit(rng.normal(size=(30, 8)))
+    # each web image against the web: its own cosine 1 is skipped, so the mean is over others
+    expected = np.sort(web @ web.T, axis=1)[:, ::-1][:, 1:4].mean(axis=1)
+    np.testing.assert_allclose(web_contrast(web, web, k=3), expected, atol=1e-5)
+    outside = unit(rng.normal(size=(4, 8)))
+    np.testing.assert_allclose(web_contrast(outside, web, k=3),
+                               np.sort(outside @ web.T, axis=1)[:, ::-1][:, :3].mean(axis=1), atol=1e-5)
