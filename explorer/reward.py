@@ -17,7 +17,7 @@ image, the target's included (hubs): an untrained encoder put antique furniture 
 with roses. The learner subtracts each candidate's mean cosine to its k nearest images of the
 web sample (`web_contrast`, the correction CSLS makes for word translation), so a reward says
 how much closer an image is to the target than to the web at large. Measured in the loop with
-the untrained encoder (`bench/policy.py --modes fixed`, rounds 0-2): query-reward AUC of
+the untrained encoder (train.steps_per_round=0, rounds 0-2 of a sandbox-flowers run): AUC of
 relevant vs not 0.80 / 0.52 / 0.48 without it, 1.00 / 0.85 / 0.90 with it.
 """
 from __future__ import annotations
