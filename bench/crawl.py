@@ -18,6 +18,13 @@ Measured 2026-11-23, the shared 2-core CPU machine at load 5-14 (other agents ru
   image (decode 2.1, resize 1.0, encode 0.5, signature 0.4). Target 2.5x not reliably met here.
 Quiet machine (load 1.0), best of 2: explore 304 img/s, img2dataset 163 img/s, ratio=1.87;
   CPU per URL 5.6 ms vs 12.9 ms. The target (2.5x, ~410 img/s) needs <= ~4.9 CPU-ms per URL.
+Session 2 (load 3.5-4): explore 244 img/s, img2dataset 140 img/s, ratio=1.74, CPU 6.8 vs 14.9 ms.
+  Where explore's time goes (py-spy, `explore fetch` on this workload): the prepare threads
+  ~79% of samples (Pillow decode 23%, resize 17% of which the 16x16 signature ~9%, encode 8%,
+  the rest Python glue that holds the GIL), the event loop ~19% (aiohttp client 7%, commit and
+  FAISS 4%). Tried and dropped: a process pool instead of threads (190 vs 215 img/s: pickling
+  and IPC cost more than the GIL saves); libjpeg-turbo via simplejpeg with M/8 DCT scaling
+  (~10% faster decode alone, no measurable gain end to end). Not reached: 2.5x.
 """
 from __future__ import annotations
 
