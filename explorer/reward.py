@@ -52,28 +52,28 @@ def image_rewards(cand_emb: np.ndarray, target_emb: np.ndarray, k: int = 15,
         raise ValueError(f"embedding sizes differ: candidates {cand_emb.shape[1]}, "
                          f"target {target_emb.shape[1]}")
     k = max(1, min(int(k), target_emb.shape[0]))
-    target, cand = _unit(target_emb), _unit(cand_emb)
-    if centre is not None:
-        centre = np.asarray(centre, dtype=np.float32).reshape(1, -1)
-        target, cand = _unit(target - centre), _unit(cand - centre)
+    cand, target = _about(centre, cand_emb, target_emb)
     return _knn_mean(cand, target, k)
+
+
+def _about(centre: np.ndarray | None, *embs: np.ndarray) -> list[np.ndarray]:
+    """Unit embeddings; with a centre [D], taken about it (centre subtracted, normalised again)."""
+    units = [_unit(e) for e in embs]
+    if centre is None:
+        return units
+    centre = np.asarray(centre, dtype=np.float32).reshape(1, -1)
+    return [_unit(u - centre) for u in units]
 
 
 def _knn_mean(queries: np.ndarray, base: np.ndarray, k: int, skip_self: bool = False) -> np.ndarray:
     """Mean cosine of each (unit) query to its k nearest (unit) `base` rows; with `skip_self`,
     a row identical to the query (cosine ~1: the query itself) is not one of them."""
-    extra = 1 if skip_self else 0
-    kk = min(k + extra, base.shape[0])
+    kk = min(k + int(skip_self), base.shape[0])
     index = faiss.IndexFlatIP(base.shape[1])
     index.add(base)
-    sims, _ = index.search(queries, kk)
-    if skip_self:
-        # drop the first self match of each row (if any), else the k+1-th neighbour
-        is_self = sims >= 1.0 - 1e-5
-        first = np.where(is_self.any(axis=1), is_self.argmax(axis=1), kk - 1)
-        keep = np.ones_like(sims, dtype=bool)
-        keep[np.arange(len(sims)), first] = False
-        sims = sims[keep].reshape(len(sims), kk - 1) if kk > 1 else sims
+    sims, _ = index.search(queries, kk)   # best first: the query itself, if there, comes first
+    if skip_self and kk > 1:
+        sims = np.where(sims[:, :1] >= 1.0 - 1e-5, sims[:, 1:], sims[:, :-1])
     return sims[:, :k].mean(axis=1).astype(np.float32)
 
 
@@ -85,10 +85,7 @@ def web_contrast(cand_emb: np.ndarray, background_emb: np.ndarray, k: int,
     target-like for that."""
     if cand_emb.shape[0] == 0 or background_emb.shape[0] == 0:
         return np.zeros(cand_emb.shape[0], dtype=np.float32)
-    cand, web = _unit(cand_emb), _unit(background_emb)
-    if centre is not None:
-        centre = np.asarray(centre, dtype=np.float32).reshape(1, -1)
-        cand, web = _unit(cand - centre), _unit(web - centre)
+    cand, web = _about(centre, cand_emb, background_emb)
     return _knn_mean(cand, web, max(1, int(k)), skip_self=True)
 
 
