@@ -1,9 +1,10 @@
 """Bytes from the web -> a validated, resized RGB JPEG + sha256 (DESIGN.md §2, §5).
 
 `prepare` never raises for bad input: it returns a `Candidate`, or a `Rejection` with an
-Outcome and a reason. It is CPU work; the crawler runs it in a process pool, off the loop.
-JPEGs are decoded DCT-scaled (`Image.draft`) straight to about the stored size, which is
-most of the speed of the crawl.
+Outcome and a reason. It is CPU work; the crawler runs it in threads, off the loop. Pillow
+parses headers (formats, sizes, EXIF) and decodes everything but plain JPEGs; libjpeg-turbo
+(simplejpeg) decodes JPEGs DCT-scaled straight to about the stored size and encodes the stored
+JPEG, both with the GIL released, which is most of the speed of the crawl.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps
+import simplejpeg
+from PIL import Image
 
 from explorer.config import CrawlConfig
 from explorer.records import Candidate, Outcome
@@ -29,6 +31,10 @@ MAGIC = [
     (b"MM\x00*", "TIFF"),
 ]
 ORIENTATION = 0x0112  # EXIF tag
+# EXIF orientation -> the transpose that shows the picture upright (as ImageOps.exif_transpose)
+TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+             5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+             8: Image.Transpose.ROTATE_90}
 EMBED_SIDE = 16  # cheap embedding: a 16x16 colour thumbnail -> 768 dims
 
 
@@ -96,27 +102,47 @@ def embed_bytes(data: bytes) -> np.ndarray:
         return cheap_embedding(im)
 
 
-def _decode(body: bytes, fmt: str, cfg: CrawlConfig) -> tuple[Image.Image, int, int] | Rejection:
-    """Open, check the header size, verify, pick the first frame, decode (JPEG DCT-scaled)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        im = Image.open(io.BytesIO(body), formats=[fmt])
-        w, h = im.size
-        if w * h > cfg.max_pixels:
-            return Rejection(Outcome.BOMB, f"{w}x{h} is over {cfg.max_pixels} pixels")
-        if min(w, h) < cfg.min_side:
-            return Rejection(Outcome.TOO_SMALL, f"{w}x{h}, shorter side under {cfg.min_side}")
-        if max(w, h) / min(w, h) > cfg.max_aspect:
-            return Rejection(Outcome.BAD_ASPECT, f"{w}x{h}, aspect over {cfg.max_aspect}")
-        if fmt != "JPEG":  # verify() checks PNG CRCs etc.; for JPEG it does nothing useful
-            im.verify()
-            im = Image.open(io.BytesIO(body), formats=[fmt])
-        if getattr(im, "n_frames", 1) > 1:
-            im.seek(0)  # animated: the first frame
-        if fmt == "JPEG":
-            im.draft("RGB", (cfg.image_size, cfg.image_size))  # DCT-scaled decode, >= the stored size
-        im.load()
-        return im, w, h
+def _open_checked(body: bytes, fmt: str, cfg: CrawlConfig) -> Image.Image | Rejection:
+    """Parse the header only (lazy), and refuse bombs, tiny images and extreme aspects before decoding."""
+    im = Image.open(io.BytesIO(body), formats=[fmt])
+    w, h = im.size
+    if w * h > cfg.max_pixels:
+        return Rejection(Outcome.BOMB, f"{w}x{h} is over {cfg.max_pixels} pixels")
+    if min(w, h) < cfg.min_side:
+        return Rejection(Outcome.TOO_SMALL, f"{w}x{h}, shorter side under {cfg.min_side}")
+    if max(w, h) / min(w, h) > cfg.max_aspect:
+        return Rejection(Outcome.BAD_ASPECT, f"{w}x{h}, aspect over {cfg.max_aspect}")
+    return im
+
+
+def _turbo_decode(body: bytes, side: int) -> Image.Image | None:
+    """A baseline RGB/grey JPEG decoded by libjpeg-turbo, DCT-scaled to the smallest size whose
+    shorter side is still >= `side`, with the GIL released throughout; None where libjpeg reports
+    anything amiss (Pillow then decides, as it tolerates the web's harmless marker quirks)."""
+    try:
+        return Image.fromarray(simplejpeg.decode_jpeg(body, colorspace="RGB", min_height=side, min_width=side))
+    except ValueError:
+        return None
+
+
+def _pillow_decode(body: bytes, fmt: str, cfg: CrawlConfig) -> Image.Image:
+    """Verify where the format has checksums, take the first frame, decode (JPEG DCT-scaled)."""
+    if fmt != "JPEG":  # verify() checks PNG CRCs etc.; for JPEG it does nothing useful
+        Image.open(io.BytesIO(body), formats=[fmt]).verify()
+    im = Image.open(io.BytesIO(body), formats=[fmt])
+    if getattr(im, "n_frames", 1) > 1:
+        im.seek(0)  # animated: the first frame
+    if fmt == "JPEG":
+        im.draft("RGB", (cfg.image_size, cfg.image_size))  # DCT-scaled decode, >= the stored size
+    im.load()
+    return im
+
+
+def encode_jpeg(im: Image.Image, quality: int) -> bytes:
+    """RGB image -> JPEG bytes (4:2:0, as Pillow's default), by libjpeg-turbo with the GIL released.
+    Pillow's own JPEG encoder holds the GIL, which serialised the crawl's preparing threads."""
+    return simplejpeg.encode_jpeg(np.ascontiguousarray(np.asarray(im)), quality=quality, colorspace="RGB",
+                                  colorsubsampling="420")
 
 
 def prepare_with_embedding(body: bytes, cfg: CrawlConfig) -> tuple[Candidate, np.ndarray] | Rejection:
@@ -127,27 +153,32 @@ def prepare_with_embedding(body: bytes, cfg: CrawlConfig) -> tuple[Candidate, np
         what = "HTML" if head.startswith((b"<!doctype", b"<html")) else "unknown bytes"
         return Rejection(Outcome.NOT_IMAGE, f"magic bytes are not an image ({what})")
     try:
-        decoded = _decode(body, fmt, cfg)
-        if isinstance(decoded, Rejection):
-            return decoded
-        im, orig_w, orig_h = decoded
-        orientation = im.getexif().get(ORIENTATION, 1)
-        if orientation in (5, 6, 7, 8):  # rotated by 90 degrees
-            orig_w, orig_h = orig_h, orig_w
-        if orientation != 1:
-            im = ImageOps.exif_transpose(im)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            header = _open_checked(body, fmt, cfg)
+            if isinstance(header, Rejection):
+                return header
+            orig_w, orig_h = header.size
+            orientation = header.getexif().get(ORIENTATION, 1)
+            im = None
+            if fmt == "JPEG" and header.mode in ("RGB", "L"):
+                im = _turbo_decode(body, cfg.image_size)
+            if im is None:
+                im = _pillow_decode(body, fmt, cfg)
         im = to_rgb(im)
         size = stored_size(*im.size, cfg.image_size)
         if size != im.size:
-            # area average (as img2dataset's INTER_AREA); draft already did the bulk of the scaling
+            # area average (as img2dataset's INTER_AREA); the DCT scaling already did the bulk of it
             im = im.resize(size, Image.Resampling.BOX)
-        out = io.BytesIO()
-        im.save(out, "JPEG", quality=cfg.jpeg_quality)
+        if orientation in TRANSPOSE:  # EXIF orientation, applied to the small image
+            im = im.transpose(TRANSPOSE[orientation])
+            if orientation in (5, 6, 7, 8):  # rotated by 90 degrees
+                orig_w, orig_h = orig_h, orig_w
+        data = encode_jpeg(im, cfg.jpeg_quality)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         return Rejection(Outcome.BOMB, str(e)[:200])
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, Image.UnidentifiedImageError) as e:
         return Rejection(Outcome.CORRUPT, f"{type(e).__name__}: {str(e)[:200]}")
-    data = out.getvalue()
     cand = Candidate(sha256=hashlib.sha256(data).hexdigest(), data=data, width=im.width,
                      height=im.height, orig_width=orig_w, orig_height=orig_h)
     return cand, cheap_embedding(im)

@@ -6,7 +6,8 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+import simplejpeg
+from PIL import Image, ImageOps
 
 from explorer.config import CrawlConfig
 from explorer.images import Rejection, cheap_embedding, prepare, sniff
@@ -104,13 +105,55 @@ def test_transparent_palette_goes_over_white():
     assert Image.open(io.BytesIO(prepare(body, CFG).data)).getpixel((5, 5)) >= (250, 250, 250)
 
 
-def test_exif_orientation_is_applied():
+def quadrants(width: int, height: int) -> Image.Image:
+    """Four flat colours, one a quadrant: any flip or turn moves them somewhere else."""
+    im = Image.new("RGB", (width, height))
+    for (x, y), colour in zip([(0, 0), (1, 0), (0, 1), (1, 1)], ["red", "lime", "blue", "yellow"]):
+        im.paste(colour, (x * width // 2, y * height // 2, (x + 1) * width // 2, (y + 1) * height // 2))
+    return im
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_pillow_defines_it(orientation):
     exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90
-    body = jpeg_bytes(200, 100, exif=exif.tobytes())
+    exif[0x0112] = orientation
+    body = encode(quadrants(200, 100), "JPEG", quality=95, exif=exif.tobytes())
     cand = prepare(body, CFG)
-    assert cand.height > cand.width
-    assert (cand.orig_width, cand.orig_height) == (100, 200)
+    upright = ImageOps.exif_transpose(Image.open(io.BytesIO(body)))
+    assert (cand.orig_width, cand.orig_height) == upright.size
+    got = Image.open(io.BytesIO(cand.data))
+    assert got.size == upright.resize(got.size).size and min(got.size) == 64
+    diff = np.abs(np.asarray(got, np.int16) - np.asarray(upright.convert("RGB").resize(got.size), np.int16))
+    assert diff.mean() < 8  # same picture the same way up (a wrong turn differs by ~100)
+
+
+def test_jpeg_with_harmless_marker_junk_is_kept():
+    """libjpeg warns about bytes before a marker (common on the web) and its strict mode refuses
+    the file; such an image is still decoded (by Pillow) and kept, not called corrupt."""
+    body = jpeg_bytes(300, 200)
+    assert body[2:4] == b"\xff\xe0"  # JFIF's APP0 segment first
+    after_app0 = 4 + int.from_bytes(body[4:6], "big")
+    junk = body[:after_app0] + b"\x00\x13\x37" + body[after_app0:]  # 3 stray bytes before the DQT marker
+    with pytest.raises(ValueError, match="extraneous bytes"):
+        simplejpeg.decode_jpeg(junk)  # what the fast path meets
+    cand = prepare(junk, CFG)
+    assert isinstance(cand, Candidate), cand
+    assert (cand.width, cand.height) == (96, 64)
+
+
+def test_jpeg_decode_matches_pillows_picture():
+    body = jpeg_bytes(900, 600, seed=3)
+    cand = prepare(body, CFG)
+    ref = Image.open(io.BytesIO(body)).convert("RGB").resize((cand.width, cand.height), Image.Resampling.BOX)
+    diff = np.abs(np.asarray(Image.open(io.BytesIO(cand.data)), np.int16) - np.asarray(ref, np.int16))
+    assert diff.mean() < 4
+
+
+def test_grey_jpeg_becomes_rgb():
+    body = encode(Image.new("L", (120, 90), 77), "JPEG")
+    im = Image.open(io.BytesIO(prepare(body, CFG).data))
+    assert im.mode == "RGB" and min(im.size) == 64
+    assert all(abs(c - 77) <= 2 for c in im.getpixel((30, 30)))
 
 
 def test_cheap_embedding_matches_copies_and_separates_distinct_images():
