@@ -14,6 +14,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import simplejpeg
 from PIL import Image
 
@@ -86,7 +87,9 @@ def cheap_embedding(im: Image.Image) -> np.ndarray:
     Cosine between two signatures is the correlation of the thumbnails: re-encoded or
     resized copies score ~0.99, distinct images far lower.
     """
-    thumb = im.convert("RGB").resize((EMBED_SIDE, EMBED_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    if im.mode not in ("RGB", "RGBX"):  # (RGBX: the fast JPEG path's, thumbnailed without a copy)
+        im = im.convert("RGB")
+    thumb = im.resize((EMBED_SIDE, EMBED_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0).convert("RGB")
     v = np.asarray(thumb, dtype=np.float32).reshape(-1)
     v = v - v.mean()
     norm = float(np.linalg.norm(v))
@@ -117,12 +120,14 @@ def _open_checked(body: bytes, fmt: str, cfg: CrawlConfig) -> Image.Image | Reje
 
 def _turbo_decode(body: bytes, side: int) -> Image.Image | None:
     """A baseline RGB/grey JPEG decoded by libjpeg-turbo, DCT-scaled to the smallest size whose
-    shorter side is still >= `side`, with the GIL released throughout; None where libjpeg reports
-    anything amiss (Pillow then decides, as it tolerates the web's harmless marker quirks)."""
+    shorter side is still >= `side`, with the GIL released throughout, as an RGBX image that
+    shares the decoder's buffer; None where libjpeg reports anything amiss (Pillow then decides,
+    as it tolerates the web's harmless marker quirks)."""
     try:
-        return Image.fromarray(simplejpeg.decode_jpeg(body, colorspace="RGB", min_height=side, min_width=side))
+        px = simplejpeg.decode_jpeg(body, colorspace="RGBX", min_height=side, min_width=side)
     except ValueError:
         return None
+    return Image.frombuffer("RGBX", (px.shape[1], px.shape[0]), px, "raw", "RGBX", 0, 1)
 
 
 def _pillow_decode(body: bytes, fmt: str, cfg: CrawlConfig) -> Image.Image:
@@ -138,11 +143,22 @@ def _pillow_decode(body: bytes, fmt: str, cfg: CrawlConfig) -> Image.Image:
     return im
 
 
+def pixels(im: Image.Image) -> tuple[np.ndarray, str]:
+    """An RGB or RGBX image's pixels as a uint8 array and its simplejpeg colorspace, without a
+    copy where Pillow can export them (its Arrow interface: rows of 4 bytes a pixel, RGB padded);
+    a copy (GIL held) where it cannot (rows in several blocks, an old Pillow)."""
+    try:
+        flat = pa.array(im).flatten().to_numpy(zero_copy_only=True)
+        return flat.reshape(im.height, im.width, 4), "RGBX"
+    except (AttributeError, TypeError, ValueError, pa.ArrowException):
+        return np.asarray(im.convert("RGB")), "RGB"
+
+
 def encode_jpeg(im: Image.Image, quality: int) -> bytes:
-    """RGB image -> JPEG bytes (4:2:0, as Pillow's default), by libjpeg-turbo with the GIL released.
-    Pillow's own JPEG encoder holds the GIL, which serialised the crawl's preparing threads."""
-    return simplejpeg.encode_jpeg(np.ascontiguousarray(np.asarray(im)), quality=quality, colorspace="RGB",
-                                  colorsubsampling="420")
+    """RGB(X) image -> JPEG bytes (4:2:0, as Pillow's default), by libjpeg-turbo with the GIL
+    released. Pillow's own JPEG encoder holds the GIL, which serialised the crawl's threads."""
+    px, colorspace = pixels(im)
+    return simplejpeg.encode_jpeg(px, quality=quality, colorspace=colorspace, colorsubsampling="420")
 
 
 def prepare_with_embedding(body: bytes, cfg: CrawlConfig) -> tuple[Candidate, np.ndarray] | Rejection:
@@ -164,8 +180,7 @@ def prepare_with_embedding(body: bytes, cfg: CrawlConfig) -> tuple[Candidate, np
             if fmt == "JPEG" and header.mode in ("RGB", "L"):
                 im = _turbo_decode(body, cfg.image_size)
             if im is None:
-                im = _pillow_decode(body, fmt, cfg)
-        im = to_rgb(im)
+                im = to_rgb(_pillow_decode(body, fmt, cfg))
         size = stored_size(*im.size, cfg.image_size)
         if size != im.size:
             # area average (as img2dataset's INTER_AREA); the DCT scaling already did the bulk of it

@@ -10,7 +10,7 @@ import simplejpeg
 from PIL import Image, ImageOps
 
 from explorer.config import CrawlConfig
-from explorer.images import Rejection, cheap_embedding, prepare, sniff
+from explorer.images import Rejection, cheap_embedding, pixels, prepare, sniff
 from explorer.records import Candidate, Outcome
 from tests.crawl_fixtures import jpeg_bytes
 
@@ -170,3 +170,15 @@ def test_cheap_embedding_matches_copies_and_separates_distinct_images():
     assert max(sims) < thr
     red, blue = Image.new("RGB", (50, 50), "red"), Image.new("RGB", (50, 50), "blue")
     assert float(cheap_embedding(red) @ cheap_embedding(blue)) < thr
+
+
+@pytest.mark.parametrize("mode,size", [("RGB", (123, 77)), ("RGBX", (64, 64)), ("RGB", (6000, 6000))])
+def test_pixels_are_the_images_own_whatever_the_layout(mode, size):
+    """`pixels` reads the image's memory in place where Pillow exports it (rows 4 bytes a pixel)
+    and copies where it cannot (rows spread over blocks, as for a big image); the same either way."""
+    rng = np.random.default_rng(0)
+    im = Image.fromarray(rng.integers(0, 256, (size[1] // 8 + 1, size[0] // 8 + 1, 3), dtype=np.uint8))
+    im = im.resize(size, Image.Resampling.NEAREST).convert(mode)
+    px, colorspace = pixels(im)
+    assert colorspace in ("RGB", "RGBX") and px.shape[:2] == (size[1], size[0])
+    assert np.array_equal(px[..., :3], np.asarray(im.convert("RGB")))
