@@ -6,7 +6,10 @@ The budget is the same number of rounds and MUG steps for every arm (wall time o
 10% of labels and the share of downloaded images that are truly relevant; last line:
 `explore-vs-random=<points> explore-vs-target-only=<points>` (linear probe, 100% labels).
 
-    python bench/e2e.py [--rounds 6] [--steps 30] [--target sandbox-flowers]
+    python bench/e2e.py [--rounds 6] [--steps 30] [--seeds 0,1,2] [--arms target-only,random,explore]
+
+With several seeds it also prints, for each metric, explore's mean lead over each other arm with
+its standard error and every seed's value; the last line then carries the means.
 
 Measured 2026-11-23 (shared 2-core CPU machine, tiny-64, seed 0).
 `python bench/e2e.py --rounds 10 --steps 120` (100 test images a class: +-1.6 points of noise
@@ -33,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sandbox_runs import run_sandbox  # noqa: E402
@@ -41,6 +46,34 @@ from explorer.assemble import evaluate_run  # noqa: E402
 
 ARMS = {"target-only": ["crawl.engine=none"], "random": ["policy.name=random"],
         "explore": ["policy.name=gp"]}
+METRICS = [("linear", 1.0), ("linear", 0.1), ("knn", 1.0), ("knn", 0.1)]
+
+
+def run_arm(arm: str, seed: int, args, tmp: Path) -> dict:
+    """One arm of one seed: the loop, then the evaluation; accuracies in points."""
+    started = time.monotonic()
+    run, per_round = run_sandbox(tmp / f"{arm}-{seed}", ARMS[arm] + [
+        f"run.target={args.target}", f"run.rounds={args.rounds}", "run.hours=10",
+        f"run.seed={seed}", f"sandbox.seed={seed}",
+        f"run.data_root={tmp / f'data-{seed}'}", f"train.steps_per_round={args.steps}",
+        f"crawl.queries_per_round={args.queries}",
+        f"sandbox.test_per_class={args.test_per_class}"])
+    ev = evaluate_run(run, None, ("linear", "knn"), (1.0, 0.1))
+    out = {"acc": [100 * ev[p][f] for p, f in METRICS], "relevant": sum(r for r, _ in per_round),
+           "kept": sum(k for _, k in per_round)}
+    print(f"seed {seed} {arm}: done in {time.monotonic() - started:.0f} s", flush=True)
+    return out
+
+
+def print_table(title: str, results: dict[str, dict]) -> None:
+    print(f"\n{title}")
+    print(f"{'arm':12s} {'linear 100%':>12s} {'linear 10%':>11s} {'k-NN 100%':>10s} {'k-NN 10%':>9s}"
+          f" {'relevant/kept':>15s} {'share':>6s}")
+    for arm, r in results.items():
+        share = r["relevant"] / r["kept"] if r["kept"] else 0.0
+        counts = f"{r['relevant']}/{r['kept']}"
+        print(f"{arm:12s} {r['acc'][0]:12.1f} {r['acc'][1]:11.1f} {r['acc'][2]:10.1f} {r['acc'][3]:9.1f}"
+              f" {counts:>15s} {share:6.2f}")
 
 
 def main() -> None:
@@ -49,42 +82,45 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--steps", type=int, default=30, help="MUG steps per round")
     ap.add_argument("--queries", type=int, default=16)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0", help="comma-separated; each seed is a new world, model and run")
+    ap.add_argument("--seed", type=int, help="one seed (the same as --seeds N)")
     ap.add_argument("--test-per-class", type=int, default=100,
                     help="sandbox test images a class (the default target has 20: +-3.5 points of noise)")
     ap.add_argument("--arms", default=",".join(ARMS))
     args = ap.parse_args()
-    results = {}
+    seeds = [args.seed] if args.seed is not None else [int(s) for s in args.seeds.split(",")]
+    arms = args.arms.split(",")
+    by_seed: dict[int, dict[str, dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
-        for arm in args.arms.split(","):
-            started = time.monotonic()
-            run, per_round = run_sandbox(Path(tmp) / arm, ARMS[arm] + [
-                f"run.target={args.target}", f"run.rounds={args.rounds}", "run.hours=10",
-                f"run.seed={args.seed}", f"sandbox.seed={args.seed}",
-                f"run.data_root={Path(tmp) / 'data'}", f"train.steps_per_round={args.steps}",
-                f"crawl.queries_per_round={args.queries}",
-                f"sandbox.test_per_class={args.test_per_class}"])
-            ev = evaluate_run(run, None, ("linear", "knn"), (1.0, 0.1))
-            relevant = sum(r for r, _ in per_round)
-            kept = sum(k for _, k in per_round)
-            results[arm] = (ev, relevant, kept, time.monotonic() - started)
-            print(f"{arm}: done in {results[arm][3]:.0f} s", flush=True)
-    print(f"\n{args.target} ({args.test_per_class} test images a class), {args.rounds} rounds x "
-          f"{args.steps} MUG steps (tiny-64, CPU) per arm")
-    print(f"{'arm':12s} {'linear 100%':>12s} {'linear 10%':>11s} {'k-NN 100%':>10s} {'k-NN 10%':>9s}"
-          f" {'relevant/kept':>15s} {'share':>6s}")
-    for arm, (ev, relevant, kept, _) in results.items():
-        lin, knn = ev["linear"], ev["knn"]
-        print(f"{arm:12s} {100 * lin[1.0]:12.1f} {100 * lin[0.1]:11.1f} {100 * knn[1.0]:10.1f}"
-              f" {100 * knn[0.1]:9.1f} {f'{relevant}/{kept}':>15s} {relevant / kept if kept else 0:6.2f}")
+        for seed in seeds:
+            by_seed[seed] = {arm: run_arm(arm, seed, args, Path(tmp)) for arm in arms}
+    head = (f"{args.target} ({args.test_per_class} test images a class), {args.rounds} rounds x "
+            f"{args.steps} MUG steps (tiny-64, CPU) per arm")
+    for seed, results in by_seed.items():
+        print_table(f"{head}, seed {seed}", results)
 
-    def points(a: str, b: str) -> str:
-        if a not in results or b not in results:
+    def lead(a: str, b: str) -> str:
+        """a's lead over b in linear-probe points at 100% labels: the mean over seeds (and each seed's)."""
+        if a not in arms or b not in arms:
             return "nan"
-        return f"{100 * (results[a][0]['linear'][1.0] - results[b][0]['linear'][1.0]):+.1f}"
+        diffs = [r[a]["acc"][0] - r[b]["acc"][0] for r in by_seed.values()]
+        if len(diffs) == 1:
+            return f"{diffs[0]:+.1f}"
+        return f"{np.mean(diffs):+.1f}"
 
-    print(f"explore-vs-random={points('explore', 'random')} "
-          f"explore-vs-target-only={points('explore', 'target-only')}")
+    if len(seeds) > 1:
+        print(f"\nmean over seeds {','.join(map(str, seeds))} (standard error), each metric's lead:")
+        for a, b in (("explore", "random"), ("explore", "target-only")):
+            if a not in arms or b not in arms:
+                continue
+            cells = []
+            for m, (protocol, frac) in enumerate(METRICS):
+                d = np.array([r[a]["acc"][m] - r[b]["acc"][m] for r in by_seed.values()])
+                cells.append(f"{protocol} {frac:.0%}: {d.mean():+.1f} ({d.std(ddof=1) / np.sqrt(len(d)):.1f}) "
+                             f"[{' '.join(f'{x:+.1f}' for x in d)}]")
+            print(f"  {a} - {b}: " + "; ".join(cells))
+    print(f"explore-vs-random={lead('explore', 'random')} "
+          f"explore-vs-target-only={lead('explore', 'target-only')}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The crawl pipeline: URLs -> downloader -> images.prepare (process pool) -> cache (DESIGN.md §2).
+"""The crawl pipeline: URLs -> downloader -> images.prepare (threads) -> cache (DESIGN.md §2).
 
 Each item gets exactly one Attempt row in the DB with one Outcome. A URL already fetched to a
 final outcome is never fetched again: its earlier row answers (re-fetch idempotence).
