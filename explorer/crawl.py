@@ -87,8 +87,7 @@ def open_cache(cache_dir: str | Path, cfg: CrawlConfig, db_path: str | Path | No
     the index beside the DB (`index_path_for`)."""
     cache_dir = Path(cache_dir)
     db = MetaDB(db_path or cache_dir / "explore.db")
-    _, used = db.image_stats()
-    store = ImageStore(cache_dir, cfg.cache_max_bytes, used_bytes=used)
+    store = ImageStore(cache_dir, cfg.cache_max_bytes)  # the cap counts every run's files
     index_path = index_path_for(cache_dir, db_path, index_name)
     return Cache(store, db, VectorIndex.load(index_path, dim), index_path)
 

@@ -172,6 +172,28 @@ def test_concurrent_calls_fetch_and_keep_a_shared_url_once(tmp_path):
     assert cache.db.image_stats()[0] == len(files)
 
 
+def test_the_size_cap_counts_every_runs_files_in_a_shared_cache(tmp_path):
+    """Run a fills a shared CACHE_DIR; run b, with its own DB and a cap just over what a left,
+    cannot store its image: the cap is the folder's, not one run's."""
+    files = {f"/{i}.jpg": (jpeg_bytes(200, 160, seed=20 + i), {}) for i in range(5)}
+    app, _ = image_app(files)
+    cache_dir = tmp_path / "shared"
+    with serve(app) as port:
+        urls = [f"http://127.0.0.1:{port}{p}" for p in files]
+        (tmp_path / "a").mkdir()
+        cache = open_cache(cache_dir, cfg(), db_path=tmp_path / "a" / "explore.db")
+        assert [a.outcome for a in crawl(cache, cfg(), [CrawlItem(u) for u in urls[:4]], port)] == [Outcome.OK] * 4
+        cache.close()
+        stored = sum(p.stat().st_size for p in (cache_dir / "images").rglob("*.jpg"))
+        (tmp_path / "b").mkdir()
+        capped = cfg(cache_max_bytes=stored + 1)
+        cache = open_cache(cache_dir, capped, db_path=tmp_path / "b" / "explore.db")
+        assert cache.store.used_bytes == stored
+        [attempt] = crawl(cache, capped, [CrawlItem(urls[4])], port)
+        cache.close()
+    assert attempt.outcome == Outcome.DISK_FULL and "cap" in attempt.reason
+
+
 def test_runs_sharing_a_cache_dir_each_keep_what_they_fetch(tmp_path):
     """CACHE_DIR is shareable: a second run with its own DB keeps the images a first run
     already stored (not near-duplicates of them), stores no second copy, and both verify."""
