@@ -25,6 +25,18 @@ Session 2 (load 3.5-4): explore 244 img/s, img2dataset 140 img/s, ratio=1.74, CP
   FAISS 4%). Tried and dropped: a process pool instead of threads (190 vs 215 img/s: pickling
   and IPC cost more than the GIL saves); libjpeg-turbo via simplejpeg with M/8 DCT scaling
   (~10% faster decode alone, no measurable gain end to end). Not reached: 2.5x.
+Session 3: py-spy --gil showed Pillow's JPEG *encoder* holding the GIL (26% of GIL-held
+  samples: two threads encoded slower than one). The JPEG path is now libjpeg-turbo (simplejpeg)
+  for decode (M/8 DCT scaling) and encode, both GIL-free, with no copies between them (RGBX
+  frombuffer, Pillow's Arrow export). Paired runs, old code (d86c63b) vs new, alternating, at
+  load 2.5-3.5: 214/245, 213/243, 201/235 img/s (+14-17%), CPU per URL 7.7 -> 7.0 ms.
+  Full runs: ratio=1.99 (explore 261, img2dataset 131, load 1.5) and ratio=1.83 (234 vs 128,
+  load 1.7-2.4). Image work alone is now 3.2 CPU-ms (decode 1.7, resize 0.9, encode 0.4,
+  signature 0.15) and scales over 2 threads (506 img/s, no network); what holds the GIL is now
+  mostly the event loop (53% of GIL-held samples, aiohttp's request/response code ~1 ms a URL).
+  Per URL explore spends ~3.2 ms image work + ~1.5 ms client + ~0.7 ms kernel, so 2 cores cap it
+  near 370 img/s even with perfect overlap: 2.5x needs img2dataset under ~150 img/s here, or
+  less work per request than aiohttp's client does. Not reached: 2.5x.
 """
 from __future__ import annotations
 

@@ -25,6 +25,25 @@ Same command with `--seed 1`:
   explore      57.7 / 33.8   38.0 / 20.2    2265/3528 (64%)
   explore-vs-random=+0.2 explore-vs-target-only=+6.0: the lead over target-only holds across
   seeds; the lead over random (+4.8, +0.2) does not yet, at this budget.
+Session 3, seeds 2 and 3 (crawl images now decoded by libjpeg-turbo; arms run separately with
+`--seed N --arms random,explore` and `--arms target-only`):
+  seed 2  target-only  50.1 / 24.5   32.4 / 24.4        0/0
+          random       57.7 / 24.5   31.1 / 18.9     360/3693 (10%)
+          explore      60.0 / 30.3   42.3 / 21.7    2229/3539 (63%)
+  seed 3  target-only  48.1 / 24.2   37.0 / 23.8        0/0
+          random       52.4 / 23.3   29.7 / 19.4     210/3731 (6%)
+          explore      55.7 / 24.6   32.5 / 18.7    2012/3547 (57%)
+Over the four seeds 0-3, explore's lead in points: mean (standard error) [each seed]:
+  over random       linear 100% +2.7 (1.0) [+4.8 +0.2 +2.3 +3.3]   linear 10% +3.0 (1.1) [+4.0 +1.0 +5.8 +1.3]
+                    k-NN 100%   +6.1 (1.8) [+5.9 +4.5 +11.2 +2.8]  k-NN 10%   +1.3 (0.8) [+2.2 +1.0 +2.8 -0.7]
+  over target-only  linear 100% +7.5 (0.9) [+6.6 +6.0 +9.9 +7.6]   linear 10% +3.0 (1.1) [+2.4 +3.5 +5.8 +0.4]
+                    k-NN 100%   +3.6 (3.2) [+1.7 +7.2 +9.9 -4.5]   k-NN 10%   -3.7 (0.8) [-4.9 -1.9 -2.7 -5.1]
+  i.e. explore-vs-random=+2.7 explore-vs-target-only=+7.5. On the headline metric (linear probe,
+  all labels) explore leads both in every seed, by a margin of 2.7 standard errors over random;
+  seed 1's +0.2 is a tie. k-NN with 10% of labels (20 neighbours among 30 images) favours
+  target-only in every seed.
+  Seeds 0-1 ran on session 2's code (Pillow decoded the crawl), 2-3 on session 3's; all four in
+  one command: `--rounds 10 --steps 120 --seeds 0,1,2,3` (about 2.5 hours on this machine).
 Session 1 (6 rounds x 30 steps, 20 test images a class, rewards a round late): +0.5 / +1.0,
 within that test set's +-3.5 points of noise.
 """
