@@ -15,6 +15,8 @@ With training between rounds (`--modes train`, 30 MUG steps a round):
   gp      0.06 0.54 0.74 0.71 0.56 0.74 0.79 0.68   1672 / 2817
   random  0.06 0.06 0.11 0.00 0.01 0.00 0.16 0.00    151 / 2980
   oracle  0.59 0.51 0.48 0.50 0.37 0.69 0.43 0.51   1451 / 2850
+  ucb     0.06 0.59 0.75 0.55 0.19 0.41 0.55 0.81   1374 / 2855   (session 3, `--policies ucb`:
+          0.95 of oracle, 9.1x random; gp's 1672 stays ahead)
   gp/oracle=1.15 gp/random=11.07 (targets 0.8 and 5). gp passes the oracle: the oracle draws
   uniformly among every relevant concept (other nouns of the family too), gp concentrates on
   the ones whose results look most like the target.
