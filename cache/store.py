@@ -36,16 +36,17 @@ class ImageStore:
     def measure_bytes(self) -> int:
         """Bytes of every stored image file (temp files of interrupted writes are not images)."""
         total = 0
-        for folder in os.scandir(self.images):
-            if not folder.is_dir():
-                continue
-            with os.scandir(folder.path) as entries:
-                for entry in entries:
-                    if entry.name.endswith(".jpg"):
-                        try:
-                            total += entry.stat().st_size
-                        except FileNotFoundError:  # removed meanwhile (cache verify --fix)
-                            pass
+        with os.scandir(self.images) as folders:
+            for folder in folders:
+                if not folder.is_dir():
+                    continue
+                with os.scandir(folder.path) as entries:
+                    for entry in entries:
+                        if entry.name.endswith(".jpg"):
+                            try:
+                                total += entry.stat().st_size
+                            except FileNotFoundError:  # removed meanwhile (cache verify --fix)
+                                pass
         return total
 
     def path(self, sha256: str) -> Path:
