@@ -36,7 +36,8 @@ Session 3: py-spy --gil showed Pillow's JPEG *encoder* holding the GIL (26% of G
   mostly the event loop (53% of GIL-held samples, aiohttp's request/response code ~1 ms a URL).
   Per URL explore spends ~3.2 ms image work + ~1.5 ms client + ~0.7 ms kernel, so 2 cores cap it
   near 370 img/s even with perfect overlap: 2.5x needs img2dataset under ~150 img/s here, or
-  less work per request than aiohttp's client does. Not reached: 2.5x.
+  less work per request than aiohttp's client does. Also tried: nicing the preparing threads
+  (slower), a shorter GIL switch interval (no change), uvloop (within noise). Not reached: 2.5x.
 """
 from __future__ import annotations
 
