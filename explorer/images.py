@@ -130,11 +130,13 @@ def _turbo_decode(body: bytes, side: int) -> Image.Image | None:
     return Image.frombuffer("RGBX", (px.shape[1], px.shape[0]), px, "raw", "RGBX", 0, 1)
 
 
-def _pillow_decode(body: bytes, fmt: str, cfg: CrawlConfig) -> Image.Image:
-    """Verify where the format has checksums, take the first frame, decode (JPEG DCT-scaled)."""
+def _pillow_decode(header: Image.Image, body: bytes, fmt: str, cfg: CrawlConfig) -> Image.Image:
+    """From the (not yet loaded) header: verify where the format has checksums, take the first
+    frame, decode (JPEG DCT-scaled)."""
+    im = header
     if fmt != "JPEG":  # verify() checks PNG CRCs etc.; for JPEG it does nothing useful
-        Image.open(io.BytesIO(body), formats=[fmt]).verify()
-    im = Image.open(io.BytesIO(body), formats=[fmt])
+        header.verify()  # which leaves the image unusable: decode from a fresh parse
+        im = Image.open(io.BytesIO(body), formats=[fmt])
     if getattr(im, "n_frames", 1) > 1:
         im.seek(0)  # animated: the first frame
     if fmt == "JPEG":
@@ -175,12 +177,14 @@ def prepare_with_embedding(body: bytes, cfg: CrawlConfig) -> tuple[Candidate, np
             if isinstance(header, Rejection):
                 return header
             orig_w, orig_h = header.size
-            orientation = header.getexif().get(ORIENTATION, 1)
+            exif_from = header  # read after decoding where Pillow decodes: PNG's getexif() loads it
             im = None
             if fmt == "JPEG" and header.mode in ("RGB", "L"):
                 im = _turbo_decode(body, cfg.image_size)
             if im is None:
-                im = to_rgb(_pillow_decode(body, fmt, cfg))
+                exif_from = _pillow_decode(header, body, fmt, cfg)
+                im = to_rgb(exif_from)
+            orientation = exif_from.getexif().get(ORIENTATION, 1)
         size = stored_size(*im.size, cfg.image_size)
         if size != im.size:
             # area average (as img2dataset's INTER_AREA); the DCT scaling already did the bulk of it
