@@ -118,29 +118,23 @@ def main() -> None:
     for seed, results in by_seed.items():
         print_table(f"{head}, seed {seed}", results)
 
-    def lead(a: str, b: str) -> str:
-        """a's lead over b in linear-probe points at 100% labels: the mean over seeds (and each seed's)."""
-        if a not in arms or b not in arms:
-            return "nan"
-        diffs = [r[a]["acc"][0] - r[b]["acc"][0] for r in by_seed.values()]
-        if len(diffs) == 1:
-            return f"{diffs[0]:+.1f}"
-        return f"{np.mean(diffs):+.1f}"
+    def leads(a: str, b: str, metric: int) -> np.ndarray:
+        """a's lead over b in points on METRICS[metric], one value a seed."""
+        return np.array([r[a]["acc"][metric] - r[b]["acc"][metric] for r in by_seed.values()])
 
+    pairs = [(a, b) for a, b in (("explore", "random"), ("explore", "target-only")) if a in arms and b in arms]
     if len(seeds) > 1:
         print(f"\nmean over seeds {','.join(map(str, seeds))} (standard error), each metric's lead:")
-        for a, b in (("explore", "random"), ("explore", "target-only")):
-            if a not in arms or b not in arms:
-                continue
+        for a, b in pairs:
             cells = []
             for m, (protocol, frac) in enumerate(METRICS):
-                d = np.array([r[a]["acc"][m] - r[b]["acc"][m] for r in by_seed.values()])
+                d = leads(a, b, m)
                 cells.append(f"{protocol} {frac:.0%}: {d.mean():+.1f} ({d.std(ddof=1) / np.sqrt(len(d)):.1f}) "
                              f"[{' '.join(f'{x:+.1f}' for x in d)}]")
             print(f"  {a} - {b}: " + "; ".join(cells))
-    print(f"explore-vs-random={lead('explore', 'random')} "
-          f"explore-vs-target-only={lead('explore', 'target-only')}")
-
+    last = {b: f"{leads(a, b, 0).mean():+.1f}" for a, b in pairs}  # linear probe, 100% labels
+    print(f"explore-vs-random={last.get('random', 'nan')} "
+          f"explore-vs-target-only={last.get('target-only', 'nan')}")
 
 if __name__ == "__main__":
     main()
