@@ -41,7 +41,7 @@ QUERY_STATUSES = ("pending", "searched", "done", "failed")
 QUERY_FIELDS = {"status", "n_results", "n_kept", "reward", "error", "text", "engine"}
 # Outcomes after which a URL is never fetched again; the rest (timeouts, 5xx, refused, a full
 # disk) may succeed on a later try.
-RETRYABLE_OUTCOMES = ("timeout", "connection_error", "disk_full")
+RETRYABLE_OUTCOMES = ("timeout", "connection_error", "disk_full", "worker_lost")
 
 
 def is_final(row: dict) -> bool:

@@ -64,9 +64,9 @@ class CrawlConfig:
     near_dup_threshold: float = 0.95      # cosine similarity at or above which an image is a near-copy
     leak_threshold: float = 0.92          # near-copies of target *test* images are dropped at this
     cache_max_bytes: int = 50_000_000_000
-    workers: int = 0                      # image-preparing threads (0 = 2 per core) or processes (0 = 1 per core)
-    pool: str = "thread"                  # thread or process; decode/resize/encode release the GIL,
-                                          # and threads spare pickling the bodies (~30% less CPU, measured)
+    pool: str = "process"                 # process: fetch+prepare in worker processes, each with its own GIL;
+                                          # thread: in this process, threads prepare (explorer/fetchers.py)
+    workers: int = 0                      # worker processes (0 = one per core) or preparing threads (0 = 2 per core)
     db_batch: int = 256                   # attempts committed per transaction
 
 

@@ -1,4 +1,4 @@
-"""The crawl pipeline: URLs -> downloader -> images.prepare (threads) -> cache (DESIGN.md §2).
+"""The crawl pipeline: URLs -> fetchers (downloader + images.prepare) -> cache (DESIGN.md §2).
 
 Each item gets exactly one Attempt row in the DB with one Outcome. A URL already fetched to a
 final outcome is never fetched again: its earlier row answers (re-fetch idempotence).
@@ -8,14 +8,9 @@ and dropped when they are near-copies of the target's test images.
 from __future__ import annotations
 
 import asyncio
-import os
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Iterable
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 import numpy as np
 
@@ -24,8 +19,8 @@ from cache.index import VectorIndex
 from cache.store import ImageStore, StoreError
 from explorer import images
 from explorer.config import CrawlConfig
-from explorer.downloader import Downloader
-from explorer.records import Candidate, FetchResult, Outcome
+from explorer.fetchers import Fetched, LocalFetcher, ProcessFetcher, make_fetcher
+from explorer.records import Candidate, Outcome
 
 EmbedFn = Callable[[list[Candidate]], np.ndarray]  # candidates -> [N, D] unit-norm float32
 CHEAP_DIM = images.EMBED_SIDE * images.EMBED_SIDE * 3
@@ -92,17 +87,6 @@ def open_cache(cache_dir: str | Path, cfg: CrawlConfig, db_path: str | Path | No
     return Cache(store, db, VectorIndex.load(index_path, dim), index_path)
 
 
-def _prepare_job(body: bytes, cfg: CrawlConfig):
-    """Runs in a worker: bytes -> (Candidate, cheap vector [768]) | Rejection.
-
-    Whatever a decoder does with hostile bytes, the item gets an outcome and the crawl goes on.
-    """
-    try:
-        return images.prepare_with_embedding(body, cfg)
-    except Exception as e:  # noqa: BLE001 - a decoder failure we did not foresee is still bad input
-        return images.Rejection(Outcome.CORRUPT, f"unexpected {type(e).__name__}: {str(e)[:200]}")
-
-
 class Crawler:
     """Downloads, prepares, dedups and records a list of CrawlItems.
 
@@ -124,7 +108,7 @@ class Crawler:
         self.leak_index = leak_index
         self.allow_files = allow_files
         self.index_path = Path(index_path) if index_path else None
-        self._pool: Executor | None = None
+        self._fetcher: LocalFetcher | ProcessFetcher | None = None
         self._next_vec_id = db.next_vec_id()
         self._inflight: dict[str, asyncio.Event] = {}   # URL -> set when its outcome is recorded
         self.stop_when_full = stop_when_full
@@ -141,20 +125,16 @@ class Crawler:
         self.close()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        if self._fetcher is not None:
+            self._fetcher.close()
+            self._fetcher = None
 
     @property
-    def pool(self) -> Executor:
-        if self._pool is None:
-            cores = len(os.sched_getaffinity(0))
-            if self.cfg.pool == "thread":  # twice the cores: fills the gaps where a thread holds the GIL
-                self._pool = ThreadPoolExecutor(self.cfg.workers or 2 * cores, thread_name_prefix="prepare")
-            else:
-                n = self.cfg.workers or cores  # spawn: forking a process that runs an event loop and threads is unsafe
-                self._pool = ProcessPoolExecutor(n, mp_context=get_context("spawn"))
-        return self._pool
+    def fetcher(self) -> "LocalFetcher | ProcessFetcher":
+        """Downloads and prepares (crawl.pool: threads here, or worker processes), made on first use."""
+        if self._fetcher is None:
+            self._fetcher = make_fetcher(self.cfg, self.allow, self.allow_files)
+        return self._fetcher
 
     # -- the pipeline --------------------------------------------------------------------------
     async def crawl(self, items: Iterable[CrawlItem]) -> list[Attempt]:
@@ -215,20 +195,13 @@ class Crawler:
                 raise StoreError(f"cannot write the index {self.index_path}: {str(e).splitlines()[0]}") from e
 
     async def _fetch_all(self, items: list[CrawlItem]) -> list[Attempt]:
-        loop = asyncio.get_running_loop()
         slots = asyncio.Semaphore(self.cfg.concurrency)
         out: list[Attempt] = []
 
-        async with Downloader(self.cfg, self.allow) as downloader:
-            async def one(item: CrawlItem):
+        async with self.fetcher.session() as fetch:
+            async def one(item: CrawlItem) -> tuple[CrawlItem, Fetched]:
                 async with slots:
-                    fr = await self._fetch(downloader, item.url)
-                    if fr.body is None:
-                        return item, fr, None
-                    prepared = await loop.run_in_executor(self.pool, _prepare_job, fr.body, self.cfg)
-                    nbytes = len(fr.body)
-                    fr.body = None
-                    return item, fr, (prepared, nbytes)
+                    return item, await fetch(item.url)
 
             batch = []
             for next_done in asyncio.as_completed([one(it) for it in items]):
@@ -240,33 +213,20 @@ class Crawler:
                 out += await self._commit(batch)
         return out
 
-    async def _fetch(self, downloader: Downloader, url: str) -> FetchResult:
-        if urlsplit(url).scheme.lower() != "file":
-            return await downloader.fetch(url)
-        if not self.allow_files:
-            return FetchResult(url=url, outcome=Outcome.BAD_URL, reason="file:// URLs are not allowed here")
-        path = Path(url2pathname(urlsplit(url).path))
-        try:
-            if path.stat().st_size > self.cfg.max_bytes:
-                return FetchResult(url=url, outcome=Outcome.TOO_LARGE, reason=f"file over {self.cfg.max_bytes} bytes")
-            return FetchResult(url=url, body=await asyncio.to_thread(path.read_bytes), status=200, final_url=url)
-        except OSError as e:
-            return FetchResult(url=url, outcome=Outcome.HTTP_ERROR, reason=f"{type(e).__name__}: {e}"[:300])
-
     async def _commit(self, batch: list) -> list[Attempt]:
         """Dedup one batch of fetched+prepared items, store the new images, record every attempt."""
         attempts: list[Attempt] = []
         cands: list[tuple[Attempt, CrawlItem, Candidate, np.ndarray]] = []
         first_of: dict[str, Attempt] = {}        # sha256 -> the batch's first attempt with it
         copies: list[tuple[Attempt, Attempt]] = []  # (later attempt, first attempt) with equal sha256
-        for item, fr, prepared in batch:
+        for item, got in batch:
+            fr, result = got.result, got.prepared
             a = Attempt(url=item.url, outcome=Outcome.OK, query_id=item.query_id, caption=item.caption,
-                        status_code=fr.status, elapsed_s=fr.elapsed_s)
+                        status_code=fr.status, elapsed_s=fr.elapsed_s, bytes=got.nbytes)
             attempts.append(a)
-            if prepared is None:
+            if result is None:
                 a.outcome, a.reason = fr.outcome or Outcome.CONNECTION_ERROR, fr.reason
                 continue
-            result, a.bytes = prepared
             if isinstance(result, images.Rejection):
                 a.outcome, a.reason = result.outcome, result.reason
                 continue

@@ -21,6 +21,25 @@ REDIRECTS = (301, 302, 303, 307, 308)
 ROBOTS_DIRECTIVES = ("noai", "noimageai")
 
 
+class HostPacer:
+    """Politeness: requests to one host start at least `delay_s` apart."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self._next: dict[str, float] = {}  # host -> earliest start of its next request
+
+    async def wait(self, host: str) -> None:
+        if self.delay_s <= 0:
+            return
+        now = time.monotonic()
+        if len(self._next) > 10_000:  # forget hosts whose pause is over: a long crawl meets millions
+            self._next = {h: t for h, t in self._next.items() if t > now}
+        at = max(now, self._next.get(host, 0.0))
+        self._next[host] = at + self.delay_s
+        if at > now:
+            await asyncio.sleep(at - now)
+
+
 class Downloader:
     """Many requests in flight, a per-host limit, and the guards. Use as `async with`."""
 
@@ -28,7 +47,7 @@ class Downloader:
         self.cfg = cfg
         self.allow = netguard.normalise_allow([*cfg.allow, *allow])
         self.session: aiohttp.ClientSession | None = None
-        self._host_next: dict[str, float] = {}  # politeness: earliest next request per host
+        self.pacer = HostPacer(cfg.politeness_delay_s)
 
     async def __aenter__(self) -> "Downloader":
         connector = aiohttp.TCPConnector(
@@ -80,22 +99,12 @@ class Downloader:
         return FetchResult(url=url, outcome=Outcome.REDIRECT_LIMIT, final_url=current, redirects=hop + 1,
                            reason=f"more than {self.cfg.max_redirects} redirects")
 
-    async def _polite(self, host: str) -> None:
-        delay = self.cfg.politeness_delay_s
-        if delay <= 0:
-            return
-        now = time.monotonic()
-        at = max(now, self._host_next.get(host, 0.0))
-        self._host_next[host] = at + delay
-        if at > now:
-            await asyncio.sleep(at - now)
-
     async def _get(self, url: str, current: str) -> tuple[FetchResult, str | None]:
         """One request, no redirects: (result, Location to follow or None)."""
         assert self.session is not None, "use `async with Downloader(...)`"
         fail = lambda outcome, reason, status=0: (  # noqa: E731
             FetchResult(url=url, outcome=outcome, reason=reason, status=status, final_url=current), None)
-        await self._polite(urlsplit(current).netloc)
+        await self.pacer.wait(urlsplit(current).netloc)
         try:
             async with self.session.get(current, allow_redirects=False) as resp:
                 status = resp.status

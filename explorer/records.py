@@ -30,6 +30,7 @@ class Outcome(str, enum.Enum):
     ROBOTS = "robots"                     # X-Robots-Tag noai / noimageai
     REDIRECT_LIMIT = "redirect_limit"     # more than max_redirects hops, or a loop
     DISK_FULL = "disk_full"               # cache size cap reached or ENOSPC
+    WORKER_LOST = "worker_lost"           # the fetch worker process died with this URL in flight
 
 
 @dataclass(frozen=True)

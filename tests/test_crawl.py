@@ -3,6 +3,7 @@ import asyncio
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from explorer.config import CrawlConfig
@@ -38,7 +39,8 @@ FILES = {
 }
 
 
-def test_every_item_gets_one_outcome_and_refetch_downloads_nothing(tmp_path):
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_every_item_gets_one_outcome_and_refetch_downloads_nothing(tmp_path, pool):
     app, hits = image_app(FILES)
     with serve(app) as port:
         base = f"http://127.0.0.1:{port}"
@@ -46,8 +48,8 @@ def test_every_item_gets_one_outcome_and_refetch_downloads_nothing(tmp_path):
         items.append(CrawlItem(f"{base}/a.jpg", caption="listed twice"))
         items.append(CrawlItem("http://10.0.0.1/x.jpg"))
         items.append(CrawlItem("file:///etc/hostname"))
-        cache = open_cache(tmp_path, cfg())
-        attempts = crawl(cache, cfg(), items, port)
+        cache = open_cache(tmp_path, cfg(pool=pool))
+        attempts = crawl(cache, cfg(pool=pool), items, port)
         by_path = {a.url.removeprefix(base): a for a in attempts}
         assert len(attempts) == len(FILES) + 3
         assert by_path["/b.jpg"].outcome == Outcome.OK
@@ -70,18 +72,18 @@ def test_every_item_gets_one_outcome_and_refetch_downloads_nothing(tmp_path):
         first_hits = dict(hits)
         assert first_hits["/a.jpg"] == 1 and first_hits["/missing.jpg"] == 1
 
-        again = crawl(cache, cfg(), items, port)
+        again = crawl(cache, cfg(pool=pool), items, port)
         assert hits == first_hits  # nothing fetched twice
         assert all(a.recorded_before for a in again if a.outcome != Outcome.BAD_URL)
         assert sum(db.outcome_counts().values()) == len(attempts)
 
         # another query finding a known URL: one new row, answered from the DB, still no request
-        more = crawl(cache, cfg(), [CrawlItem(f"{base}/b.jpg", query_id=7), CrawlItem(f"{base}/page.jpg", query_id=7)], port)
+        more = crawl(cache, cfg(pool=pool), [CrawlItem(f"{base}/b.jpg", query_id=7), CrawlItem(f"{base}/page.jpg", query_id=7)], port)
         assert [a.outcome for a in more] == [Outcome.DUPLICATE, Outcome.NOT_IMAGE]
         assert hits == first_hits and db.outcome_counts(query_id=7) == {"duplicate": 1, "not_image": 1}
         cache.close()
 
-    reopened = open_cache(tmp_path, cfg())
+    reopened = open_cache(tmp_path, cfg(pool=pool))
     assert len(reopened.index) == 2 and reopened.store.used_bytes == reopened.db.image_stats()[1]
     reopened.close()
 
@@ -139,15 +141,6 @@ def test_a_url_found_by_two_queries_is_fetched_once(tmp_path):
     assert {a.query_id: a.outcome for a in attempts} == {1: Outcome.OK, 2: Outcome.DUPLICATE}
     assert cache.db.outcome_counts(query_id=2) == {"duplicate": 1}
     assert [r["sha256"] for r in cache.db.attempts(2)] == [a.sha256 for a in attempts if a.query_id == 1]
-    cache.close()
-
-
-def test_the_process_pool_prepares_the_same(tmp_path):
-    app, _ = image_app({"/p.jpg": (jpeg_bytes(200, 150, seed=50), {})})
-    with serve(app) as port:
-        cache = open_cache(tmp_path, cfg(pool="process", workers=1))
-        attempts = crawl(cache, cfg(pool="process", workers=1), [CrawlItem(f"http://127.0.0.1:{port}/p.jpg")], port)
-    assert [a.outcome for a in attempts] == [Outcome.OK] and cache.db.image_stats()[0] == 1
     cache.close()
 
 

@@ -4,6 +4,8 @@ reaches the forbidden loopback listeners."""
 import asyncio
 import sqlite3
 
+import pytest
+
 from explorer.config import CrawlConfig
 from explorer.crawl import Crawler, CrawlItem, open_cache
 from explorer.engines import CachedEngine, SandboxEngine
@@ -12,10 +14,11 @@ from explorer.sandbox.server import start_sandbox
 QUERIES = ["red rose", "wild tulip", "vintage sports car", "blue jay bird", "pink daisy", "old tractor"]
 
 
-def test_search_and_crawl_the_hostile_sandbox(tmp_path):
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_search_and_crawl_the_hostile_sandbox(tmp_path, pool):
     cfg = CrawlConfig(image_size=64, min_side=16, read_timeout_s=1.0, connect_timeout_s=1.0,
                       total_timeout_s=4.0, retries=1, retry_backoff_s=0.01, search_backoff_s=0.01,
-                      search_backoff_max_s=0.05, search_retries=8, pool="thread", workers=2,
+                      search_backoff_max_s=0.05, search_retries=8, pool=pool, workers=2,
                       max_bytes=2_000_000)
     with start_sandbox(seed=3, profile="hostile", stall_s=3.0, oversize_bytes=3_000_000,
                        gzip_bomb_bytes=3_000_000) as web:

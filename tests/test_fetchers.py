@@ -1,0 +1,138 @@
+"""Process mode of the fetchers: worker processes fetch and prepare; this process keeps the
+per-host limit, survives a worker's death with one recorded outcome per URL in flight, and
+stops with one clear error when workers cannot start at all."""
+import asyncio
+import os
+import signal
+import threading
+import time
+
+import pytest
+from aiohttp import web
+
+from explorer.config import CrawlConfig
+from explorer.crawl import Crawler, CrawlItem, open_cache
+from explorer.records import Outcome
+from tests.crawl_fixtures import jpeg_bytes, serve
+
+
+def cfg(**kw) -> CrawlConfig:
+    return CrawlConfig(**(dict(image_size=64, min_side=16, pool="process", workers=1, retries=0) | kw))
+
+
+def held_app(n: int = 4):
+    """/i.jpg for i < n answer at once; /hold.jpg answers once `release` is set. `arrived` is set
+    when /hold.jpg's request is in; `hits` counts requests by path."""
+    bodies = {f"/{i}.jpg": jpeg_bytes(120, 90, seed=60 + i) for i in range(n)}
+    bodies["/hold.jpg"] = jpeg_bytes(120, 90, seed=59)
+    arrived, release, hits = threading.Event(), threading.Event(), {}
+
+    async def handler(request):
+        hits[request.path] = hits.get(request.path, 0) + 1
+        if request.path == "/hold.jpg":
+            arrived.set()
+            while not release.is_set():
+                await asyncio.sleep(0.01)
+        if request.path not in bodies:
+            return web.Response(status=404)
+        return web.Response(body=bodies[request.path], content_type="image/jpeg")
+
+    app = web.Application()
+    app.router.add_get("/{name}", handler)
+    return app, arrived, release, hits
+
+
+async def wait_for(event: threading.Event, deadline_s: float = 30.0) -> None:
+    end = time.monotonic() + deadline_s
+    while not event.is_set():
+        assert time.monotonic() < end, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def test_a_killed_worker_costs_only_its_urls_in_flight_and_is_replaced(tmp_path):
+    app, arrived, release, hits = held_app()
+    with serve(app) as port:
+        base = f"http://127.0.0.1:{port}"
+        cache = open_cache(tmp_path, cfg())
+        with Crawler.for_cache(cache, cfg(), allow=[f"127.0.0.1:{port}"]) as crawler:
+            async def kill_while_held():
+                crawl = asyncio.create_task(crawler.crawl([CrawlItem(f"{base}/hold.jpg")]))
+                await wait_for(arrived)
+                (worker,) = crawler.fetcher.workers
+                os.kill(worker.process.pid, signal.SIGKILL)
+                return await crawl, worker.process.pid
+
+            (lost,), pid = asyncio.run(kill_while_held())
+            assert lost.outcome == Outcome.WORKER_LOST and str(pid) in lost.reason and "-9" in lost.reason
+            assert cache.db.outcome_counts() == {"worker_lost": 1}
+
+            release.set()
+            after = asyncio.run(crawler.crawl([CrawlItem(f"{base}/{i}.jpg") for i in range(4)]
+                                              + [CrawlItem(f"{base}/hold.jpg")]))
+            assert [a.outcome for a in after] == [Outcome.OK] * 5  # a new worker; the lost URL fetched again
+            (worker,) = crawler.fetcher.workers
+            assert worker.process.pid != pid
+        assert hits["/hold.jpg"] == 2 and cache.db.image_stats()[0] == 5
+        cache.close()
+
+
+def test_a_cancelled_crawl_leaves_the_workers_usable(tmp_path):
+    app, arrived, release, _ = held_app()
+    with serve(app) as port:
+        base = f"http://127.0.0.1:{port}"
+        cache = open_cache(tmp_path, cfg())
+        with Crawler.for_cache(cache, cfg(), allow=[f"127.0.0.1:{port}"]) as crawler:
+            async def cancel_while_held():
+                crawl = asyncio.create_task(crawler.crawl([CrawlItem(f"{base}/hold.jpg")]))
+                await wait_for(arrived)
+                crawl.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await crawl
+                release.set()
+                return await crawler.crawl([CrawlItem(f"{base}/0.jpg")])
+
+            (after,) = asyncio.run(cancel_while_held())
+            assert after.outcome == Outcome.OK
+        cache.close()
+
+
+def test_the_per_host_limit_holds_over_all_workers(tmp_path):
+    in_flight, peak = [0], [0]
+
+    async def handler(request):
+        in_flight[0] += 1
+        peak[0] = max(peak[0], in_flight[0])
+        await asyncio.sleep(0.05)  # the server is slow: requests pile up unless the client limits them
+        in_flight[0] -= 1
+        return web.Response(body=jpeg_bytes(120, 90, seed=int(request.match_info["i"])), content_type="image/jpeg")
+
+    app = web.Application()
+    app.router.add_get("/{i}.jpg", handler)
+    with serve(app) as port:
+        c = cfg(workers=2, per_host=2)
+        cache = open_cache(tmp_path, c)
+        with Crawler.for_cache(cache, c, allow=[f"127.0.0.1:{port}"]) as crawler:
+            attempts = asyncio.run(crawler.crawl([CrawlItem(f"http://127.0.0.1:{port}/{i}.jpg") for i in range(12)]))
+            assert len(crawler.fetcher.workers) == 2
+    assert [a.outcome for a in attempts] == [Outcome.OK] * 12
+    assert peak[0] == 2
+    cache.close()
+
+
+class ExitWhenUnpickled:
+    """Kills the worker that unpickles it, as a worker that cannot start at all dies."""
+
+    def __reduce__(self):
+        return os._exit, (3,)
+
+
+def test_workers_that_cannot_start_stop_the_crawl_with_one_clear_error(tmp_path):
+    cache = open_cache(tmp_path, cfg())
+    items = [CrawlItem(f"http://127.0.0.1:9/{i}.jpg") for i in range(3)]
+    with Crawler.for_cache(cache, cfg(), allow=[ExitWhenUnpickled()]) as crawler:
+        for _ in range(3):  # each crawl's worker dies: its URLs are lost, to be fetched again
+            attempts = asyncio.run(crawler.crawl(items))
+            assert {a.outcome for a in attempts} == {Outcome.WORKER_LOST}
+        with pytest.raises(RuntimeError, match=r"3 fetch workers in a row died .*exit codes \[3, 3, 3\]"):
+            asyncio.run(crawler.crawl(items))
+    cache.close()
