@@ -26,7 +26,7 @@ import threading
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from multiprocessing import get_all_start_methods, get_context
+from multiprocessing import get_context
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
@@ -171,17 +171,6 @@ async def _serve(conn, cfg: CrawlConfig, allow: list[str], allow_files: bool) ->
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _context():
-    """Workers fork from a fork server that has imported this module once (cheap to start, and
-    again after a worker dies); forking this process itself, with its event loop and threads,
-    would be unsafe. Spawn where there is no fork server."""
-    if "forkserver" not in get_all_start_methods():
-        return get_context("spawn")
-    ctx = get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
-    return ctx
-
-
 @dataclass
 class _Job:
     url: str
@@ -193,7 +182,7 @@ class _Worker:
     """One worker process, its end of the pipe, and a thread that reads what it sends back."""
 
     def __init__(self, owner: "ProcessFetcher") -> None:
-        ctx = _context()
+        ctx = get_context("spawn")  # forking a process that runs an event loop and threads is unsafe
         self.conn, child = ctx.Pipe(duplex=True)
         self.process = ctx.Process(target=worker_main, args=(child, owner.cfg, owner.allow, owner.allow_files),
                                    name="explore-fetch", daemon=True)
