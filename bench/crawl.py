@@ -38,6 +38,21 @@ Session 3: py-spy --gil showed Pillow's JPEG *encoder* holding the GIL (26% of G
   near 370 img/s even with perfect overlap: 2.5x needs img2dataset under ~150 img/s here, or
   less work per request than aiohttp's client does. Also tried: nicing the preparing threads
   (slower), a shorter GIL switch interval (no change), uvloop (within noise). Not reached: 2.5x.
+Session 4: one process used only ~1.7 of the 2 cores (the GIL: per-thread CPU showed the
+  preparing threads at 4.4 ms an image against 3.7 alone); two `explore fetch` processes on
+  half the list each made 375 img/s together. Now the default (crawl.pool=process, see
+  explorer/fetchers.py): one spawned worker per core downloads and prepares, JPEGs up to 2 MB
+  on the worker's own loop (a thread handoff cost ~12%: 295 -> 330-342 img/s), and only the
+  stored JPEG and signature come back. Also fixed: the first `images.pixels` call imported
+  pandas through pyarrow (0.2-0.4 s per worker), and `ImageStore.put` cost 0.26 CPU-ms an image
+  in the crawl's process (now 0.05-0.13). Timeline of one run (in process): first result at
+  0.44 s (worker start-up), then ~410 img/s steady. Process vs thread on the same server, in
+  turn: 330-356 vs 252-264 img/s. Full runs at load 1.2-2.2, best of 3: explore 388 img/s,
+  img2dataset 161 img/s, ratio=2.40 (explore 360-388, img2dataset 141-161 over the three
+  runs each); CPU per URL now counts the workers: 5.4 vs 12.8 ms. A fork server for the workers
+  measured no faster (three pairs), nor did 3 workers (300 img/s) or more requests in flight.
+  Not reached: 2.5x (needs ~400 img/s against img2dataset's best 161 here; start-up is ~8% of
+  a 2,000-URL run, 2,000 more URLs run at ~410 img/s).
 """
 from __future__ import annotations
 

@@ -23,6 +23,12 @@ def test_store_is_content_addressed_atomic_and_capped(tmp_path):
     assert not list(tmp_path.rglob("*.tmp*"))
 
 
+def test_store_writes_into_a_prefix_folder_removed_since_it_opened(tmp_path):
+    store = ImageStore(tmp_path, max_bytes=100)
+    (tmp_path / "images" / "ef").rmdir()  # e.g. by hand, while a run is going
+    assert store.put("ef" + "1" * 62, b"abc").read_bytes() == b"abc" and store.used_bytes == 3
+
+
 def test_db_queries_attempts_images_and_transactions(tmp_path):
     db = MetaDB(tmp_path / "explore.db")
     assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
