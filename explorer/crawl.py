@@ -203,12 +203,19 @@ class Crawler:
                 async with slots:
                     return item, await fetch(item.url)
 
+            tasks = [asyncio.ensure_future(one(it)) for it in items]
             batch = []
-            for next_done in asyncio.as_completed([one(it) for it in items]):
-                batch.append(await next_done)
-                if len(batch) >= self.cfg.db_batch:
-                    out += await self._commit(batch)
-                    batch = []
+            try:
+                for next_done in asyncio.as_completed(tasks):
+                    batch.append(await next_done)
+                    if len(batch) >= self.cfg.db_batch:
+                        out += await self._commit(batch)
+                        batch = []
+            except BaseException:  # cancelled, or a broken setup: no task left behind to log later
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
             if batch:
                 out += await self._commit(batch)
         return out

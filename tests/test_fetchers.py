@@ -6,6 +6,8 @@ import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
+from types import SimpleNamespace
 
 import pytest
 from aiohttp import web
@@ -49,51 +51,58 @@ async def wait_for(event: threading.Event, deadline_s: float = 30.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def test_a_killed_worker_costs_only_its_urls_in_flight_and_is_replaced(tmp_path):
+@contextmanager
+def held_crawler(tmp_path):
+    """A process-mode crawler (one worker) and a server whose /hold.jpg answers once released."""
     app, arrived, release, hits = held_app()
     with serve(app) as port:
-        base = f"http://127.0.0.1:{port}"
         cache = open_cache(tmp_path, cfg())
         with Crawler.for_cache(cache, cfg(), allow=[f"127.0.0.1:{port}"]) as crawler:
-            async def kill_while_held():
-                crawl = asyncio.create_task(crawler.crawl([CrawlItem(f"{base}/hold.jpg")]))
-                await wait_for(arrived)
-                (worker,) = crawler.fetcher.workers
-                os.kill(worker.process.pid, signal.SIGKILL)
-                return await crawl, worker.process.pid
-
-            (lost,), pid = asyncio.run(kill_while_held())
-            assert lost.outcome == Outcome.WORKER_LOST and str(pid) in lost.reason and "-9" in lost.reason
-            assert cache.db.outcome_counts() == {"worker_lost": 1}
-
-            release.set()
-            after = asyncio.run(crawler.crawl([CrawlItem(f"{base}/{i}.jpg") for i in range(4)]
-                                              + [CrawlItem(f"{base}/hold.jpg")]))
-            assert [a.outcome for a in after] == [Outcome.OK] * 5  # a new worker; the lost URL fetched again
-            (worker,) = crawler.fetcher.workers
-            assert worker.process.pid != pid
-        assert hits["/hold.jpg"] == 2 and cache.db.image_stats()[0] == 5
+            yield SimpleNamespace(crawler=crawler, cache=cache, base=f"http://127.0.0.1:{port}",
+                                  arrived=arrived, release=release, hits=hits)
         cache.close()
+
+
+async def crawl_held(h) -> asyncio.Task:
+    """Start crawling /hold.jpg; return the crawl's task once the request is at the server."""
+    task = asyncio.create_task(h.crawler.crawl([CrawlItem(f"{h.base}/hold.jpg")]))
+    await wait_for(h.arrived)
+    return task
+
+
+def test_a_killed_worker_costs_only_its_urls_in_flight_and_is_replaced(tmp_path):
+    with held_crawler(tmp_path) as h:
+        async def kill_while_held():
+            crawl = await crawl_held(h)
+            (worker,) = h.crawler.fetcher.workers
+            os.kill(worker.process.pid, signal.SIGKILL)
+            return await crawl, worker.process.pid
+
+        (lost,), pid = asyncio.run(kill_while_held())
+        assert lost.outcome == Outcome.WORKER_LOST and str(pid) in lost.reason and "-9" in lost.reason
+        assert h.cache.db.outcome_counts() == {"worker_lost": 1}
+
+        h.release.set()
+        after = asyncio.run(h.crawler.crawl([CrawlItem(f"{h.base}/{i}.jpg") for i in range(4)]
+                                            + [CrawlItem(f"{h.base}/hold.jpg")]))
+        assert [a.outcome for a in after] == [Outcome.OK] * 5  # a new worker; the lost URL fetched again
+        (worker,) = h.crawler.fetcher.workers
+        assert worker.process.pid != pid
+        assert h.hits["/hold.jpg"] == 2 and h.cache.db.image_stats()[0] == 5
 
 
 def test_a_cancelled_crawl_leaves_the_workers_usable(tmp_path):
-    app, arrived, release, _ = held_app()
-    with serve(app) as port:
-        base = f"http://127.0.0.1:{port}"
-        cache = open_cache(tmp_path, cfg())
-        with Crawler.for_cache(cache, cfg(), allow=[f"127.0.0.1:{port}"]) as crawler:
-            async def cancel_while_held():
-                crawl = asyncio.create_task(crawler.crawl([CrawlItem(f"{base}/hold.jpg")]))
-                await wait_for(arrived)
-                crawl.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await crawl
-                release.set()
-                return await crawler.crawl([CrawlItem(f"{base}/0.jpg")])
+    with held_crawler(tmp_path) as h:
+        async def cancel_while_held():
+            crawl = await crawl_held(h)
+            crawl.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await crawl
+            h.release.set()
+            return await h.crawler.crawl([CrawlItem(f"{h.base}/0.jpg")])
 
-            (after,) = asyncio.run(cancel_while_held())
-            assert after.outcome == Outcome.OK
-        cache.close()
+        (after,) = asyncio.run(cancel_while_held())
+        assert after.outcome == Outcome.OK
 
 
 def test_the_per_host_limit_holds_over_all_workers(tmp_path):
