@@ -44,8 +44,7 @@ Session 4: one process used only ~1.7 of the 2 cores (the GIL: per-thread CPU sh
   explorer/fetchers.py): one spawned worker per core downloads and prepares, JPEGs up to 2 MB
   on the worker's own loop (a thread handoff cost ~12%: 295 -> 330-342 img/s), and only the
   stored JPEG and signature come back. Also fixed: the first `images.pixels` call imported
-  pandas through pyarrow (0.2-0.4 s per worker), and `ImageStore.put` cost 0.26 CPU-ms an image
-  in the crawl's process (now 0.05-0.13). Timeline of one run (in process): first result at
+  pandas through pyarrow (0.2-0.4 s per worker). Timeline of one run (in process): first result at
   0.44 s (worker start-up), then ~410 img/s steady. Process vs thread on the same server, in
   turn: 330-356 vs 252-264 img/s. Full runs at load 1.2-2.2, best of 3: explore 388 img/s,
   img2dataset 161 img/s, ratio=2.40 (explore 360-388, img2dataset 141-161 over the three

@@ -27,7 +27,6 @@ class ImageStore:
     def __init__(self, root: str | Path, max_bytes: int, used_bytes: int | None = None) -> None:
         self.root = Path(root)
         self.images = self.root / "images"
-        self._images = str(self.images)
         self.images.mkdir(parents=True, exist_ok=True)
         for i in range(256):  # every prefix folder once, so a write is open + write + rename
             (self.images / f"{i:02x}").mkdir(exist_ok=True)
@@ -60,28 +59,22 @@ class ImageStore:
         return self.path(sha256).exists()
 
     def put(self, sha256: str, data: bytes) -> Path:
-        """Write `data` atomically (a crash leaves no file or the whole file); CacheFull if over the cap.
-        Plain os calls on str paths: pathlib's objects cost 6x the system calls themselves here."""
-        folder = os.path.join(self._images, sha256[:2])
-        path = os.path.join(folder, f"{sha256}.jpg")
-        if os.path.exists(path):  # left by a run killed before its DB commit: same bytes, counted once
-            return Path(path)
+        """Write `data` atomically (a crash leaves no file or the whole file); CacheFull if over the cap."""
+        path = self.path(sha256)
+        if path.exists():  # left by a run killed before its DB commit: same bytes, counted once
+            return path
         if self.used_bytes + len(data) > self.max_bytes:
             raise CacheFull(f"the cache cap of {self.max_bytes} bytes is reached in {self.root} "
                             "(raise crawl.cache_max_bytes or free space, then resume)")
-        tmp = f"{path[:-4]}.tmp{os.getpid()}"
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
         try:
-            try:
-                f = open(tmp, "wb")
-            except FileNotFoundError:  # the prefix folder was removed since the store opened
-                os.makedirs(folder, exist_ok=True)
-                f = open(tmp, "wb")
-            with f:
+            path.parent.mkdir(exist_ok=True)
+            with open(tmp, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
         except OSError as e:
             try:
-                os.unlink(tmp)
+                tmp.unlink(missing_ok=True)
             except OSError:
                 pass
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -89,7 +82,7 @@ class ImageStore:
                                 "(free space, then resume)") from e
             raise StoreError(e.errno, f"cannot write to the cache {self.root}: {e.strerror}") from e
         self.used_bytes += len(data)
-        return Path(path)
+        return path
 
     def read(self, sha256: str) -> bytes:
         return self.path(sha256).read_bytes()
