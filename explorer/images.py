@@ -1,7 +1,8 @@
 """Bytes from the web -> a validated, resized RGB JPEG + sha256 (DESIGN.md §2, §5).
 
 `prepare` never raises for bad input: it returns a `Candidate`, or a `Rejection` with an
-Outcome and a reason. It is CPU work; the crawler runs it in threads, off the loop. Pillow
+Outcome and a reason. It is CPU work, kept off the crawl's event loop: the fetch workers run
+it (explorer/fetchers.py), or threads with crawl.pool=thread. Pillow
 parses headers (formats, sizes, EXIF) and decodes everything but plain JPEGs; libjpeg-turbo
 (simplejpeg) decodes JPEGs DCT-scaled straight to about the stored size and encodes the stored
 JPEG, both with the GIL released, which is most of the speed of the crawl.
