@@ -233,10 +233,14 @@ def fetch(
     import json
     import time
 
+    cfg = load_config(config_file, set_)
+    if cfg.crawl.pool == "process":
+        from explorer import worker_server
+        worker_server.start()  # first: the workers' imports then run while this process does its own
+
     from explorer.crawl import Crawler, open_cache, outcome_summary, read_url_list
     from explorer.netguard import normalise_allow
 
-    cfg = load_config(config_file, set_)
     try:
         normalise_allow(allow or [])
         items = read_url_list(urls)

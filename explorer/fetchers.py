@@ -26,7 +26,6 @@ import threading
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
@@ -34,7 +33,7 @@ from urllib.request import url2pathname
 
 import numpy as np
 
-from explorer import images
+from explorer import images, worker_server
 from explorer.config import CrawlConfig
 from explorer.downloader import Downloader, HostPacer
 from explorer.records import Candidate, FetchResult, Outcome
@@ -182,7 +181,9 @@ class _Worker:
     """One worker process, its end of the pipe, and a thread that reads what it sends back."""
 
     def __init__(self, owner: "ProcessFetcher") -> None:
-        ctx = get_context("spawn")  # forking a process that runs an event loop and threads is unsafe
+        # forked by the fork server (explorer/worker_server.py), never by this process: forking
+        # one that runs an event loop and threads is unsafe
+        ctx = worker_server.context()
         self.conn, child = ctx.Pipe(duplex=True)
         self.process = ctx.Process(target=worker_main, args=(child, owner.cfg, owner.allow, owner.allow_files),
                                    name="explore-fetch", daemon=True)
@@ -239,6 +240,7 @@ class ProcessFetcher:
         self._gate_loop: asyncio.AbstractEventLoop | None = None
         self._host_slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}  # host -> (slots, [users])
         self._pacer = HostPacer(cfg.politeness_delay_s)
+        worker_server.start()  # its imports overlap the caller's set-up; the workers start at the first fetch
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[FetchFn]:

@@ -3,6 +3,7 @@ per-host limit, survives a worker's death with one recorded outcome per URL in f
 stops with one clear error when workers cannot start at all."""
 import asyncio
 import os
+import re
 import signal
 import threading
 import time
@@ -138,10 +139,20 @@ class ExitWhenUnpickled:
 def test_workers_that_cannot_start_stop_the_crawl_with_one_clear_error(tmp_path):
     cache = open_cache(tmp_path, cfg())
     items = [CrawlItem(f"http://127.0.0.1:9/{i}.jpg") for i in range(3)]
+    error = None
     with Crawler.for_cache(cache, cfg(), allow=[ExitWhenUnpickled()]) as crawler:
-        for _ in range(3):  # each crawl's worker dies: its URLs are lost, to be fetched again
-            attempts = asyncio.run(crawler.crawl(items))
+        # each worker dies: its URLs are lost, to be fetched again; a crawl may start another
+        # worker for a URL sent after the first died, so the third death may come in any crawl
+        for _ in range(4):
+            try:
+                attempts = asyncio.run(crawler.crawl(items))
+            except RuntimeError as e:
+                error = str(e)
+                break
             assert {a.outcome for a in attempts} == {Outcome.WORKER_LOST}
-        with pytest.raises(RuntimeError, match=r"3 fetch workers in a row died .*exit codes \[3, 3, 3\]"):
-            asyncio.run(crawler.crawl(items))
     cache.close()
+    assert error is not None, "the crawl went on after 3 workers in a row died at start"
+    found = re.search(r"(\d+) fetch workers in a row died .*exit codes \[([\d, ]+)\]", error)
+    assert found and int(found[1]) >= 3, error
+    assert set(found[2].split(", ")) == {"3"}, error
+    assert "crawl.pool=thread" in error
