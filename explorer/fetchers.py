@@ -4,11 +4,15 @@ A fetcher's `session()` yields `fetch(url) -> Fetched`: the FetchResult (its bod
 what `images.prepare` made of the body. `crawl.pool` picks one of two:
 
 - "process" (`ProcessFetcher`, the default): `crawl.workers` processes (0 = one per core),
-  each with its own event loop and Downloader. Neither the HTTP client nor the Python glue
-  around the decoders then waits on one GIL: on bench/crawl.py's workload this fetched 330-356
-  images per second against 252-264 for "thread", in turn on the same server. Only the stored JPEG and its signature come back, never the
-  downloaded bytes. The crawl's own event loop (search, dedup, the database) does no image work.
-- "thread" (`LocalFetcher`): this process's event loop downloads; threads prepare.
+  forked from a fork server (explorer/worker_server.py), each with its own event loop and
+  Downloader. A decoder that crashes on hostile bytes takes down one worker, not the crawl,
+  and neither the HTTP client nor the Python glue around the decoders waits on this
+  process's GIL. Only the stored JPEG and its signature come back, never the downloaded
+  bytes, and this process's event loop reads them (no reader threads). The crawl's own event
+  loop (search, dedup, the database) does no image work.
+- "thread" (`LocalFetcher`): this process's event loop downloads; threads prepare. No worker
+  processes and no pickling: ~7% less CPU per URL on bench/crawl.py's workload, but one
+  process's GIL, and a decoder crash ends the run.
 
 In process mode this process keeps `per_host` and the politeness delay for the first hop of
 every URL, over all workers; a redirect to another host is limited by the worker that follows
@@ -22,7 +26,6 @@ import asyncio
 import itertools
 import os
 import signal
-import threading
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -170,15 +173,9 @@ async def _serve(conn, cfg: CrawlConfig, allow: list[str], allow_files: bool) ->
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-@dataclass
-class _Job:
-    url: str
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future
-
-
 class _Worker:
-    """One worker process, its end of the pipe, and a thread that reads what it sends back."""
+    """One worker process and this end of its pipe, which the event loop of the fetch session
+    reads (no thread: a reader thread per worker cost GIL hand-offs and a loop wake-up per result)."""
 
     def __init__(self, owner: "ProcessFetcher") -> None:
         # forked by the fork server (explorer/worker_server.py), never by this process: forking
@@ -192,146 +189,141 @@ class _Worker:
         self.jobs: set[int] = set()
         self.alive = True
         self.delivered = 0
-        self._send_lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, args=(owner,), name="fetch-reader", daemon=True)
-        self._reader.start()
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop that reads this worker's results
 
-    def send(self, job: int, url: str) -> None:
-        with self._send_lock:
-            self.conn.send((job, url))
+    def watch(self, loop: asyncio.AbstractEventLoop, on_readable: Callable[["_Worker"], None]) -> None:
+        if self.loop is not loop:
+            self.unwatch()
+            loop.add_reader(self.conn.fileno(), on_readable, self)
+            self.loop = loop
 
-    def _read(self, owner: "ProcessFetcher") -> None:
-        try:
-            while True:
-                job, fetched = self.conn.recv()
-                self.delivered += 1
-                owner._deliver(job, fetched)
-        except (EOFError, OSError):
-            pass
-        finally:
-            owner._lost(self)
+    def unwatch(self) -> None:
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.remove_reader(self.conn.fileno())
+        self.loop = None
 
     def stop(self, timeout: float = 5.0) -> None:
         self.alive = False
+        self.unwatch()
         try:
-            with self._send_lock:
-                self.conn.send(None)  # the worker exits, and its end closing ends our reader thread
+            self.conn.send(None)  # the worker exits
         except (OSError, ValueError):
             pass
         self.process.join(timeout)
         if self.process.is_alive():
             self.process.kill()
             self.process.join(timeout)
-        self._reader.join(timeout)
         self.conn.close()
 
 
 class ProcessFetcher:
-    """Fetch and prepare in `workers` processes (0 = one per core); see the module docstring."""
+    """Fetch and prepare in `workers` processes (0 = one per core); see the module docstring.
+    Everything here runs on the event loop of the current session (or in close(), after it)."""
 
     def __init__(self, cfg: CrawlConfig, allow: list[str], allow_files: bool) -> None:
         self.cfg, self.allow, self.allow_files = cfg, list(allow), allow_files
         self.n_workers = cfg.workers or len(os.sched_getaffinity(0))
         self.workers: list[_Worker] = []
-        self._jobs: dict[int, _Job] = {}
+        self._jobs: dict[int, tuple[str, asyncio.Future]] = {}  # job -> (its URL, the future its fetch awaits)
         self._ids = itertools.count()
-        self._lock = threading.Lock()         # _jobs and the workers list: reader threads touch them too
         self._failed_starts: list[int | None] = []  # exit codes of workers that died delivering nothing
-        self._gate_loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sessions = 0                     # sessions open on self._loop
         self._host_slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}  # host -> (slots, [users])
         self._pacer = HostPacer(cfg.politeness_delay_s)
         worker_server.start()  # its imports overlap the caller's set-up; the workers start at the first fetch
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[FetchFn]:
-        yield self.fetch
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # asyncio primitives belong to one loop
+            if self._sessions:
+                raise RuntimeError("a ProcessFetcher serves one event loop at a time")
+            self._loop, self._host_slots = loop, {}
+        self.workers = [w for w in self.workers if w.alive]
+        for worker in self.workers:
+            worker.watch(loop, self._readable)
+        self._sessions += 1
+        try:
+            yield self.fetch
+        finally:
+            self._sessions -= 1
+            if not self._sessions:  # results that come in later are read by the next session
+                for worker in self.workers:
+                    worker.unwatch()
 
     async def fetch(self, url: str) -> Fetched:
-        loop = asyncio.get_running_loop()
-        if loop is not self._gate_loop:  # asyncio primitives belong to one loop
-            self._gate_loop, self._host_slots = loop, {}
         host = urlsplit(url).netloc.lower()
         slots, users = self._host_slots.setdefault(host, (asyncio.Semaphore(self.cfg.per_host), [0]))
         users[0] += 1
         try:
             async with slots:
-                return await self._dispatch(loop, host, url)
+                return await self._dispatch(host, url)
         finally:
             users[0] -= 1
             if not users[0]:  # forget idle hosts: a long crawl meets millions
                 self._host_slots.pop(host, None)
 
-    async def _dispatch(self, loop: asyncio.AbstractEventLoop, host: str, url: str) -> Fetched:
+    async def _dispatch(self, host: str, url: str) -> Fetched:
         await self._pacer.wait(host)
-        future = loop.create_future()
-        with self._lock:
-            worker = self._pick()
-            job = next(self._ids)
-            self._jobs[job] = _Job(url, loop, future)
-            worker.jobs.add(job)
+        worker = self._pick()
+        job = next(self._ids)
+        future = self._loop.create_future()
+        self._jobs[job] = (url, future)
+        worker.jobs.add(job)
         try:
-            worker.send(job, url)
-        except (OSError, ValueError):  # it died since: its reader thread answers the job
+            worker.conn.send((job, url))
+        except (OSError, ValueError):  # it died since: reading its end answers the job
             pass
         try:
             return await future
         finally:
-            with self._lock:
-                self._jobs.pop(job, None)
-                worker.jobs.discard(job)
+            self._jobs.pop(job, None)
+            worker.jobs.discard(job)
 
     def _pick(self) -> _Worker:
-        """The live worker with the fewest jobs, starting workers up to n (under self._lock)."""
+        """The live worker with the fewest jobs, starting workers up to n."""
         self.workers = [w for w in self.workers if w.alive]
         if len(self._failed_starts) >= FAILED_STARTS:
             raise RuntimeError(f"{len(self._failed_starts)} fetch workers in a row died before fetching anything "
                                f"(exit codes {self._failed_starts}; their errors are above); "
                                "crawl.pool=thread fetches in this process instead")
         while len(self.workers) < self.n_workers:
-            self.workers.append(_Worker(self))
+            worker = _Worker(self)
+            worker.watch(self._loop, self._readable)
+            self.workers.append(worker)
         return min(self.workers, key=lambda w: len(w.jobs))
 
-    def _deliver(self, job: int, fetched: Fetched) -> None:
-        with self._lock:
-            entry = self._jobs.get(job)
-            self._failed_starts.clear()
-        if entry is not None:
-            _settle(entry, fetched)
+    def _readable(self, worker: _Worker) -> None:
+        """The worker's pipe has data: every result in it, or its end (EOF: the worker died)."""
+        try:
+            while worker.conn.poll():
+                job, fetched = worker.conn.recv()
+                worker.delivered += 1
+                self._failed_starts.clear()
+                _, future = self._jobs.get(job, (None, None))
+                if future is not None and not future.done():  # else cancelled, or from an earlier session
+                    future.set_result(fetched)
+        except (EOFError, OSError):
+            self._lost(worker)
 
     def _lost(self, worker: _Worker) -> None:
         """The worker's pipe closed: answer its jobs in flight, and let _pick replace it."""
-        stopping = not worker.alive  # close() is stopping it, and joins it itself
+        worker.unwatch()
         worker.alive = False
-        code = None
-        if not stopping:
-            try:
-                worker.process.join(5)
-                code = worker.process.exitcode
-            except (OSError, EOFError, ValueError):  # closed meanwhile
-                pass
-        with self._lock:
-            orphans = [self._jobs[j] for j in worker.jobs if j in self._jobs]
-            if not stopping and worker.delivered == 0:
-                self._failed_starts.append(code)
+        worker.process.join(1.0)  # it has closed its end: it is exiting
+        code = worker.process.exitcode
+        if worker.delivered == 0:
+            self._failed_starts.append(code)
         reason = (f"the fetch worker (pid {worker.process.pid}) died with exit code {code} "
                   "while this URL was in flight")
-        for entry in orphans:
-            _settle(entry, Fetched(FetchResult(url=entry.url, outcome=Outcome.WORKER_LOST, reason=reason)))
+        for job in worker.jobs:
+            url, future = self._jobs.get(job, ("", None))
+            if future is not None and not future.done():
+                future.set_result(Fetched(FetchResult(url=url, outcome=Outcome.WORKER_LOST, reason=reason)))
+        worker.conn.close()
 
     def close(self) -> None:
-        with self._lock:
-            workers, self.workers = self.workers, []
+        workers, self.workers = self.workers, []
         for worker in workers:
             worker.stop()
-
-
-def _settle(entry: _Job, fetched: Fetched) -> None:
-    """Resolve a job's future on its own loop (from any thread); a cancelled or finished one is left."""
-    def resolve() -> None:
-        if not entry.future.done():
-            entry.future.set_result(fetched)
-
-    try:
-        entry.loop.call_soon_threadsafe(resolve)
-    except RuntimeError:  # its loop has closed: nobody is waiting
-        pass

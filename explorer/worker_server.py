@@ -14,8 +14,9 @@ from multiprocessing import forkserver
 from multiprocessing.context import BaseContext
 
 # What the server imports before it forks anything. "__main__" is the command's own script
-# (cli.py or the `explore` entry point), which a forked worker would otherwise run again.
-PRELOAD = ["__main__", "explorer.fetchers"]
+# (cli.py or the `explore` entry point), which a forked worker would otherwise run again;
+# multiprocessing imports it first, then the rest in order.
+PRELOAD = ["__main__", "explorer.worker_env", "explorer.fetchers"]
 
 
 def context() -> BaseContext:

@@ -106,6 +106,19 @@ def test_a_cancelled_crawl_leaves_the_workers_usable(tmp_path):
         assert after.outcome == Outcome.OK
 
 
+def test_a_crawl_that_ends_leaves_a_concurrent_one_its_results(tmp_path):
+    with held_crawler(tmp_path) as h:
+        async def two_crawls():
+            held = await crawl_held(h)
+            (quick,) = await h.crawler.crawl([CrawlItem(f"{h.base}/0.jpg")])  # starts and ends meanwhile
+            h.release.set()
+            (slow,) = await asyncio.wait_for(held, 30)  # still read from its worker
+            return quick, slow
+
+        quick, slow = asyncio.run(two_crawls())
+        assert (quick.outcome, slow.outcome) == (Outcome.OK, Outcome.OK)
+
+
 def test_the_per_host_limit_holds_over_all_workers(tmp_path):
     in_flight, peak = [0], [0]
 
