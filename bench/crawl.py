@@ -52,6 +52,27 @@ Session 4: one process used only ~1.7 of the 2 cores (the GIL: per-thread CPU sh
   measured no faster (three pairs), nor did 3 workers (300 img/s) or more requests in flight.
   Not reached: 2.5x (needs ~400 img/s against img2dataset's best 161 here; start-up is ~8% of
   a 2,000-URL run, 2,000 more URLs run at ~410 img/s).
+Session 5 (a faster machine that day: both tools ~40% faster than in session 4). Found and fixed:
+  - numpy's OpenBLAS threads spun after each near-dup matmul in the crawl's process: 0.55 CPU-s
+    of a 2,000-URL fetch on a third thread (per-thread CPU from /proc); now one BLAS thread there.
+  - this bench deleted each tool's output right after its run; ext4 then spent 0.5-0.8 CPU-ms in
+    every file create for ~30 s (perf: find_inode_bit -> recently_deleted), against 0.03 ms, so
+    whichever tool ran next paid (explore's store thread 1.7 CPU-s instead of 0.14). Outputs now
+    go at the end. This sped up both tools (img2dataset 199 -> 242 img/s, explore 464 -> 559).
+  - the workers are forked from a fork server that `explore fetch` starts first thing, so their
+    imports overlap the command's own (first result 0.08 s into the crawl, was 0.44 s), and the
+    parent reads their pipes on its event loop (no reader threads).
+  - the workers' CPU is now counted: the fork server outlives `explore fetch` by milliseconds,
+    so this bench becomes a child subreaper and reaps it (before, RUSAGE_CHILDREN missed it).
+  Where explore's CPU goes now (3.5 ms a URL): image work 2.5 ms (decode 1.3, BOX resize 0.7,
+  encode 0.27, signature 0.15; at this quality no cheaper path measured: simplejpeg's fastdct
+  and fastupsample gain nothing, cv2 INTER_AREA is slower, INTER_LINEAR faster but aliased),
+  the rest of the workers 0.35 (aiohttp client 0.2, pipe 0.1), this process ~0.5 (dispatch,
+  reading results, dedup, SQLite, files), the fork server 0.1. crawl.pool=thread uses ~7% less
+  CPU (3.38 vs 3.62 ms a URL, alternating runs) but one GIL: the same rate (571-633 vs 594-612).
+  3 workers on 2 cores: slower (570 vs 597 img/s). Best of 5 at load 0.8-2.0: explore 622 img/s
+  (589-622), img2dataset 251 img/s (231-251), ratio=2.47, cpu_ratio=2.49; the five pairs run
+  back to back gave 2.45-2.60. Not reliably reached: 2.5x.
 """
 from __future__ import annotations
 
@@ -294,6 +315,9 @@ def main() -> None:
         if args.skip_img2dataset:
             return
         best_ex, best_i2d = max(explore_rates), max(i2d_rates)
+        pairs = [e / i for e, i in zip(explore_rates, i2d_rates)]  # each rep runs both tools back to back
+        print("per repetition (explore/img2dataset, run back to back): "
+              + " ".join(f"{r:.2f}" for r in pairs) + " (information; the ratio below is best over best)")
         print(f"best of {args.repeat}: explore={best_ex:.1f} img/s img2dataset={best_i2d:.1f} img/s; CPU per URL "
               f"explore={min(explore_cpu):.1f} ms img2dataset={min(i2d_cpu):.1f} ms "
               f"(cpu_ratio={min(i2d_cpu) / min(explore_cpu):.2f}, less sensitive to a shared machine's load)")
