@@ -19,8 +19,14 @@ from multiprocessing.context import BaseContext
 PRELOAD = ["__main__", "explorer.worker_env", "explorer.fetchers"]
 
 
+def available() -> bool:
+    return "forkserver" in multiprocessing.get_all_start_methods()  # not on Windows
+
+
 def context() -> BaseContext:
-    """The multiprocessing context the fetch workers are made with."""
+    """The multiprocessing context the fetch workers are made with (spawn without a fork server)."""
+    if not available():
+        return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
     return ctx
@@ -28,5 +34,6 @@ def context() -> BaseContext:
 
 def start() -> None:
     """Launch the fork server if it is not running (it then imports in the background)."""
-    context()
-    forkserver.ensure_running()
+    if available():
+        context()
+        forkserver.ensure_running()
