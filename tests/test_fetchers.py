@@ -92,6 +92,26 @@ def test_a_killed_worker_costs_only_its_urls_in_flight_and_is_replaced(tmp_path)
         assert h.hits["/hold.jpg"] == 2 and h.cache.db.image_stats()[0] == 5
 
 
+def test_workers_start_again_after_the_fork_server_and_a_worker_are_killed(tmp_path):
+    from multiprocessing import forkserver
+
+    with held_crawler(tmp_path) as h:
+        h.release.set()
+        first = asyncio.run(h.crawler.crawl([CrawlItem(f"{h.base}/0.jpg")]))
+        assert [a.outcome for a in first] == [Outcome.OK]
+        (worker,) = h.crawler.fetcher.workers
+        os.kill(forkserver._forkserver._forkserver_pid, signal.SIGKILL)  # the OOM killer, say
+        os.kill(worker.process.pid, signal.SIGKILL)
+        worker.process.join(10)
+        items = [CrawlItem(f"{h.base}/{i}.jpg") for i in (1, 2, 3)]
+        again = asyncio.run(h.crawler.crawl(items))  # what went to the dead worker is lost...
+        assert {a.outcome for a in again} <= {Outcome.OK, Outcome.WORKER_LOST}
+        after = asyncio.run(h.crawler.crawl(items))  # ...and fetched by a new one, from a new server
+        assert [a.outcome for a in after] == [Outcome.OK] * 3
+        (new,) = h.crawler.fetcher.workers
+        assert new.process.pid != worker.process.pid and new.process.is_alive()
+
+
 def test_a_cancelled_crawl_leaves_the_workers_usable(tmp_path):
     with held_crawler(tmp_path) as h:
         async def cancel_while_held():
