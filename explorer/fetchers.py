@@ -306,6 +306,9 @@ class ProcessFetcher:
                     future.set_result(fetched)
         except (EOFError, OSError):
             self._lost(worker)
+        except Exception:  # noqa: BLE001 - a message that does not unpickle: trust nothing more from it
+            worker.process.kill()
+            self._lost(worker)
 
     def _lost(self, worker: _Worker) -> None:
         """The worker's pipe closed: answer its jobs in flight, and let _pick replace it."""

@@ -189,3 +189,33 @@ def test_workers_that_cannot_start_stop_the_crawl_with_one_clear_error(tmp_path)
     assert found and int(found[1]) >= 3, error
     assert set(found[2].split(", ")) == {"3"}, error
     assert "crawl.pool=thread" in error
+
+
+def test_a_garbled_message_from_a_worker_costs_its_jobs_and_the_worker_only():
+    from multiprocessing import Pipe
+
+    from explorer.fetchers import ProcessFetcher
+
+    class FakeProcess:  # stands for the worker's process: records the kill
+        pid, exitcode, killed = 4242, None, False
+
+        def kill(self):
+            self.killed, self.exitcode = True, -9
+
+        def join(self, timeout=None):
+            pass
+
+    async def garble():
+        fetcher = ProcessFetcher(cfg(), [], False)
+        ours, theirs = Pipe(duplex=True)
+        worker = SimpleNamespace(conn=ours, process=FakeProcess(), jobs={7}, delivered=1, alive=True,
+                                 unwatch=lambda: None)
+        future = asyncio.get_running_loop().create_future()
+        fetcher._jobs[7] = ("http://127.0.0.1:9/7.jpg", future)
+        theirs.send_bytes(b"not a pickle")
+        fetcher._readable(worker)  # must not raise
+        return worker, await asyncio.wait_for(future, 5)
+
+    worker, fetched = asyncio.run(garble())
+    assert worker.process.killed and not worker.alive
+    assert fetched.result.outcome == Outcome.WORKER_LOST and fetched.result.url == "http://127.0.0.1:9/7.jpg"
