@@ -7,7 +7,10 @@ from memory on 127.0.0.1 in a separate process, then runs on the same URL list, 
      processes_count = cores, threads tuned.
 Prints both rates (URLs fully processed per second, timed inside each tool's run; each tool
 runs --repeat times, in alternating order, and its best run counts) and, last,
-`ratio=<explore/img2dataset>`. Target: ratio >= 2.5.
+`ratio=<explore/img2dataset>`. Target: ratio >= 2.5. Both tools write their output under
+--workdir, by default on tmpfs (/dev/shm) where there is one: on this VM's disk a file create
+cost 0.03 ms or 0.5-0.8 ms depending on what was deleted in the last minutes (see session 5),
+noise that hit whichever tool ran next; the ratio measured both ways was the same (2.47, 2.48).
 
     python bench/crawl.py [--n 2000] [--image-size 256] [--i2d-threads 16] [--repeat 2]
 
@@ -72,7 +75,11 @@ Session 5 (a faster machine that day: both tools ~40% faster than in session 4).
   CPU (3.38 vs 3.62 ms a URL, alternating runs) but one GIL: the same rate (571-633 vs 594-612).
   3 workers on 2 cores: slower (570 vs 597 img/s). Best of 5 at load 0.8-2.0: explore 622 img/s
   (589-622), img2dataset 251 img/s (231-251), ratio=2.47, cpu_ratio=2.49; the five pairs run
-  back to back gave 2.45-2.60. Not reliably reached: 2.5x.
+  back to back gave 2.45-2.60. With both tools' outputs on tmpfs (now the default), three pairs:
+  explore 617-625 img/s, img2dataset 249-252 img/s, pairs 2.46-2.51, ratio=2.48, cpu_ratio=2.48.
+  crawl.pool=thread on tmpfs: explore 602-640 img/s, img2dataset 246-256, pairs 2.45-2.52,
+  ratio=2.50, cpu_ratio=2.72: the same rate on less CPU (one GIL), without the workers' crash
+  isolation, so process stays the default. Not reliably reached: 2.5x (2.48 with the default).
 """
 from __future__ import annotations
 
@@ -120,6 +127,12 @@ def make_jpeg(args: tuple[int, int]) -> bytes:
     out = io.BytesIO()
     Image.blend(base, grain, 0.25).save(out, "JPEG", quality=90)
     return out.getvalue()
+
+
+def default_workdir() -> Path:
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    return base / "explore-bench-crawl"
 
 
 def make_corpus(workdir: Path, n: int, broken: int) -> list[str]:
@@ -259,7 +272,8 @@ def main() -> None:
     ap.add_argument("--per-host", type=int, default=64,
                     help="explore's requests in flight to one host (all URLs are on one host here)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="more explore config overrides")
-    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "explore-bench-crawl")
+    ap.add_argument("--workdir", type=Path, default=default_workdir(),
+                    help="corpus and both tools' outputs (default: on tmpfs where there is one)")
     args = ap.parse_args()
 
     if not become_subreaper():
