@@ -289,7 +289,11 @@ class ProcessFetcher:
                                f"(exit codes {self._failed_starts}; their errors are above); "
                                "crawl.pool=thread fetches in this process instead")
         while len(self.workers) < self.n_workers:
-            worker = _Worker(self)
+            try:
+                worker = _Worker(self)
+            except (OSError, EOFError) as e:  # the fork server could not start, or died (its error is above)
+                raise RuntimeError(f"cannot start a fetch worker ({type(e).__name__}: {e}); "
+                                   "crawl.pool=thread fetches in this process instead") from e
             worker.watch(self._loop, self._readable)
             self.workers.append(worker)
         return min(self.workers, key=lambda w: len(w.jobs))

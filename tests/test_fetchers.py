@@ -219,3 +219,22 @@ def test_a_garbled_message_from_a_worker_costs_its_jobs_and_the_worker_only():
     worker, fetched = asyncio.run(garble())
     assert worker.process.killed and not worker.alive
     assert fetched.result.outcome == Outcome.WORKER_LOST and fetched.result.url == "http://127.0.0.1:9/7.jpg"
+
+
+def test_a_worker_that_cannot_be_forked_stops_the_crawl_with_one_clear_error(tmp_path, monkeypatch):
+    from explorer import worker_server
+
+    class NoForkServer:  # as when the fork server died at start (a main script that raises on import)
+        def Pipe(self, duplex=True):
+            from multiprocessing import Pipe
+            return Pipe(duplex)
+
+        def Process(self, **kw):
+            return SimpleNamespace(start=lambda: (_ for _ in ()).throw(ConnectionRefusedError(111, "refused")))
+
+    cache = open_cache(tmp_path, cfg())
+    with Crawler.for_cache(cache, cfg(), allow=[]) as crawler:
+        monkeypatch.setattr(worker_server, "context", lambda: NoForkServer())
+        with pytest.raises(RuntimeError, match=r"cannot start a fetch worker \(ConnectionRefusedError.*crawl.pool=thread"):
+            asyncio.run(crawler.crawl([CrawlItem("http://127.0.0.1:9/0.jpg")]))
+    cache.close()
