@@ -59,7 +59,7 @@ Session 5 (a faster machine that day: both tools ~40% faster than in session 4).
   - numpy's OpenBLAS threads spun after each near-dup matmul in the crawl's process: 0.55 CPU-s
     of a 2,000-URL fetch on a third thread (per-thread CPU from /proc); now one BLAS thread there.
   - this bench deleted each tool's output right after its run; ext4 then spent 0.5-0.8 CPU-ms in
-    every file create for ~30 s (perf: find_inode_bit -> recently_deleted), against 0.03 ms, so
+    every file create for a minute or more (perf: find_inode_bit -> recently_deleted), not 0.03, so
     whichever tool ran next paid (explore's store thread 1.7 CPU-s instead of 0.14). Outputs now
     go at the end. This sped up both tools (img2dataset 199 -> 242 img/s, explore 464 -> 559).
   - the workers are forked from a fork server that `explore fetch` starts first thing, so their
@@ -73,8 +73,10 @@ Session 5 (a faster machine that day: both tools ~40% faster than in session 4).
   the rest of the workers 0.35 (aiohttp client 0.2, pipe 0.1), this process ~0.5 (dispatch,
   reading results, dedup, SQLite, files), the fork server 0.1. crawl.pool=thread uses ~7% less
   CPU (3.38 vs 3.62 ms a URL, alternating runs) but one GIL: the same rate (571-633 vs 594-612).
-  3 workers on 2 cores: slower (570 vs 597 img/s). Best of 5 at load 0.8-2.0: explore 622 img/s
-  (589-622), img2dataset 251 img/s (231-251), ratio=2.47, cpu_ratio=2.49; the five pairs run
+  3 workers on 2 cores: slower (570 vs 597 img/s). The workers writing the stored files
+  themselves (a prototype; no JPEG bytes over the pipe): 627 vs 625 img/s, the same CPU, so not
+  built. Best of 5 at load 0.8-2.0: explore 622 img/s (589-622), img2dataset 251 img/s
+  (231-251), ratio=2.47, cpu_ratio=2.49; the five pairs run
   back to back gave 2.45-2.60. With both tools' outputs on tmpfs (now the default), three pairs:
   explore 617-625 img/s, img2dataset 249-252 img/s, pairs 2.46-2.51, ratio=2.48, cpu_ratio=2.48.
   crawl.pool=thread on tmpfs: explore 602-640 img/s, img2dataset 246-256, pairs 2.45-2.52,
@@ -339,7 +341,7 @@ def main() -> None:
               f"{min(i2d_wall):.2f} s (wall_ratio={min(i2d_wall) / min(explore_wall):.2f})")
         print(f"ratio={best_ex / best_i2d:.2f}")
     finally:
-        # Outputs go only now: for ~30 s after thousands of files are deleted, ext4 makes each
+        # Outputs go only now: for a minute or more after thousands of files are deleted, ext4 makes each
         # new file skip the recently freed inodes (`recently_deleted` in find_inode_bit, seen
         # with perf), 0.5-0.8 CPU-ms a create instead of 0.03; deleting between runs charged
         # that to whichever tool ran next.

@@ -235,6 +235,7 @@ def test_a_worker_that_cannot_be_forked_stops_the_crawl_with_one_clear_error(tmp
     cache = open_cache(tmp_path, cfg())
     with Crawler.for_cache(cache, cfg(), allow=[]) as crawler:
         monkeypatch.setattr(worker_server, "context", lambda: NoForkServer())
-        with pytest.raises(RuntimeError, match=r"cannot start a fetch worker \(ConnectionRefusedError.*crawl.pool=thread"):
+        error = r"cannot start a fetch worker \(ConnectionRefusedError.*crawl.pool=thread"
+        with pytest.raises(RuntimeError, match=error):
             asyncio.run(crawler.crawl([CrawlItem("http://127.0.0.1:9/0.jpg")]))
     cache.close()
