@@ -184,8 +184,13 @@ class _Worker:
         self.conn, child = ctx.Pipe(duplex=True)
         self.process = ctx.Process(target=worker_main, args=(child, owner.cfg, owner.allow, owner.allow_files),
                                    name="explore-fetch", daemon=True)
-        self.process.start()
-        child.close()
+        try:
+            self.process.start()
+        except BaseException:
+            self.conn.close()
+            raise
+        finally:
+            child.close()
         self.jobs: set[int] = set()
         self.alive = True
         self.delivered = 0
