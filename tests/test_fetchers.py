@@ -239,3 +239,59 @@ def test_a_worker_that_cannot_be_forked_stops_the_crawl_with_one_clear_error(tmp
         with pytest.raises(RuntimeError, match=error):
             asyncio.run(crawler.crawl([CrawlItem("http://127.0.0.1:9/0.jpg")]))
     cache.close()
+
+
+def _descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except FileNotFoundError:
+                continue
+            found.update(kids)
+            todo += kids
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+def test_when_explore_fetch_is_killed_its_workers_and_fork_server_exit(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    app, arrived, release, _ = held_app()
+    with serve(app) as port:
+        urls = tmp_path / "urls.txt"
+        urls.write_text(f"http://127.0.0.1:{port}/hold.jpg\n")
+        root = Path(__file__).resolve().parent.parent
+        proc = subprocess.Popen([sys.executable, str(root / "cli.py"), "fetch", str(urls), "--cache-dir",
+                                 str(tmp_path / "cache"), "--allow", f"127.0.0.1:{port}", "--set", "crawl.workers=2"],
+                                cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            assert arrived.wait(60), "the held request never came"
+            tree = _descendants(proc.pid)
+            assert len(tree) >= 3  # the fork server and two workers (and multiprocessing's resource tracker)
+            proc.kill()  # the parent only: the OOM killer, say
+            proc.wait(10)
+            deadline = time.monotonic() + 20
+            while any(_running(p) for p in tree) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not [p for p in tree if _running(p)], "processes outlived explore fetch"
+        finally:
+            release.set()
+            if proc.poll() is None:
+                proc.kill()
