@@ -226,17 +226,22 @@ def children_cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def run_measured(cmd: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Run one tool: (its process, wall seconds, CPU seconds of it and all it started, reaped)."""
+    keep, start, cpu = children(), time.monotonic(), children_cpu_s()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=cwd)
+    wall = time.monotonic() - start
+    reap_orphans(keep)
+    return proc, wall, children_cpu_s() - cpu
+
+
 def run_explore(url_file: Path, out: Path, port: int, size: int, sets: list[str]) -> dict:
     cmd = [sys.executable, str(ROOT / "cli.py"), "fetch", str(url_file), "--cache-dir", str(out),
            "--allow", f"127.0.0.1:{port}", "--json", "--set", f"crawl.image_size={size}",
            "--set", "crawl.jpeg_quality=90"]
     for item in sets:
         cmd += ["--set", item]
-    keep, start, cpu = children(), time.monotonic(), children_cpu_s()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT)
-    wall = time.monotonic() - start
-    reap_orphans(keep)
-    cpu = children_cpu_s() - cpu
+    proc, wall, cpu = run_measured(cmd, cwd=ROOT)
     if proc.returncode != 0:
         sys.exit(f"explore fetch failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1]) | {"wall": wall, "cpu": cpu}
@@ -246,12 +251,7 @@ def run_img2dataset(url_file: Path, out: Path, size: int, threads: int, n: int) 
     processes = len(os.sched_getaffinity(0))
     args = {"urls": str(url_file), "out": str(out), "size": size, "processes": processes, "threads": threads,
             "per_shard": max(50, n // (processes * 4))}  # several shards per process, so every core works
-    keep, start, cpu = children(), time.monotonic(), children_cpu_s()
-    proc = subprocess.run([sys.executable, "-c", I2D_SCRIPT, json.dumps(args)], capture_output=True, text=True,
-                          env=ENV, cwd=out.parent)
-    wall = time.monotonic() - start
-    reap_orphans(keep)
-    cpu = children_cpu_s() - cpu
+    proc, wall, cpu = run_measured([sys.executable, "-c", I2D_SCRIPT, json.dumps(args)], cwd=out.parent)
     if proc.returncode != 0:
         sys.exit(f"img2dataset failed:\n{proc.stderr[-2000:]}")
     seconds = json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
