@@ -37,6 +37,7 @@ from urllib.request import url2pathname
 import numpy as np
 
 from explorer import images, worker_server
+from explorer.allocator import keep_freed_memory
 from explorer.config import CrawlConfig
 from explorer.downloader import Downloader, HostPacer
 from explorer.records import Candidate, FetchResult, Outcome
@@ -116,6 +117,7 @@ class LocalFetcher:
 
     def __init__(self, cfg: CrawlConfig, allow: list[str], allow_files: bool) -> None:
         self.cfg, self.allow, self.allow_files = cfg, allow, allow_files
+        keep_freed_memory()  # (for this whole process: the preparing threads' buffers)
         self.pool = ThreadPoolExecutor(cfg.workers or 2 * len(os.sched_getaffinity(0)), thread_name_prefix="prepare")
 
     @asynccontextmanager
@@ -131,6 +133,7 @@ class LocalFetcher:
 def worker_main(conn, cfg: CrawlConfig, allow: list[str], allow_files: bool) -> None:
     """A worker process: (job, url) messages in, (job, Fetched) out, until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
+    keep_freed_memory()
     asyncio.run(_serve(conn, cfg, allow, allow_files))
 
 

@@ -10,7 +10,7 @@ import simplejpeg
 from PIL import Image, ImageOps
 
 from explorer.config import CrawlConfig
-from explorer.images import Rejection, cheap_embedding, pixels, prepare, sniff
+from explorer.images import Rejection, cheap_embedding, pixels, prepare, resize_area, sniff
 from explorer.records import Candidate, Outcome
 from tests.crawl_fixtures import jpeg_bytes
 
@@ -149,6 +149,17 @@ def test_jpeg_decode_matches_pillows_picture():
     assert diff.mean() < 4
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "BMP"])
+def test_other_formats_keep_their_picture(fmt):
+    """Pillow decodes these (its RGB rows carry a zero padding byte, which no step may take for
+    transparency); what is stored is the picture, resized."""
+    body = encode(Image.open(io.BytesIO(jpeg_bytes(450, 300, seed=4))), fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    cand = prepare(body, CFG)
+    ref = Image.open(io.BytesIO(body)).convert("RGB").resize((cand.width, cand.height), Image.Resampling.BOX)
+    diff = np.abs(np.asarray(Image.open(io.BytesIO(cand.data)), np.int16) - np.asarray(ref, np.int16))
+    assert (cand.width, cand.height) == (96, 64) and diff.mean() < 4
+
+
 def test_grey_jpeg_becomes_rgb():
     body = encode(Image.new("L", (120, 90), 77), "JPEG")
     im = Image.open(io.BytesIO(prepare(body, CFG).data))
@@ -183,3 +194,22 @@ def test_pixels_are_the_images_own_whatever_the_layout(mode, size):
     assert px.shape[:2] == (size[1], size[0])
     assert colorspace == "RGBX" if size[0] < 1000 else colorspace in ("RGB", "RGBX")  # stored sizes: in place
     assert np.array_equal(px[..., :3], np.asarray(im.convert("RGB")))
+
+
+@pytest.mark.parametrize("mode,size,out", [("RGBX", (371, 290), (328, 256)), ("RGB", (300, 300), (256, 256)),
+                                           ("RGB", (6000, 600), (2560, 256))])
+def test_resize_area_is_a_box_filter_like_pillows(mode, size, out):
+    """The crawl's resizer (fast_image_resize) against Pillow's BOX on a textured picture, for an
+    image read in place (RGBX), one copied (a big RGB one, rows spread over blocks): same
+    size and mode, pixels within rounding on average (a pixel whose centre sits on a box edge
+    may count on the other side, as exact area averaging would split it)."""
+    rng = np.random.default_rng(1)
+    grain = Image.fromarray(rng.integers(0, 256, (size[1] // 3, size[0] // 3, 3), dtype=np.uint8))
+    im = grain.resize(size, Image.Resampling.BICUBIC).convert(mode)
+    got = resize_area(im, out)
+    assert got.size == out and got.mode in ("RGB", "RGBX")
+    ours = np.asarray(got.convert("RGB"), np.int16)
+    ref = np.asarray(im.convert("RGB").resize(out, Image.Resampling.BOX), np.int16)
+    assert np.abs(ours - ref).mean() < 0.5
+    flat = Image.new(mode, size, (200, 30, 90))  # an average of one colour is that colour, exactly
+    assert np.all(np.asarray(resize_area(flat, out).convert("RGB")) == (200, 30, 90))
