@@ -43,6 +43,7 @@ EMBED_SIDE = 16  # cheap embedding: a 16x16 colour thumbnail -> 768 dims
 # resize_area's filter. use_alpha=False: the 4th byte of RGBX is padding, not alpha (0 in some of
 # Pillow's RGB images: premultiplying by it blacked them out)
 AREA = ResizeOptions(resize_alg=ResizeAlg.convolution(FilterType.box), use_alpha=False)
+COPY_MAX_PIXELS = 4_000_000  # larger sources are resized by Pillow, in place (see resize_area)
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,11 @@ def resize_area(im: Image.Image, size: tuple[int, int]) -> Image.Image:
     INTER_AREA, img2dataset's choice). By fast_image_resize (cykooz.resizer: SIMD, the GIL
     released): 0.2-0.3 ms for a crawled image against Pillow's 0.7, which was the largest cost
     after the decode. It takes plain bytes (its Pillow bridge takes no RGBX and reads Pillow's C
-    structs): one copy in, one out, which explorer/allocator.py keeps cheap."""
+    structs): one copy in, one out, which explorer/allocator.py keeps cheap. A source over
+    COPY_MAX_PIXELS (a big PNG that Pillow decoded whole) goes to Pillow's BOX instead: its
+    copies would hold ~3x the picture's memory (0.8 GB at crawl.max_pixels) for a worker's while."""
+    if im.width * im.height > COPY_MAX_PIXELS:
+        return im.resize(size, Image.Resampling.BOX)
     px, colorspace = pixels(im)
     kind, mode = (PixelType.U8x4, "RGBX") if colorspace == "RGBX" else (PixelType.U8x3, "RGB")
     src = ImageData(im.width, im.height, kind, px.tobytes())

@@ -197,12 +197,12 @@ def test_pixels_are_the_images_own_whatever_the_layout(mode, size):
 
 
 @pytest.mark.parametrize("mode,size,out", [("RGBX", (371, 290), (328, 256)), ("RGB", (300, 300), (256, 256)),
-                                           ("RGB", (6000, 600), (2560, 256))])
+                                           ("RGB", (6000, 600), (2560, 256)), ("RGB", (2100, 2000), (269, 256))])
 def test_resize_area_is_a_box_filter_like_pillows(mode, size, out):
     """The crawl's resizer (fast_image_resize) against Pillow's BOX on a textured picture, for an
-    image read in place (RGBX), one copied (a big RGB one, rows spread over blocks): same
-    size and mode, pixels within rounding on average (a pixel whose centre sits on a box edge
-    may count on the other side, as exact area averaging would split it)."""
+    image read in place (RGBX), one copied (a big RGB one, rows spread over blocks), and one over
+    COPY_MAX_PIXELS (Pillow's own): same size and mode, pixels within rounding on average (a
+    pixel whose centre sits on a box edge may count on the other side)."""
     rng = np.random.default_rng(1)
     grain = Image.fromarray(rng.integers(0, 256, (size[1] // 3, size[0] // 3, 3), dtype=np.uint8))
     im = grain.resize(size, Image.Resampling.BICUBIC).convert(mode)
