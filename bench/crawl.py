@@ -82,6 +82,19 @@ Session 5 (a faster machine that day: both tools ~40% faster than in session 4).
   crawl.pool=thread on tmpfs: explore 602-640 img/s, img2dataset 246-256, pairs 2.45-2.52,
   ratio=2.50, cpu_ratio=2.72: the same rate on less CPU (one GIL), without the workers' crash
   isolation, so process stays the default. Not reliably reached: 2.5x (2.48 with the default).
+Session 6: the resize after the DCT-scaled decode was Pillow's BOX, 0.7 of 2.5 CPU-ms of image
+  work. fast_image_resize (cykooz.resizer, SIMD) does the same box filter in 0.2-0.3 ms, but
+  through plain-bytes copies (~2 MB of fresh buffers an image), and glibc faulted those pages in
+  anew each time (its dynamic thresholds trimmed the heap after every image): perf showed 27% of
+  the image pipeline's CPU in the kernel. The preparing processes now keep freed heap
+  (explorer/allocator.py). Each alone gained ~2% (A/B of `explore fetch`, 2 runs each:
+  baseline 617/628, allocator 625/642, resizer 664/669, both 751/751 img/s). Image work is now
+  ~1.9 CPU-ms (decode 1.24, resize ~0.25, encode 0.26, signature 0.13).
+  tmpfs, --repeat 3, load 1.7-1.8: explore 744-760 img/s, img2dataset 234-249 img/s, pairs
+  3.01-3.19, ratio=3.06, CPU per URL 2.8 vs 8.7 ms (cpu_ratio=3.05), whole commands 3.17 vs
+  10.65 s. On the VM's disk (--workdir /tmp/...), load 3: ratio=3.12 (737 vs 236), pairs
+  2.95-3.23. crawl.pool=thread: ratio=2.96 (707 vs 239), pairs 2.95-3.01, 2.7 CPU-ms/URL.
+  Reached: 2.5x, with margin, on this machine.
 """
 from __future__ import annotations
 
