@@ -30,6 +30,8 @@ def status(run: RunDir) -> dict:
     with _connect(run) as con:
         queries = con.execute("SELECT COUNT(*) FROM queries").fetchone()[0]
         failed = con.execute("SELECT COUNT(*) FROM queries WHERE status='failed'").fetchone()[0]
+        # crawled ahead, while the last round trained: rewarded once a round trains on them
+        awaiting = con.execute("SELECT COUNT(*) FROM queries WHERE reward IS NULL").fetchone()[0]
         images = con.execute("SELECT COUNT(*) FROM images").fetchone()[0]
         outcomes = {row[0]: row[1] for row in con.execute(
             "SELECT outcome, COUNT(*) FROM attempts GROUP BY outcome ORDER BY 2 DESC")}
@@ -47,6 +49,7 @@ def status(run: RunDir) -> dict:
         "rounds_done": len(rounds),
         "queries": queries,
         "failed_queries": failed,
+        "queries_awaiting_reward": awaiting,
         "images_kept": images,
         "outcomes": outcomes,
         "train_steps": int(last.get("train", {}).get("step", 0)),

@@ -1,5 +1,6 @@
 """The explore loop end to end on the sandbox web, in-process and small."""
 import json
+import shutil
 import sqlite3
 
 import pytest
@@ -151,6 +152,8 @@ def test_status_rewards_and_eval_read_the_run(finished_run):
     assert info["images_kept"] == n_images and info["rounds_done"] == len(run.read_rounds())
     assert sum(info["outcomes"].values()) == db_rows(run, "SELECT COUNT(*) FROM attempts")[0][0]
     assert info["train_steps"] == 3 * info["rounds_done"]
+    rewarded = db_rows(run, "SELECT COUNT(*) FROM queries WHERE reward IS NOT NULL")[0][0]
+    assert info["queries_awaiting_reward"] == info["queries"] - rewarded
 
     exported = cli.invoke(app, ["rewards", str(run.root), "--format", "json"])
     assert exported.exit_code == 0
@@ -167,6 +170,25 @@ def test_status_rewards_and_eval_read_the_run(finished_run):
     assert ev.exit_code == 0, ev.output
     result = json.loads(ev.stdout)
     assert 0.0 <= result["knn"]["0.5"] <= 1.0 and "linear" not in result
+
+
+def test_status_tells_queries_crawled_ahead_from_rewarded_ones(finished_run, tmp_path):
+    """A run stopped while the next round's queries were crawled (during the last training) has
+    queries that no round rewarded yet: status counts them apart, not only in `queries`."""
+    from explorer import report
+
+    run, *_ = finished_run
+    copy = RunDir(tmp_path / "copy")
+    shutil.copytree(run.root, copy.root)
+    before = report.status(copy)
+    last = max(r["round"] for r in copy.read_rounds())
+    with sqlite3.connect(copy.db_path) as con:
+        con.executemany("INSERT INTO queries(round, concept, text, engine, status, n_results, n_kept, created_at) "
+                        "VALUES (?, 'rose', 'rose photo', 'sandbox', 'done', 24, 20, 0)", [(last + 1,)] * 3)
+    after = report.status(copy)
+    assert after["queries"] == before["queries"] + 3
+    assert after["queries_awaiting_reward"] == before["queries_awaiting_reward"] + 3
+    assert after["rounds_done"] == before["rounds_done"]
 
 
 def test_a_round_checkpointed_but_not_logged_is_logged_on_resume(finished_run):
