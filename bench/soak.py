@@ -12,7 +12,8 @@ image ids, so no search is needed) in batches, and checks, at the end:
     bodies served likewise; the forbidden listeners were never reached;
   - resident memory stays flat: least-squares slope of RSS (MB per 10k attempts) after
     warm-up, printed raw and without the FAISS index's own growth (the one thing DESIGN.md §6
-    lets grow with the cache);
+    lets grow with the cache); and the fetch workers' (with their fork server), which hold
+    no index, under the same limit;
   - open file descriptors stay bounded.
 Exit status 1 when an invariant fails.
 
@@ -111,6 +112,7 @@ class SoakResult:
     forbidden_hits: dict = field(default_factory=dict)
     rss_slope_mb_per_10k: float = float("nan")
     rss_slope_ex_index_mb_per_10k: float = float("nan")
+    workers_rss_slope_mb_per_10k: float = float("nan")
     rss_first_mb: float = 0.0
     rss_last_mb: float = 0.0
     fd_max: int = 0
@@ -308,6 +310,10 @@ def _check(opts: SoakOptions, r: SoakResult, cfg: CrawlConfig) -> None:
     if r.rss_slope_ex_index_mb_per_10k > opts.max_slope_mb:
         r.problems.append(f"RSS grows {r.rss_slope_ex_index_mb_per_10k:.2f} MB per 10k attempts "
                           f"beyond the index (limit {opts.max_slope_mb})")
+    r.workers_rss_slope_mb_per_10k = slope_per_10k(s, [x.children_rss_mb for x in s], opts.warmup_share)
+    if r.workers_rss_slope_mb_per_10k > opts.max_slope_mb:
+        r.problems.append(f"the fetch workers' RSS grows {r.workers_rss_slope_mb_per_10k:.2f} MB per 10k attempts "
+                          f"(limit {opts.max_slope_mb})")
     if r.fd_max > opts.max_fds:
         r.problems.append(f"{r.fd_max} open file descriptors at most (limit {opts.max_fds})")
     if r.attempts < opts.min_attempts:
@@ -329,7 +335,9 @@ def report(r: SoakResult) -> str:
         f"timing outcomes (a timeout, or a stall that got through on a busy loop): {r.timing_outcomes}; "
         f"timeouts by fault: {dict(sorted(r.timeouts.items()))}",
         f"RSS: {r.rss_first_mb:.1f} -> {r.rss_last_mb:.1f} MB; slope {r.rss_slope_mb_per_10k:+.2f} MB per 10k "
-        f"attempts, {r.rss_slope_ex_index_mb_per_10k:+.2f} without the FAISS index",
+        f"attempts, {r.rss_slope_ex_index_mb_per_10k:+.2f} without the FAISS index; fetch workers (with their "
+        f"fork server) {r.samples[0].children_rss_mb:.1f} -> {r.samples[-1].children_rss_mb:.1f} MB, slope "
+        f"{r.workers_rss_slope_mb_per_10k:+.2f}",
         f"open fds: max {r.fd_max}",
         "OK" if r.ok else "FAILED:\n  " + "\n  ".join(r.problems),
     ]
