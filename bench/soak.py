@@ -26,6 +26,10 @@ Measured 2026-11-23 (shared 2-core machine, loaded): 1214 s, 72,000 attempts (59
 outcome row per URL, /stats reconciled per fault kind, 0 forbidden hits, 33 load-timing outcomes
 (0.05%); RSS 75.5 -> 264.2 MB: +15.9 MB per 10k attempts, of which the FAISS index ~14.3, so
 +1.6 MB per 10k without it; open fds at most 160.
+Measured 2026-11-30 (faster machine; the workers' RSS now counted): 1200 s, 172,000 attempts
+(143/s), one outcome row per URL, /stats reconciled per fault kind, 0 forbidden hits, 0 timing
+outcomes; RSS 102.9 -> 439.0 MB: +10.87 MB per 10k, +0.29 without the index; fetch workers and
+fork server 276 MB, slope +0.21 MB per 10k; open fds at most 95.
 """
 from __future__ import annotations
 
