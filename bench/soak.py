@@ -140,12 +140,19 @@ def rss_mb(pid: int | str = "self") -> float:
     return 0.0
 
 
-def descendants(pid: int | str = "self") -> list[str]:
-    """Every process below `pid`: the fetch workers are the fork server's children, not ours."""
+def descendants(pid: int | str = "self") -> list[int]:
+    """Every process below `pid`: the fetch workers are the fork server's children, not ours.
+    A process or thread that ends meanwhile is skipped."""
     try:
-        kids = [k for task in Path(f"/proc/{pid}/task").iterdir() for k in (task / "children").read_text().split()]
-    except OSError:  # (it ended meanwhile)
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
         return []
+    kids: list[int] = []
+    for task in tasks:
+        try:
+            kids += [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            continue
     return [p for kid in kids for p in (kid, *descendants(kid))]
 
 

@@ -11,7 +11,7 @@ what `images.prepare` made of the body. `crawl.pool` picks one of two:
   bytes, and this process's event loop reads them (no reader threads). The crawl's own event
   loop (search, dedup, the database) does no image work.
 - "thread" (`LocalFetcher`): this process's event loop downloads; threads prepare. No worker
-  processes and no pickling: 7-9% less CPU per URL on bench/crawl.py's workload, but one
+  processes and no pickling: ~5% less CPU per URL on bench/crawl.py's workload, but one
   process's GIL, and a decoder crash ends the run.
 
 In process mode this process keeps `per_host` and the politeness delay for the first hop of

@@ -241,25 +241,6 @@ def test_a_worker_that_cannot_be_forked_stops_the_crawl_with_one_clear_error(tmp
     cache.close()
 
 
-def _descendants(pid: int) -> set[int]:
-    found, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{p}/task")
-        except FileNotFoundError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    kids = [int(k) for k in f.read().split()]
-            except FileNotFoundError:
-                continue
-            found.update(kids)
-            todo += kids
-    return found
-
-
 def _running(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -273,6 +254,8 @@ def test_when_explore_fetch_is_killed_its_workers_and_fork_server_exit(tmp_path)
     import sys
     from pathlib import Path
 
+    from bench.soak import descendants
+
     app, arrived, release, _ = held_app()
     with serve(app) as port:
         urls = tmp_path / "urls.txt"
@@ -283,7 +266,7 @@ def test_when_explore_fetch_is_killed_its_workers_and_fork_server_exit(tmp_path)
                                 cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             assert arrived.wait(60), "the held request never came"
-            tree = _descendants(proc.pid)
+            tree = set(descendants(proc.pid))
             assert len(tree) >= 3  # the fork server and two workers (and multiprocessing's resource tracker)
             proc.kill()  # the parent only: the OOM killer, say
             proc.wait(10)
