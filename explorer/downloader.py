@@ -1,17 +1,20 @@
 """Fetch image bytes from the web under guards (DESIGN.md §5).
 
-`Downloader.fetch(url)` never raises for what the web does: every failure is a FetchResult
-with an Outcome and a reason. Redirects are followed by hand so that every hop is checked
-(`netguard.check_url` for IP literals, `GuardedResolver` for DNS answers).
+`Downloader.fetch(url)` never raises for what the web does, nor for what a URL list holds:
+every failure is a FetchResult with an Outcome and a reason. Redirects are followed by hand so
+that every hop is checked (`netguard.guard_url` for the URL, `GuardedResolver` for DNS
+answers). Each hop is parsed once, by yarl, and that `yarl.URL` is what both the guard judges
+and aiohttp requests: the two cannot disagree on the host.
 """
 from __future__ import annotations
 
 import asyncio
 import random
 import time
-from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
+from yarl import URL
 
 from explorer import netguard
 from explorer.config import CrawlConfig
@@ -19,6 +22,25 @@ from explorer.records import FetchResult, Outcome
 
 REDIRECTS = (301, 302, 303, 307, 308)
 ROBOTS_DIRECTIVES = ("noai", "noimageai")
+
+
+def host_key(url: str | URL) -> str:
+    """The host[:port] that per-host limits and politeness count. A URL without one, or that
+    does not parse, is its own key: the guard refuses it before any request, so it should
+    wait for nobody."""
+    try:
+        return netguard.parse_url(url).host_port_subcomponent or str(url)
+    except ValueError:
+        return str(url)
+
+
+def join_location(base: URL, location: str) -> str | URL:
+    """The URL a redirect's Location points to, joined by yarl as aiohttp would; the Location
+    itself when yarl cannot parse it (the guard then records it as a bad URL)."""
+    try:
+        return base.join(netguard.parse_url(location))
+    except ValueError:
+        return location
 
 
 class HostPacer:
@@ -41,18 +63,23 @@ class HostPacer:
 
 
 class Downloader:
-    """Many requests in flight, a per-host limit, and the guards. Use as `async with`."""
+    """Many requests in flight, a per-host limit, and the guards. Use as `async with`.
 
-    def __init__(self, cfg: CrawlConfig, allow: list[str] | tuple[str, ...] = ()) -> None:
+    `resolver` asks DNS for the guard (the system resolver by default; tests pass one that
+    never leaves the machine)."""
+
+    def __init__(self, cfg: CrawlConfig, allow: list[str] | tuple[str, ...] = (),
+                 resolver: AbstractResolver | None = None) -> None:
         self.cfg = cfg
         self.allow = netguard.normalise_allow([*cfg.allow, *allow])
+        self.resolver = resolver
         self.session: aiohttp.ClientSession | None = None
         self.pacer = HostPacer(cfg.politeness_delay_s)
 
     async def __aenter__(self) -> "Downloader":
         connector = aiohttp.TCPConnector(
             limit=self.cfg.concurrency, limit_per_host=self.cfg.per_host,
-            resolver=netguard.GuardedResolver(self.allow), ttl_dns_cache=60)
+            resolver=netguard.GuardedResolver(self.allow, self.resolver), ttl_dns_cache=60)
         timeout = aiohttp.ClientTimeout(total=self.cfg.total_timeout_s, sock_connect=self.cfg.connect_timeout_s,
                                         sock_read=self.cfg.read_timeout_s)
         self.session = aiohttp.ClientSession(
@@ -78,35 +105,36 @@ class Downloader:
         return result
 
     async def _follow(self, url: str) -> FetchResult:
-        seen = {url}
-        current = url
+        seen: set[str] = set()
+        current: str | URL = url
         for hop in range(self.cfg.max_redirects + 1):
-            problem = netguard.url_problem(current, self.allow)
+            target, problem = netguard.guard_url(current, self.allow)
             if problem is not None:
-                forbidden, reason = problem
-                outcome = Outcome.FORBIDDEN_ADDRESS if forbidden else Outcome.BAD_URL
-                return FetchResult(url=url, outcome=outcome, reason=reason, final_url=current, redirects=hop)
-            result, location = await self._get(url, current)
+                outcome = Outcome.FORBIDDEN_ADDRESS if problem.forbidden else Outcome.BAD_URL
+                return FetchResult(url=url, outcome=outcome, reason=problem.reason, final_url=str(current),
+                                   redirects=hop)
+            seen.add(str(target))
+            result, location = await self._get(url, target)
             result.redirects = hop
             if location is None:
                 return result
-            nxt = urljoin(current, location)
-            if nxt in seen:
+            nxt = join_location(target, location)
+            if str(nxt) in seen:
                 return FetchResult(url=url, outcome=Outcome.REDIRECT_LIMIT, reason=f"redirect loop at {nxt}",
-                                   status=result.status, final_url=current, redirects=hop + 1)
-            seen.add(nxt)
+                                   status=result.status, final_url=str(target), redirects=hop + 1)
             current = nxt
-        return FetchResult(url=url, outcome=Outcome.REDIRECT_LIMIT, final_url=current, redirects=hop + 1,
+        return FetchResult(url=url, outcome=Outcome.REDIRECT_LIMIT, final_url=str(current), redirects=hop + 1,
                            reason=f"more than {self.cfg.max_redirects} redirects")
 
-    async def _get(self, url: str, current: str) -> tuple[FetchResult, str | None]:
-        """One request, no redirects: (result, Location to follow or None)."""
+    async def _get(self, url: str, target: URL) -> tuple[FetchResult, str | None]:
+        """One request to the guarded `target`, no redirects: (result, Location to follow or None)."""
         assert self.session is not None, "use `async with Downloader(...)`"
+        current = str(target)
         fail = lambda outcome, reason, status=0: (  # noqa: E731
             FetchResult(url=url, outcome=outcome, reason=reason, status=status, final_url=current), None)
-        await self.pacer.wait(urlsplit(current).netloc)
+        await self.pacer.wait(host_key(target))
         try:
-            async with self.session.get(current, allow_redirects=False) as resp:
+            async with self.session.get(target, allow_redirects=False) as resp:
                 status = resp.status
                 if status in REDIRECTS:
                     location = resp.headers.get("Location")
@@ -148,3 +176,4 @@ class Downloader:
                 return None
             chunks.append(chunk)
         return b"".join(chunks)
+

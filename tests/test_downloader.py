@@ -1,6 +1,7 @@
 """The downloader against loopback servers only (127.0.0.0/8 and ::1)."""
 import asyncio
 import gzip
+import ipaddress
 import socket
 
 import pytest
@@ -248,3 +249,101 @@ def test_politeness_delay_spaces_requests_to_one_host():
     assert all(r.body == JPEG for r in results)
     gaps = sorted(b - a for a, b in zip(sorted(times), sorted(times)[1:]))
     assert gaps[0] >= 0.04
+
+
+# -- hosts the URL parser folds into IP literals -------------------------------------------------
+def fullwidth(text: str) -> str:
+    """Digits and full stops as fullwidth digits and ideographic full stops (UTS46 folds them back)."""
+    return "".join(chr(0xFF10 + int(c)) if c.isdigit() else "\u3002" if c == "." else c for c in text)
+
+
+def bold(text: str) -> str:
+    """Digits as mathematical bold digits, full stops as halfwidth ideographic ones."""
+    return "".join(chr(0x1D7CE + int(c)) if c.isdigit() else "\uff61" if c == "." else c for c in text)
+
+
+SPELLINGS = {  # (address a server listens on, its port) -> how a URL list or a Location writes it
+    "fullwidth": ("127.0.0.2", lambda host, port: f"{fullwidth(host)}:{port}"),
+    "fullwidth port": ("127.0.0.1", lambda host, port: f"{fullwidth(host)}:{fullwidth(str(port))}"),
+    "bold": ("127.0.0.2", lambda host, port: f"{bold(host)}:{port}"),
+    "decimal": ("127.0.0.2", lambda host, port: f"{int(ipaddress.IPv4Address(host))}:{port}"),
+    "short": ("127.0.0.2", lambda host, port: f"127.2:{port}"),
+    "ipv6 fullwidth port": ("::1", lambda host, port: f"[{host}]:{fullwidth(str(port))}"),
+}
+
+
+def raw_redirect_app(location: str) -> tuple[web.Application, dict]:
+    """Redirects with `location` sent as written (web.HTTPFound would normalise it first)."""
+    hits = {"n": 0}
+
+    async def handler(request):
+        hits["n"] += 1
+        return web.Response(status=302, headers={"Location": location})
+
+    app = web.Application()
+    app.router.add_get("/r", handler)
+    return app, hits
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_a_folded_spelling_of_a_local_address_is_never_requested(spelling):
+    """A server off the allow-list that answers with an image (as the sandbox's forbidden
+    listeners do): neither the URL itself nor a redirect from the allowed server reaches it."""
+    host, spell = SPELLINGS[spelling]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if not can_bind(host, family):
+        pytest.skip(f"cannot bind {host}")
+    forbidden_app, forbidden_hits = image_app({"/a.jpg": (JPEG, {})})
+    with serve(forbidden_app, host) as fport:
+        spelled = f"http://{spell(host, fport)}/a.jpg"
+        app, hits = raw_redirect_app(spelled)
+        with serve(app) as port:
+            allow = [f"127.0.0.1:{port}"]
+            direct = fetch(spelled, allow)
+            redirected = fetch(f"http://127.0.0.1:{port}/r", allow)
+    assert hits["n"] == 1
+    assert direct.outcome == redirected.outcome == Outcome.FORBIDDEN_ADDRESS, (direct, redirected)
+    assert redirected.redirects == 1
+    assert forbidden_hits == {}
+
+
+def test_the_allowed_server_spelled_with_fullwidth_digits_is_fetched():
+    """Folding works both ways: the allow-list matches the host the client will use."""
+    app, hits = image_app({"/a.jpg": (JPEG, {})})
+    with serve(app) as port:
+        r = fetch(f"http://{fullwidth('127.0.0.1')}:{port}/a.jpg", [f"127.0.0.1:{port}"])
+    assert r.body == JPEG and hits == {"/a.jpg": 1}
+
+
+def test_redirect_locations_that_do_not_parse_are_bad_urls():
+    app, _ = raw_redirect_app("http://[::1/x")
+    with serve(app) as port:
+        r = fetch(f"http://127.0.0.1:{port}/r", [f"127.0.0.1:{port}"])
+    assert r.outcome == Outcome.BAD_URL and r.redirects == 1
+
+
+class OfflineResolver:
+    """Answers every name with one address and never asks DNS."""
+
+    def __init__(self, address: str) -> None:
+        self.address, self.asked = address, []
+
+    async def resolve(self, host, port=0, family=socket.AF_INET):
+        self.asked.append(host)
+        return [{"hostname": host, "host": self.address, "port": port, "family": socket.AF_INET, "proto": 0, "flags": 0}]
+
+    async def close(self):
+        pass
+
+
+def test_the_downloader_resolves_names_through_the_injected_resolver():
+    app, hits = image_app({"/a.jpg": (JPEG, {})})
+    with serve(app) as port:
+        resolver = OfflineResolver("127.0.0.1")
+
+        async def go():
+            async with Downloader(cfg(), [f"images.test:{port}"], resolver=resolver) as d:
+                return await d.fetch(f"http://images.test:{port}/a.jpg"), await d.fetch(f"http://other.test:{port}/a.jpg")
+        allowed, refused = asyncio.run(go())
+    assert allowed.body == JPEG and refused.outcome == Outcome.FORBIDDEN_ADDRESS
+    assert resolver.asked == ["images.test", "other.test"] and hits == {"/a.jpg": 1}
