@@ -1,7 +1,7 @@
 """Training and embedding data, streamed from image files on disk.
 
-Only paths and captions are held in memory; each image is opened, decoded and augmented by
-a DataLoader worker when its batch is drawn. A training batch mixes three sources in
+Only paths and captions are held in memory; each image is opened, decoded (as the crawl sees
+it: explorer/images.py load_rgb) and augmented by a DataLoader worker when its batch is drawn. A training batch mixes three sources in
 configured shares: the target's images (no captions), this round's candidates, and a replay
 buffer of earlier high-reward images.
 """
@@ -13,12 +13,12 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
 from explorer.config import Config
+from explorer.images import load_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -77,8 +77,7 @@ class ImageCaptionDataset(Dataset):
 
     def __getitem__(self, i: int):
         rec = self.records[i]
-        with Image.open(rec.path) as im:
-            img = self.transform(im.convert("RGB"))
+        img = self.transform(load_rgb(rec.path))
         tokens, mask = tokenize(self.tokenizer, rec.caption, self.max_tokens)
         return img, tokens, mask
 
@@ -168,8 +167,7 @@ class _PathDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        with Image.open(self.paths[i]) as im:
-            return self.transform(im.convert("RGB"))
+        return self.transform(load_rgb(self.paths[i]))
 
 
 def embed_paths(model, paths: Sequence[str], image_size: int, batch_size: int = 256,

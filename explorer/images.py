@@ -14,12 +14,13 @@ import hashlib
 import io
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import simplejpeg
 from cykooz_resizer import FilterType, ImageData, PixelType, ResizeAlg, ResizeOptions, Resizer
-from PIL import Image
+from PIL import Image, ImageOps
 
 from explorer.config import CrawlConfig
 from explorer.records import Candidate, Outcome
@@ -43,6 +44,7 @@ EMBED_SIDE = 16  # cheap embedding: a 16x16 colour thumbnail -> 768 dims
 # resize_area's filter. use_alpha=False: the 4th byte of RGBX is padding, not alpha (0 in some of
 # Pillow's RGB images: premultiplying by it blacked them out)
 AREA = ResizeOptions(resize_alg=ResizeAlg.convolution(FilterType.box), use_alpha=False)
+DEEP_GREY = ("I;16", "I;16B", "I;16L", "I", "F")  # grey deeper than 8 bits: Pillow's convert clips it
 COPY_MAX_PIXELS = 4_000_000  # larger sources are resized by Pillow, in place (see resize_area)
 
 
@@ -65,18 +67,43 @@ def sniff(body: bytes) -> str | None:
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
-    """Any Pillow mode -> RGB: transparency over white, 16-bit scaled down, CMYK converted."""
-    if im.mode == "RGB":
-        return im
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(im, dtype=np.float32)
-        hi = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
-        return Image.fromarray(np.clip(a * (255.0 / hi), 0, 255).astype(np.uint8), "L").convert("RGB")
-    if (im.mode == "P" and "transparency" in im.info) or im.mode in ("PA", "LA", "RGBA", "La", "RGBa"):
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return im.convert("RGB")
+    """Any decoded image -> RGB, the one way every path sees a picture (crawl, targets, training,
+    evaluation): transparency over white, 16-bit scaled down, CMYK and the rest converted.
+
+    Transparency means an alpha channel, a palette with alpha, or a transparent colour (PNG's
+    tRNS in grey, RGB, 1-bit or 16-bit images): what hides under it (black, noise) never shows.
+    """
+    if im.mode in DEEP_GREY:
+        im = _eight_bit(im)
+    if im.has_transparency_data:
+        return _over_white(im)
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def _eight_bit(im: Image.Image) -> Image.Image:
+    """A 16/32-bit or float grey image as 8-bit L (LA where a transparent grey is named); Pillow's
+    own conversion clips to 255 instead of scaling."""
+    a = np.asarray(im, dtype=np.float32)
+    hi = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+    grey = Image.fromarray(np.clip(a * (255.0 / hi), 0, 255).astype(np.uint8), "L")
+    key = im.info.get("transparency")
+    if not isinstance(key, (int, float)):
+        return grey
+    alpha = Image.fromarray(np.where(a == key, 0, 255).astype(np.uint8), "L")
+    return Image.merge("LA", (grey, alpha))
+
+
+def _over_white(im: Image.Image) -> Image.Image:
+    rgba = im.convert("RGBA")  # (Pillow turns a tRNS colour or palette alpha into the alpha channel)
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """An image file as the crawl would see it, at full size: first frame, EXIF orientation
+    applied, `to_rgb`. For the target's files and stored images read back for training."""
+    with Image.open(path) as im:
+        return to_rgb(ImageOps.exif_transpose(im))
 
 
 def stored_size(width: int, height: int, side: int) -> tuple[int, int]:
@@ -95,7 +122,7 @@ def cheap_embedding(im: Image.Image) -> np.ndarray:
     resized copies score ~0.99, distinct images far lower.
     """
     if im.mode not in ("RGB", "RGBX"):  # (RGBX: the fast JPEG path's, thumbnailed without a copy)
-        im = im.convert("RGB")
+        im = to_rgb(im)
     thumb = im.resize((EMBED_SIDE, EMBED_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0).convert("RGB")
     v = np.asarray(thumb, dtype=np.float32).reshape(-1)
     v = v - v.mean()

@@ -17,6 +17,7 @@ import torch
 
 from explorer.config import Config
 from explorer.data import ImageRecord, embed_paths, eval_transform, mixed_batches
+from explorer.images import to_rgb
 from explorer.mug import MODEL_CONFIGS, build_model
 from explorer.reward import image_rewards, web_centre, web_contrast
 from explorer.session import RunDir
@@ -118,7 +119,7 @@ class Learner:
     def encode_images(self, images: list) -> np.ndarray:
         """PIL images -> unit embeddings [N, D] (the evaluation transform), for evaluation."""
         transform = eval_transform(self.image_size)
-        batch = torch.stack([transform(im.convert("RGB")) for im in images]).to(self.device)
+        batch = torch.stack([transform(to_rgb(im)) for im in images]).to(self.device)
         return self.model.embed(batch).cpu().numpy().astype(np.float32, copy=False)
 
     def knn_accuracy(self) -> float | None:

@@ -28,7 +28,9 @@ from typing import Callable
 from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
 from torchvision import datasets as tvd
-from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, is_image_file, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, is_image_file, make_dataset
+
+from explorer.images import load_rgb
 
 UNLABELLED = -1
 FOLDER_TRAIN_SHARE = 0.8      # class-folder targets without train/test: this share goes to train
@@ -44,7 +46,8 @@ class TargetUnavailable(TargetError):
 
 
 class ImageFiles(Dataset):
-    """Images stored as files, with one int label each (-1 = unlabelled)."""
+    """Images stored as files, with one int label each (-1 = unlabelled), read as the crawl sees
+    them (upright, transparency over white: explorer/images.py load_rgb)."""
 
     def __init__(self, paths: list[str], labels: list[int]):
         assert len(paths) == len(labels)
@@ -54,7 +57,7 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[Image.Image, int]:
-        return default_loader(self.paths[i]), self.labels[i]
+        return load_rgb(self.paths[i]), self.labels[i]
 
 
 @dataclass
