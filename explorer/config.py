@@ -2,17 +2,24 @@
 
 `Config` is one dataclass of sections. It is written to `RUN_DIR/config.toml` when a run
 starts and read back by `explore resume`. Any field can be overridden from the CLI with
-`--set section.field=value` (see `apply_overrides`).
+`--set section.field=value` (see `apply_overrides`). Every field has a rule in `RULES` (its
+type and allowed range or form), checked on load and on --set: a bad value is a ConfigError,
+one line naming the field, the value and what is allowed.
 """
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import tomli_w
+
+from explorer.errors import UserError
 
 
 @dataclass
@@ -56,6 +63,7 @@ class CrawlConfig:
     search_backend: str = "auto"          # ddgs image backends: auto, duckduckgo, bing (comma list)
     corpus_cache_dir: str = "~/.cache/explore/corpus"  # caption embeddings of corpus:PATH engines
     corpus_text_model: str = "all-MiniLM-L6-v2"        # embeds corpus captions and queries
+    corpus_allow_outside: bool = False    # read corpus files outside its folder (absolute, ../, symlinks out)
     image_size: int = 256                 # stored images: shorter side resized to this
     min_side: int = 32                    # smaller originals are rejected (too_small)
     max_aspect: float = 5.0               # longer/shorter side beyond this is rejected
@@ -67,6 +75,7 @@ class CrawlConfig:
     pool: str = "process"                 # process: fetch+prepare in worker processes, each with its own GIL;
                                           # thread: in this process, threads prepare (explorer/fetchers.py)
     workers: int = 0                      # worker processes (0 = one per core) or preparing threads (0 = 2 per core)
+    prepare_timeout_s: float = 5.0        # CPU seconds one image's decode+resize may take; past it: decode_timeout
     db_batch: int = 256                   # attempts committed per transaction
 
 
@@ -179,11 +188,13 @@ class Config:
     def from_dict(cls, data: dict) -> "Config":
         cfg = cls()
         for section, values in data.items():
-            if not hasattr(cfg, section):
-                raise ValueError(f"unknown config section [{section}]")
+            if section not in SECTIONS:
+                raise ConfigError(f"unknown config section [{section}]; have {', '.join(SECTIONS)}")
+            if not isinstance(values, dict):
+                raise ConfigError(f"[{section}] must be a table of fields, not {values!r}")
             for key, value in values.items():
                 _set_field(getattr(cfg, section), section, key, value)
-        return cfg
+        return validate(cfg)
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
@@ -194,8 +205,17 @@ class Config:
 
     @classmethod
     def load(cls, path: str | Path) -> "Config":
+        """Read a config.toml; a bad value is a ConfigError that names the file too."""
         with open(path, "rb") as f:
-            return cls.from_dict(tomllib.load(f))
+            try:
+                return cls.from_dict(tomllib.load(f))
+            except tomllib.TOMLDecodeError as e:
+                raise ConfigError(f"{path}: not valid TOML: {e}") from None
+            except ConfigError as e:
+                raise ConfigError(f"{path}: {e}") from None
+
+
+SECTIONS = tuple(f.name for f in dataclasses.fields(Config))
 
 
 def _field_type(section_obj, key: str):
@@ -204,22 +224,28 @@ def _field_type(section_obj, key: str):
 
 
 def _coerce(tp, value):
-    """Convert a TOML value or a CLI string to the field's declared type."""
+    """Convert a TOML value or a CLI string to the field's declared type. A value that does
+    not convert is returned as it is: its field's rule then refuses it with the allowed range."""
     origin = typing.get_origin(tp)
     if tp is bool:
         if isinstance(value, str):
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(f"not a boolean: {value!r}")
-        return bool(value)
-    if tp in (int, float, str):
-        return tp(value)
+            return {"1": True, "true": True, "yes": True, "on": True,
+                    "0": False, "false": False, "no": False, "off": False}.get(value.lower(), value)
+        return value
+    if tp in (int, float):
+        if isinstance(value, str):
+            try:
+                return tp(value)
+            except ValueError:
+                return value
+        # a TOML 2.5 for an int field is refused, never truncated; an int is a fine float
+        return float(value) if tp is float and type(value) is int else value
     if origin in (list, tuple):
         (inner, *_) = typing.get_args(tp)
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            return value
         items = [_coerce(inner, v.strip() if isinstance(v, str) else v) for v in value]
         return tuple(items) if origin is tuple else items
     return value
@@ -227,8 +253,11 @@ def _coerce(tp, value):
 
 def _set_field(section_obj, section: str, key: str, value) -> None:
     if key not in {f.name for f in dataclasses.fields(section_obj)}:
-        raise ValueError(f"unknown config field {section}.{key}")
-    setattr(section_obj, key, _coerce(_field_type(section_obj, key), value))
+        raise ConfigError(f"unknown config field {section}.{key}")
+    typed = _show(value) if isinstance(value, str) else None
+    value = _coerce(_field_type(section_obj, key), value)
+    check_field(f"{section}.{key}", value, typed)
+    setattr(section_obj, key, value)
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
@@ -236,10 +265,10 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     for item in overrides:
         name, sep, value = item.partition("=")
         section, dot, key = name.strip().partition(".")
-        if not sep or not dot or not hasattr(cfg, section):
-            raise ValueError(f"expected section.field=value, got {item!r}")
+        if not sep or not dot or section not in SECTIONS:
+            raise ConfigError(f"expected section.field=value, got {item!r}")
         _set_field(getattr(cfg, section), section, key, value.strip())
-    return cfg
+    return validate(cfg)
 
 
 # Small values for the offline sandbox web on a CPU (DESIGN.md §2: "the sandbox uses small
@@ -274,3 +303,286 @@ SANDBOX_PRESET = [
 
 def is_sandbox_target(target: str) -> bool:
     return target.startswith("sandbox-")
+
+
+# ---- what each field accepts -----------------------------------------------------------------
+# Every field has a rule, checked on load, on --set and by `validate`, so that a bad value is
+# refused in one line (field, value, what is allowed) before a run writes or starts anything.
+# The bounds are what the code can honour, not taste: a zero concurrency hangs the crawl, a
+# zero timeout is no deadline, a JPEG quality above 100 fails every encode.
+
+class ConfigError(UserError, ValueError):
+    """A config value the user must fix: unknown, of the wrong type, or out of range."""
+
+
+@dataclass(frozen=True)
+class Ints:
+    lo: int
+    hi: int
+    why: str = ""                         # said after the range: where the bound comes from
+
+    def problem(self, v) -> str | None:
+        if type(v) is int and self.lo <= v <= self.hi:
+            return None
+        return f"must be an integer from {self.lo:_} to {self.hi:_}" + (f" ({self.why})" if self.why else "")
+
+
+@dataclass(frozen=True)
+class Num:
+    lo: float
+    hi: float
+    above: bool = False                   # lo itself is refused (a zero timeout is no deadline)
+    below: bool = False                   # hi itself is refused
+
+    def problem(self, v) -> str | None:
+        if type(v) in (int, float) and math.isfinite(v) \
+                and (self.lo < v if self.above else self.lo <= v) \
+                and (v < self.hi if self.below else v <= self.hi):
+            return None
+        lo, hi = _number(self.lo), _number(self.hi)
+        if not (self.above or self.below):
+            return f"must be a number from {lo} to {hi}"
+        low = f"above {lo}" if self.above else f"at least {lo}"
+        high = f"below {hi}" if self.below else f"at most {hi}"
+        return f"must be a number {low} and {high}"
+
+
+@dataclass(frozen=True)
+class Flag:
+    def problem(self, v) -> str | None:
+        return None if type(v) is bool else "must be true or false"
+
+
+@dataclass(frozen=True)
+class Choice:
+    options: tuple[str, ...]
+
+    def problem(self, v) -> str | None:
+        return None if v in self.options else f"must be one of: {', '.join(self.options)}"
+
+
+@dataclass(frozen=True)
+class Form:
+    """A string of a fixed form: `pattern` must match all of it; `says` is the form in words."""
+    pattern: str
+    says: str
+
+    def problem(self, v) -> str | None:
+        ok = isinstance(v, str) and re.fullmatch(self.pattern, v, flags=re.DOTALL) is not None
+        return None if ok else f"must be {self.says}"
+
+
+@dataclass(frozen=True)
+class Loopback:
+    """A host on this machine only: the sandbox web and its forbidden listeners never leave it."""
+
+    def problem(self, v) -> str | None:
+        if v == "localhost":
+            return None
+        try:
+            ip = ipaddress.ip_address(v)
+        except (TypeError, ValueError):
+            return "must be localhost or a loopback IP address (127.0.0.0/8, ::1)"
+        ip = getattr(ip, "ipv4_mapped", None) or ip
+        return None if ip.is_loopback else "must be localhost or a loopback IP address (127.0.0.0/8, ::1)"
+
+
+@dataclass(frozen=True)
+class HostPort:
+    """`host:port`, as the crawler's allow-list reads it (an IPv6 host may be bracketed)."""
+
+    def problem(self, v) -> str | None:
+        host, _, port = v.rpartition(":") if isinstance(v, str) else ("", "", "")
+        ok = bool(host.strip("[]")) and not re.search(r"\s", host) and port.isdigit() \
+            and 1 <= int(port) <= 65_535
+        return None if ok else "must be HOST:PORT with a port from 1 to 65_535"
+
+
+@dataclass(frozen=True)
+class Each:
+    """A list or tuple: between `least` and `most` items, each passing `item`."""
+    item: object
+    least: int = 0
+    most: int = 1000
+
+    def problem(self, v) -> str | None:
+        if not isinstance(v, (list, tuple)) or not self.least <= len(v) <= self.most:
+            count = (f"exactly {self.least}" if self.least == self.most
+                     else f"from {self.least} to {self.most}")
+            return f"must be a comma-separated list of {count} items"
+        for x in v:
+            if (bad := self.item.problem(x)) is not None:
+                return f"item {_show(x)} {bad}"
+        return None
+
+
+PATH = Form(r"[^\x00\n]+", "a path (not empty)")
+TEXT = Form(r"[^\x00-\x1f\x7f]+", "a non-empty line of text")
+NAME = Form(r"[^\s\x00-\x1f]+", "a name (not empty, no spaces)")
+SEED = Ints(0, 2**32 - 1, "numpy's seed range")
+SHARE = Num(0, 1)
+COSINE = Num(0, 1, above=True)
+TIMEOUT = Num(0, 3600, above=True)
+PAUSE = Num(0, 3600)
+WORKERS = Ints(0, 1024, "0 = chosen from the cores")
+
+RULES: dict[str, object] = {
+    "run.target": Form(r"folder:[^\x00\n]+|sandbox-[\w-]+|[A-Za-z0-9]([\w-]*[A-Za-z0-9])?",
+                       "a dataset name (flowers102, ...), folder:PATH or sandbox-NAME"),
+    "run.hours": Num(0, 100_000, above=True),
+    "run.rounds": Ints(0, 1_000_000, "0 = budget only"),
+    "run.max_images": Ints(0, 10**12, "0 = no cap"),
+    "run.run_dir": PATH,
+    "run.cache_dir": Form(r"[^\x00\n]*", "a path, or empty for RUN_DIR/cache"),
+    "run.data_root": PATH,
+    "run.seed": SEED,
+    # the form only: whether this machine has the device is pick_device's to say
+    "run.device": Form(r"auto|[a-z_]+(:\d+)?", "auto or a torch device such as cpu, cuda or cuda:1"),
+    "run.checkpoint_every": Ints(0, 1_000_000, "0 = latest.pt only"),
+
+    "crawl.engine": Form(r"ddgs|sandbox|none|corpus:\s*\S.*", "ddgs, sandbox, none or corpus:PATH"),
+    "crawl.queries_per_round": Ints(1, 100_000),
+    "crawl.results_per_query": Ints(1, 10_000),
+    "crawl.concurrency": Ints(1, 10_000, "each request in flight holds a socket"),
+    "crawl.per_host": Ints(1, 10_000),
+    "crawl.politeness_delay_s": PAUSE,
+    "crawl.connect_timeout_s": TIMEOUT,
+    "crawl.read_timeout_s": TIMEOUT,
+    "crawl.total_timeout_s": TIMEOUT,
+    "crawl.max_bytes": Ints(1_000, 1_000_000_000, "bodies are held in memory"),
+    "crawl.max_redirects": Ints(0, 20),
+    "crawl.retries": Ints(0, 20),
+    "crawl.retry_backoff_s": PAUSE,
+    "crawl.user_agent": TEXT,
+    "crawl.allow": Each(HostPort()),
+    "crawl.search_interval_s": PAUSE,
+    "crawl.search_retries": Ints(0, 100),
+    "crawl.search_backoff_s": PAUSE,
+    "crawl.search_backoff_max_s": Num(0, 86_400),
+    "crawl.search_timeout_s": TIMEOUT,
+    "crawl.search_region": Form(r"[a-z]{2}-[a-z]{2}", "a ddgs region such as us-en or wt-wt"),
+    "crawl.search_safesearch": Choice(("on", "moderate", "off")),
+    "crawl.search_backend": Form(r"[a-z_]+(\s*,\s*[a-z_]+)*", "auto or a comma list of ddgs backends"),
+    "crawl.corpus_cache_dir": PATH,
+    "crawl.corpus_text_model": NAME,
+    "crawl.corpus_allow_outside": Flag(),
+    "crawl.image_size": Ints(16, 4096),
+    "crawl.min_side": Ints(1, 4096),
+    "crawl.max_aspect": Num(1, 1000),
+    "crawl.max_pixels": Ints(1, 1_000_000_000, "Pillow's decompression-bomb limit"),
+    "crawl.jpeg_quality": Ints(1, 100, "Pillow's JPEG quality scale"),
+    "crawl.near_dup_threshold": COSINE,
+    "crawl.leak_threshold": COSINE,
+    "crawl.cache_max_bytes": Ints(1, 10**15),
+    "crawl.pool": Choice(("process", "thread")),
+    "crawl.workers": WORKERS,
+    "crawl.prepare_timeout_s": TIMEOUT,
+    "crawl.db_batch": Ints(1, 100_000),
+
+    "model.name": Choice(("tiny-64", "vit-s16", "vit-b16")),
+    "model.init": Form(r"scratch|timm:\S+|file:[^\x00\n]+", "scratch, timm:MODEL_NAME or file:PATH"),
+    "model.mask_ratio": Num(0.05, 0.95),
+    "model.caption_weight": Num(0, 100),
+    "model.max_caption_tokens": Ints(1, 512, "the text model's longest input"),
+    "model.norm_pix_loss": Flag(),
+    "model.drop_path": Num(0, 1, below=True),
+
+    "train.batch_size": Ints(1, 4096, "a micro-batch must fit one accelerator; use train.grad_accum for more"),
+    "train.steps_per_round": Ints(0, 1_000_000, "0 = the encoder is not trained"),
+    "train.lr": Num(0, 1, above=True),
+    "train.weight_decay": Num(0, 10),
+    "train.betas": Each(Num(0, 1, below=True), 2, 2),
+    "train.warmup_steps": Ints(0, 100_000_000),
+    "train.total_steps": Ints(1, 1_000_000_000),
+    "train.grad_clip": Num(0, 1e6),
+    "train.grad_accum": Ints(1, 1024),
+    "train.target_share": SHARE,
+    "train.candidate_share": SHARE,
+    "train.replay_share": SHARE,
+    "train.replay_size": Ints(0, 100_000_000),
+    "train.workers": WORKERS,
+    "train.bf16": Flag(),
+    "train.compile": Flag(),
+    "train.min_lr_ratio": SHARE,
+    "train.crop_scale_min": Num(0, 1, above=True),
+
+    "reward.k": Ints(1, 10_000),
+    "reward.centre": Choice(("web", "none")),
+    "reward.background_images": Ints(0, 1_000_000, "0 = no web sample"),
+    "reward.contrast": Flag(),
+    "reward.floor": Num(-10, 10),
+    "reward.floor_mode": Choice(("fixed", "round_min")),
+
+    "policy.name": Choice(("gp", "ucb", "random", "oracle")),
+    "policy.vocab": Form(r"imagenet21k|wordnet|sandbox|file:[^\x00\n]+",
+                         "imagenet21k, wordnet, sandbox or file:PATH"),
+    "policy.descriptors": Form(r"[^\x00\n]*", "a path, or empty for none"),
+    "policy.descriptor_share": SHARE,
+    "policy.temperature": Num(0, 1000, above=True),
+    "policy.epsilon": SHARE,
+    "policy.ucb_beta": Num(0, 1000),
+    "policy.max_observations": Ints(1, 1_000_000),
+    "policy.gp_fit_points": Ints(1, 100_000),
+    "policy.gp_restarts": Ints(0, 100),
+    "policy.text_model": NAME,
+    "policy.embedding_cache": PATH,
+
+    "sandbox.seed": SEED,
+    "sandbox.profile": Choice(("none", "realistic", "hostile")),
+    "sandbox.test_per_class": Ints(1, 10_000),
+    "sandbox.host": Loopback(),
+    "sandbox.port": Ints(0, 65_535, "0 = any free port"),
+    "sandbox.stall_s": TIMEOUT,
+    "sandbox.oversize_bytes": Ints(1, 10_000_000_000),
+    "sandbox.gzip_bomb_bytes": Ints(1, 10_000_000_000),
+    "sandbox.forbidden_hosts": Each(Loopback(), 0, 16),
+    "sandbox.cache_bytes": Ints(0, 10**12),
+
+    "eval.label_fractions": Each(Num(0, 1, above=True), 1, 100),
+    "eval.knn_k": Ints(1, 10_000),
+    "eval.knn_temperature": Num(0, 100, above=True),
+    "eval.probe_c": Each(Num(0, 1e6, above=True), 1, 100),
+    "eval.val_share": Num(0, 1, above=True, below=True),
+    "eval.max_iter": Ints(1, 1_000_000),
+    "eval.seed": SEED,
+    "eval.batch_size": Ints(1, 65_536),
+    "eval.workers": WORKERS,
+    "eval.progress_max_train": Ints(1, 10_000_000),
+    "eval.progress_max_test": Ints(1, 10_000_000),
+}
+
+
+def _show(value) -> str:
+    """A value as it would be typed after --set."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ",".join(_show(v) for v in value)
+    if isinstance(value, str) and (not value or value != value.strip() or not value.isprintable()):
+        return repr(value)
+    return str(value)
+
+
+def _number(x: float) -> str:
+    return f"{int(x):_}" if x == int(x) else f"{x:g}"
+
+
+def check_field(name: str, value, typed: str | None = None) -> None:
+    """Raise ConfigError `section.field=value: must be ...` unless `value` is allowed;
+    `typed` is the value as the user wrote it after --set, shown instead of `value`."""
+    problem = RULES[name].problem(value)
+    if problem is not None:
+        raise ConfigError(f"{name}={_show(value) if typed is None else typed}: {problem}")
+
+
+def validate(cfg: Config) -> Config:
+    """Check every field of `cfg` (also one built in code) and the rules across fields."""
+    for section in SECTIONS:
+        part = getattr(cfg, section)
+        for f in dataclasses.fields(part):
+            check_field(f"{section}.{f.name}", getattr(part, f.name))
+    t = cfg.train
+    if t.target_share + t.candidate_share + t.replay_share <= 0:
+        raise ConfigError("train.target_share, candidate_share and replay_share are all 0: "
+                          "a batch needs images from at least one source")
+    return cfg

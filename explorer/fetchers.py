@@ -19,6 +19,16 @@ every URL, over all workers; a redirect to another host is limited by the worker
 it. A worker that dies (a decoder crashing on hostile bytes, the OOM killer) costs only the URLs
 it had in flight: they get `worker_lost`, which a later crawl fetches again, and a new worker
 takes its place.
+
+Each image's preparation has a deadline, `crawl.prepare_timeout_s` of CPU (a few hundred kB of
+progressive JPEG can hold a core for minutes). In a worker a watchdog thread reads the CPU
+clock of the thread preparing (`PrepareClock`): past the deadline it reports `decode_timeout`
+for that URL (final: never fetched again) and SIGKILLs its own process, as C code sees no
+Python exception; this process sends the worker's other URLs to another worker, once, and a
+new worker takes its place. The worker judges, not this process: it reads its threads' clocks
+directly, and costs no message per URL. In thread mode nothing can stop a thread: the crawl
+stops waiting at the deadline and records `decode_timeout`, and the thread runs on until its
+decode ends, a preparing thread lost meanwhile (and `explore` waits for it at exit).
 """
 from __future__ import annotations
 
@@ -26,20 +36,22 @@ import asyncio
 import itertools
 import os
 import signal
+import sys
+import threading
+import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable, Hashable
 from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 import numpy as np
 
-from explorer import images, worker_server
+from explorer import images, localfile, worker_server
 from explorer.allocator import keep_freed_memory
 from explorer.config import CrawlConfig
-from explorer.downloader import Downloader, HostPacer
+from explorer.downloader import Downloader, HostPacer, host_key
 from explorer.records import Candidate, FetchResult, Outcome
 
 Prepared = tuple[Candidate, np.ndarray] | images.Rejection  # (image, cheap vector [768]) or why not
@@ -72,42 +84,96 @@ def prepare_job(body: bytes, cfg: CrawlConfig) -> Prepared:
         return images.Rejection(Outcome.CORRUPT, f"unexpected {type(e).__name__}: {str(e)[:200]}")
 
 
-async def fetch_body(downloader: Downloader, url: str, cfg: CrawlConfig, allow_files: bool) -> FetchResult:
-    """HTTP(S) through the guarded downloader; file:// (the local corpus engine) only when allowed."""
-    if urlsplit(url).scheme.lower() != "file":
-        return await downloader.fetch(url)
-    if not allow_files:
-        return FetchResult(url=url, outcome=Outcome.BAD_URL, reason="file:// URLs are not allowed here")
-    path = Path(url2pathname(urlsplit(url).path))
+class PrepareClock:
+    """The CPU time each image in preparation has used so far, readable from another thread.
+
+    The preparing thread notes its own CPU clock and its reading as it starts (`run`); a
+    watcher reads that clock later (`used`, `over`). A thread's CPU time counts only what it
+    computed, not the time it waited for a core: a busy machine does not make a good image late.
+    """
+
+    def __init__(self) -> None:
+        self._busy: dict[Hashable, tuple[int, float]] = {}  # key -> (its thread's CPU clock, reading at start)
+
+    def run(self, key: Hashable, fn: Callable, *args):
+        clock = time.pthread_getcpuclockid(threading.get_ident())
+        self._busy[key] = (clock, time.clock_gettime(clock))
+        try:
+            return fn(*args)
+        finally:
+            del self._busy[key]
+
+    def used(self, key: Hashable) -> float | None:
+        """CPU seconds `key`'s preparation has used, or None when it is not running."""
+        entry = self._busy.get(key)
+        if entry is None:
+            return None
+        clock, start = entry
+        try:
+            return time.clock_gettime(clock) - start
+        except OSError:  # its thread has just ended
+            return None
+
+    def over(self, budget_s: float) -> list[tuple[Hashable, float]]:
+        """(key, CPU seconds used) of every preparation past `budget_s`."""
+        return [(key, used) for key in list(self._busy) if (used := self.used(key) or 0.0) > budget_s]
+
+
+def past_deadline(used_s: float, cfg: CrawlConfig) -> images.Rejection:
+    return images.Rejection(Outcome.DECODE_TIMEOUT, f"preparing the image used {used_s:.1f} s of CPU, "
+                                                    f"over crawl.prepare_timeout_s={cfg.prepare_timeout_s:g}")
+
+
+async def within_deadline(clock: PrepareClock, key: Hashable, future: asyncio.Future, cfg: CrawlConfig) -> Prepared:
+    """`future`'s preparation, or decode_timeout once it has used crawl.prepare_timeout_s of CPU.
+    Its thread goes on (nothing stops a thread inside C code) and its result is dropped."""
+    tick = min(0.1, cfg.prepare_timeout_s / 4)
+    while not (await asyncio.wait({future}, timeout=tick))[0]:
+        used = clock.used(key)
+        if used is not None and used > cfg.prepare_timeout_s:
+            return past_deadline(used, cfg)
+    return future.result()
+
+
+async def fetch_body(downloader: Downloader, url: str, cfg: CrawlConfig, corpus_root: Path | None) -> FetchResult:
+    """HTTP(S) through the guarded downloader; file:// (the local corpus engine) from under
+    `corpus_root` only (explorer/localfile.py), none when it is None."""
     try:
-        if path.stat().st_size > cfg.max_bytes:
-            return FetchResult(url=url, outcome=Outcome.TOO_LARGE, reason=f"file over {cfg.max_bytes} bytes")
-        return FetchResult(url=url, body=await asyncio.to_thread(path.read_bytes), status=200, final_url=url)
-    except OSError as e:
-        return FetchResult(url=url, outcome=Outcome.HTTP_ERROR, reason=f"{type(e).__name__}: {e}"[:300])
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:  # a malformed authority ("http://[x"): the downloader records a bad URL
+        scheme = ""
+    if scheme != "file":
+        return await downloader.fetch(url)
+    return await asyncio.to_thread(localfile.read_file_url, url, corpus_root, cfg.max_bytes,
+                                   cfg.corpus_allow_outside)
 
 
-async def fetch_and_prepare(downloader: Downloader, url: str, cfg: CrawlConfig, allow_files: bool,
-                            pool: Executor, inline_jpeg_bytes: int = 0) -> Fetched:
-    """Fetch, then prepare in `pool`; a JPEG of at most `inline_jpeg_bytes` is prepared right here
-    on the loop instead. DCT scaling bounds a JPEG's decode by its bytes (2 MB: ~35 ms at most
-    here, for 62 megapixels); other formats can hold many pixels in few bytes."""
-    result = await fetch_body(downloader, url, cfg, allow_files)
+async def fetch_and_prepare(downloader: Downloader, url: str, cfg: CrawlConfig, corpus_root: Path | None,
+                            pool: Executor, clock: PrepareClock, key: Hashable, inline_jpeg_bytes: int = 0,
+                            wait_within_deadline: bool = False) -> Fetched:
+    """Fetch, then prepare in `pool`, timed by `clock` under `key`; a JPEG of at most
+    `inline_jpeg_bytes` is prepared right here on the loop instead. DCT scaling bounds a plain
+    JPEG's decode by its bytes (2 MB: ~35 ms at most here, for 62 megapixels); other formats can
+    hold many pixels in few bytes, and a progressive JPEG any number of scans, which is what the
+    deadline is for: with `wait_within_deadline` this waits no longer than that (thread mode);
+    a fetch worker has a watchdog instead, which kills the whole process."""
+    result = await fetch_body(downloader, url, cfg, corpus_root)
     if result.body is None:
         return Fetched(result)
     body, result.body = result.body, None
     if len(body) <= inline_jpeg_bytes and images.sniff(body) == "JPEG":
-        prepared = prepare_job(body, cfg)
+        prepared = clock.run(key, prepare_job, body, cfg)
     else:
-        prepared = await asyncio.get_running_loop().run_in_executor(pool, prepare_job, body, cfg)
+        future = asyncio.get_running_loop().run_in_executor(pool, clock.run, key, prepare_job, body, cfg)
+        prepared = await (within_deadline(clock, key, future, cfg) if wait_within_deadline else future)
     return Fetched(result, prepared, len(body))
 
 
-def make_fetcher(cfg: CrawlConfig, allow: list[str], allow_files: bool) -> "LocalFetcher | ProcessFetcher":
+def make_fetcher(cfg: CrawlConfig, allow: list[str], corpus_root: Path | None) -> "LocalFetcher | ProcessFetcher":
     if cfg.pool == "thread":
-        return LocalFetcher(cfg, allow, allow_files)
+        return LocalFetcher(cfg, allow, corpus_root)
     if cfg.pool == "process":
-        return ProcessFetcher(cfg, allow, allow_files)
+        return ProcessFetcher(cfg, allow, corpus_root)
     raise ValueError(f"crawl.pool must be thread or process, not {cfg.pool!r}")
 
 
@@ -115,43 +181,80 @@ class LocalFetcher:
     """Downloads on this process's event loop, prepares in `workers` threads (0 = 2 per core:
     decode, resize and encode release the GIL; the extra threads fill the gaps where one holds it)."""
 
-    def __init__(self, cfg: CrawlConfig, allow: list[str], allow_files: bool) -> None:
-        self.cfg, self.allow, self.allow_files = cfg, allow, allow_files
+    def __init__(self, cfg: CrawlConfig, allow: list[str], corpus_root: Path | None) -> None:
+        self.cfg, self.allow, self.corpus_root = cfg, allow, corpus_root
         keep_freed_memory()  # (for this whole process: the preparing threads' buffers)
         self.pool = ThreadPoolExecutor(cfg.workers or 2 * len(os.sched_getaffinity(0)), thread_name_prefix="prepare")
+        self.clock = PrepareClock()
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[FetchFn]:
         async with Downloader(self.cfg, self.allow) as downloader:
-            yield lambda url: fetch_and_prepare(downloader, url, self.cfg, self.allow_files, self.pool)
+            yield lambda url: fetch_and_prepare(downloader, url, self.cfg, self.corpus_root, self.pool, self.clock,
+                                                object(), wait_within_deadline=True)
 
     def close(self) -> None:
-        self.pool.shutdown(cancel_futures=True)
+        self.pool.shutdown(wait=False, cancel_futures=True)  # a thread past its deadline may run on for minutes
 
 
 # -- process mode -----------------------------------------------------------------------------
-def worker_main(conn, cfg: CrawlConfig, allow: list[str], allow_files: bool) -> None:
+def worker_main(conn, cfg: CrawlConfig, allow: list[str], corpus_root: Path | None) -> None:
     """A worker process: (job, url) messages in, (job, Fetched) out, until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
+    server = sys.modules.get("explorer.worker_env")  # the fork server's preload (absent when spawned)
+    if server is not None and server.SERVER_PID != os.getpid():
+        worker_server.die_with_parent(server.SERVER_PID)
     keep_freed_memory()
-    asyncio.run(_serve(conn, cfg, allow, allow_files))
+    asyncio.run(_serve(conn, cfg, allow, corpus_root))
 
 
-async def _serve(conn, cfg: CrawlConfig, allow: list[str], allow_files: bool) -> None:
+def watch_deadline(clock: PrepareClock, budget_s: float, overdue: Callable[[Hashable, float], None],
+                   stop: threading.Event) -> None:
+    """A worker's watchdog thread: `overdue(job, CPU seconds)` for a preparation past its budget.
+    It needs the GIL only between checks: the decoders release it while they work."""
+    tick = min(0.1, budget_s / 4)
+    while not stop.wait(tick):
+        for job, used in clock.over(budget_s):
+            overdue(job, used)
+
+
+async def _serve(conn, cfg: CrawlConfig, allow: list[str], corpus_root: Path | None) -> None:
     loop = asyncio.get_running_loop()
     closed = asyncio.Event()
     tasks: set[asyncio.Task] = set()
+    urls: dict[int, str] = {}  # job -> URL, of the jobs in flight
+    clock, stop = PrepareClock(), threading.Event()
+    sending = threading.Lock()  # the loop and the watchdog both write to the pipe
 
+    def send(message) -> None:
+        with sending:
+            conn.send(message)
+
+    def overdue(job: int, used: float) -> None:
+        """Past the deadline: say so for this job, then die at once (SIGKILL, as C code sees no
+        exception); the parent sends this worker's other jobs to another worker."""
+        try:
+            send((job, Fetched(FetchResult(url=urls.get(job, "")), past_deadline(used, cfg))))
+        finally:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    watchdog = threading.Thread(target=watch_deadline, args=(clock, cfg.prepare_timeout_s, overdue, stop),
+                                name="prepare-deadline", daemon=True)
+    watchdog.start()
     with ThreadPoolExecutor(1, thread_name_prefix="prepare") as pool:  # for what is slow to decode
         async with Downloader(cfg, allow) as downloader:
             async def one(job: int, url: str) -> None:
+                urls[job] = url
                 try:
-                    fetched = await fetch_and_prepare(downloader, url, cfg, allow_files, pool, INLINE_JPEG_BYTES)
+                    fetched = await fetch_and_prepare(downloader, url, cfg, corpus_root, pool, clock, job,
+                                                      INLINE_JPEG_BYTES)
                 except Exception as e:  # noqa: BLE001 - a bug must not leave the parent waiting forever
                     fetched = Fetched(FetchResult(url=url, outcome=Outcome.CONNECTION_ERROR,
                                                   reason=f"unexpected {type(e).__name__} in the fetch worker: {e}"[:300]))
+                finally:
+                    urls.pop(job, None)
                 try:
-                    conn.send((job, fetched))
+                    send((job, fetched))
                 except OSError:
                     closed.set()
 
@@ -174,6 +277,11 @@ async def _serve(conn, cfg: CrawlConfig, allow: list[str], allow_files: bool) ->
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+    stop.set()
+
+
+def _past_deadline(fetched: Fetched) -> bool:
+    return isinstance(fetched.prepared, images.Rejection) and fetched.prepared.outcome == Outcome.DECODE_TIMEOUT
 
 
 class _Worker:
@@ -185,7 +293,7 @@ class _Worker:
         # one that runs an event loop and threads is unsafe
         ctx = worker_server.context()
         self.conn, child = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=worker_main, args=(child, owner.cfg, owner.allow, owner.allow_files),
+        self.process = ctx.Process(target=worker_main, args=(child, owner.cfg, owner.allow, owner.corpus_root),
                                    name="explore-fetch", daemon=True)
         try:
             self.process.start()
@@ -228,13 +336,14 @@ class ProcessFetcher:
     """Fetch and prepare in `workers` processes (0 = one per core); see the module docstring.
     Everything here runs on the event loop of the current session (or in close(), after it)."""
 
-    def __init__(self, cfg: CrawlConfig, allow: list[str], allow_files: bool) -> None:
-        self.cfg, self.allow, self.allow_files = cfg, list(allow), allow_files
+    def __init__(self, cfg: CrawlConfig, allow: list[str], corpus_root: Path | None) -> None:
+        self.cfg, self.allow, self.corpus_root = cfg, list(allow), corpus_root
         self.n_workers = cfg.workers or len(os.sched_getaffinity(0))
         self.workers: list[_Worker] = []
         self._jobs: dict[int, tuple[str, asyncio.Future]] = {}  # job -> (its URL, the future its fetch awaits)
         self._ids = itertools.count()
         self._failed_starts: list[int | None] = []  # exit codes of workers that died delivering nothing
+        self._second_tries: set[int] = set()   # jobs sent again after their worker was killed for another's deadline
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sessions = 0                     # sessions open on self._loop
         self._host_slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}  # host -> (slots, [users])
@@ -261,7 +370,7 @@ class ProcessFetcher:
                     worker.unwatch()
 
     async def fetch(self, url: str) -> Fetched:
-        host = urlsplit(url).netloc.lower()
+        host = host_key(url)  # never raises: a URL list holds anything
         slots, users = self._host_slots.setdefault(host, (asyncio.Semaphore(self.cfg.per_host), [0]))
         users[0] += 1
         try:
@@ -274,10 +383,21 @@ class ProcessFetcher:
 
     async def _dispatch(self, host: str, url: str) -> Fetched:
         await self._pacer.wait(host)
+        fetched = await self._run(url, second_try=False)
+        if fetched is None:  # its worker was killed over another URL's deadline: not this URL's fault
+            await self._pacer.wait(host)
+            fetched = await self._run(url, second_try=True)
+        return fetched
+
+    async def _run(self, url: str, second_try: bool) -> Fetched | None:
+        """`url` sent to a worker: its Fetched, or None when that worker was killed over another
+        job's deadline (first tries only; a second try gets worker_lost)."""
         worker = self._pick()
         job = next(self._ids)
         future = self._loop.create_future()
         self._jobs[job] = (url, future)
+        if second_try:
+            self._second_tries.add(job)
         worker.jobs.add(job)
         try:
             worker.conn.send((job, url))
@@ -287,6 +407,7 @@ class ProcessFetcher:
             return await future
         finally:
             self._jobs.pop(job, None)
+            self._second_tries.discard(job)
             worker.jobs.discard(job)
 
     def _pick(self) -> _Worker:
@@ -316,14 +437,20 @@ class ProcessFetcher:
                 _, future = self._jobs.get(job, (None, None))
                 if future is not None and not future.done():  # else cancelled, or from an earlier session
                     future.set_result(fetched)
+                if _past_deadline(fetched):  # its watchdog is killing it: make sure, and move its other jobs
+                    worker.process.kill()
+                    self._lost(worker, resend=True)
+                    return
         except (EOFError, OSError):
             self._lost(worker)
         except Exception:  # noqa: BLE001 - a message that does not unpickle: trust nothing more from it
             worker.process.kill()
             self._lost(worker)
 
-    def _lost(self, worker: _Worker) -> None:
-        """The worker's pipe closed: answer its jobs in flight, and let _pick replace it."""
+    def _lost(self, worker: _Worker, resend: bool = False) -> None:
+        """The worker's pipe closed: answer its jobs in flight, and let _pick replace it. With
+        `resend` (it was killed over one job's deadline) the others are sent again, once.
+        A worker killed so has delivered that job's decode_timeout: not a failed start."""
         worker.unwatch()
         worker.alive = False
         worker.process.join(1.0)  # it has closed its end: it is exiting
@@ -335,7 +462,9 @@ class ProcessFetcher:
         for job in worker.jobs:
             url, future = self._jobs.get(job, ("", None))
             if future is not None and not future.done():
-                future.set_result(Fetched(FetchResult(url=url, outcome=Outcome.WORKER_LOST, reason=reason)))
+                again = resend and job not in self._second_tries
+                future.set_result(None if again else
+                                  Fetched(FetchResult(url=url, outcome=Outcome.WORKER_LOST, reason=reason)))
         worker.conn.close()
 
     def close(self) -> None:

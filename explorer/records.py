@@ -31,6 +31,8 @@ class Outcome(str, enum.Enum):
     REDIRECT_LIMIT = "redirect_limit"     # more than max_redirects hops, or a loop
     DISK_FULL = "disk_full"               # cache size cap reached or ENOSPC
     WORKER_LOST = "worker_lost"           # the fetch worker process died with this URL in flight
+    DECODE_TIMEOUT = "decode_timeout"     # preparing the image took more CPU than crawl.prepare_timeout_s
+    FORBIDDEN_PATH = "forbidden_path"     # file:// outside the corpus root, or not a regular file (device, FIFO)
 
 
 @dataclass(frozen=True)

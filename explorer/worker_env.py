@@ -1,10 +1,21 @@
-"""Imported by the fetch workers' fork server only (explorer/worker_server.py), before numpy.
+"""Imported by the fetch workers' fork server only (explorer/worker_server.py), before numpy:
+importing it ties the importing process's life to its parent's.
 
 The workers multiply no matrices, but numpy's OpenBLAS starts a thread per core when it is
 loaded, and each spins for ~0.1 s of CPU before it sleeps: in the fork server, on cores the
 crawl needs. One BLAS thread there, and in the workers forked from it, costs nothing.
+
+The server dies with `explore` (SIGKILL from the kernel): its own shutdown waits for the end
+of a pipe that every worker holds a copy of, which a worker busy inside a decoder never
+closes, and each worker dies with the server (worker_server.die_with_parent). The request is
+made before the server forks anything; if `explore` died before it, that pipe ends the
+server, as no worker exists yet. `SERVER_PID`, inherited by the workers, is their parent's pid.
 """
 import os
 
+from explorer import worker_server
+
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+SERVER_PID = os.getpid()
+worker_server.die_with_parent()

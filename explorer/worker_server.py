@@ -6,10 +6,21 @@ with no event loop running, then forks each worker ready to fetch, which is also
 that died is replaced within milliseconds. `start()` launches it and returns at once: called
 first thing by a command (`explore fetch`), the server's imports run while the command does
 its own. This module imports nothing heavy, so that it can be called that early.
+
+When `explore` dies, even by kill -9, its workers die with it, also one busy inside a decoder
+that reads no pipe: the kernel kills the server when `explore` exits and each worker when the
+server exits (`die_with_parent`, asked for by explorer/worker_env.py and `worker_main`). That
+signal is tied to the *thread* that started the process: a server started from a thread that
+ends before `explore` dies with it, and the workers with it; their URLs get `worker_lost` and
+the next fetch starts a new server (as after the OOM killer).
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
 from multiprocessing import forkserver
 from multiprocessing.context import BaseContext
 
@@ -37,3 +48,19 @@ def start() -> None:
     if available():
         context()
         forkserver.ensure_running()
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def die_with_parent(parent_pid: int | None = None) -> None:
+    """Have the kernel SIGKILL this process when its parent exits (Linux only). A parent that
+    died before the request (`parent_pid`, when given, is no longer our parent) left us
+    orphaned with no signal to come: exit now."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return  # (a seccomp filter, say): the pipes' ends still stop idle processes
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)
