@@ -127,11 +127,12 @@ def past_deadline(used_s: float, cfg: CrawlConfig) -> images.Rejection:
 async def within_deadline(clock: PrepareClock, key: Hashable, future: asyncio.Future, cfg: CrawlConfig) -> Prepared:
     """`future`'s preparation, or decode_timeout once it has used crawl.prepare_timeout_s of CPU.
     Its thread goes on (nothing stops a thread inside C code) and its result is dropped."""
-    tick = min(0.1, cfg.prepare_timeout_s / 4)
-    while not (await asyncio.wait({future}, timeout=tick))[0]:
-        used = clock.used(key)
-        if used is not None and used > cfg.prepare_timeout_s:
+    left = cfg.prepare_timeout_s  # CPU time never outruns wall time: no need to look sooner
+    while not (await asyncio.wait({future}, timeout=left))[0]:
+        used = clock.used(key) or 0.0  # (None: still queued for a thread)
+        if used > cfg.prepare_timeout_s:
             return past_deadline(used, cfg)
+        left = max(0.01, cfg.prepare_timeout_s - used)
     return future.result()
 
 
