@@ -369,6 +369,9 @@ def cache_verify(
     run_dir: Annotated[Optional[Path], typer.Option(
         "--run-dir", help="The run whose database describes this cache (default: CACHE_DIR/explore.db).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Skip re-embedding every image to compare with the index.")] = False,
+    repair: Annotated[bool, typer.Option("--repair", help=(
+        "First mend what two writers on one database left: lost image rows restored from their files "
+        "(else their URLs made retryable), the index made to match; says what it did."))] = False,
 ) -> None:
     """Check that files, database rows and the FAISS index agree; exit 1 listing every problem."""
     from cache.verify import verify
@@ -378,6 +381,8 @@ def cache_verify(
     db_path = run_dir / "explore.db" if run_dir else None
     if run_dir is not None and not db_path.exists():
         fail(f"{run_dir} is not a run directory with a database")
+    if repair:
+        _repair(cache_dir, db_path)
     problems = verify(cache_dir, db_path, deep=not quick)
     for problem in problems:
         typer.echo(problem)
@@ -385,6 +390,19 @@ def cache_verify(
         console.print(f"[bold red]{len(problems)} problem(s)[/] in {cache_dir}")
         raise typer.Exit(1)
     console.print(f"{cache_dir}: clean")
+
+
+def _repair(cache_dir: Path, db_path: Optional[Path]) -> None:
+    """`cache verify --repair`: mend, as the database's one writer, and say what was done."""
+    from cache.db import WriterBusy
+    from cache.verify import repair
+
+    try:
+        done = repair(cache_dir, db_path)
+    except WriterBusy as e:
+        fail(str(e))
+    for line in done or ["nothing to repair"]:
+        typer.echo(f"repair: {line}")
 
 
 if __name__ == "__main__":

@@ -3,11 +3,14 @@
 One schema serves `explore fetch` (CACHE_DIR/explore.db) and a run (RUN_DIR/explore.db).
 One connection, used from one thread (the event loop's). Writes go through
 `with db.transaction():`, which nests (inner blocks join the outer one), so the loop can
-commit a query's attempts and its status together.
+commit a query's attempts and its status together. One process writes a database at a time
+(`WriterLock`); readers (stats, verify, status) need no lock.
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -50,6 +53,58 @@ def is_final(row: dict) -> bool:
         return False
     status = row["status_code"] or 0
     return not (row["outcome"] == "http_error" and (status in (0, 429) or status >= 500))
+
+
+class WriterBusy(Exception):
+    """Another process holds the writer lock of this database."""
+
+
+class WriterLock:
+    """One writer per database and the near-duplicate index beside it.
+
+    A writer numbers its new images (`vec_id`) from the database's highest at open and saves
+    its whole in-memory index when done, so a second writer would reuse the first one's ids
+    and overwrite its index. An exclusive `flock` on `explore.db.lock`, held for the writer's
+    life, refuses the second one; the kernel drops it when the holder exits, kill -9 included.
+    The file holds the holder's pid, for the refusal to name it.
+    """
+
+    def __init__(self, db_path: str | Path) -> None:
+        self.db_path = Path(db_path)
+        self.path = self.db_path.with_name(self.db_path.name + ".lock")
+        self.fd: int | None = None
+
+    def acquire(self) -> "WriterLock":
+        """Take the lock, or raise WriterBusy at once (never waits)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise WriterBusy(f"{self.db_path} is being written by another explore process "
+                             f"(pid {holder}); wait for it to end, or give this one its own cache directory") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the last descriptor drops the flock
+            self.fd = None
+
+    def __enter__(self) -> "WriterLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        # a writer dropped unclosed (an error while a run is being built) must not keep the
+        # database locked for the rest of the process, as its SQLite connection would not
+        self.release()
 
 
 class MetaDB:
@@ -194,9 +249,13 @@ class MetaDB:
     def add_image(self, sha256: str, path: str, width: int, height: int, orig_width: int, orig_height: int,
                   *, bytes: int = 0, first_url: str = "", caption: str = "", query_id: int | None = None,
                   round: int | None = None, vec_id: int | None = None) -> None:
+        """A known sha256 is left as it is; a vec_id already held raises IntegrityError, so the
+        transaction that records this image's `ok` attempt rolls back with it (an ignored row
+        would leave the attempt `ok` and the image lost)."""
         self.conn.execute(
-            "INSERT OR IGNORE INTO images(sha256, path, width, height, orig_width, orig_height, bytes, first_url, "
-            "caption, query_id, round, vec_id, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO images(sha256, path, width, height, orig_width, orig_height, bytes, first_url, "
+            "caption, query_id, round, vec_id, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(sha256) DO NOTHING",
             (sha256, path, width, height, orig_width, orig_height, bytes, first_url, caption, query_id, round,
              vec_id, time.time()))
 

@@ -6,6 +6,11 @@ import os
 from pathlib import Path
 
 
+def image_relpath(sha256: str) -> str:
+    """Where the image with this sha256 lives, relative to the store's root."""
+    return f"images/{sha256[:2]}/{sha256}.jpg"
+
+
 class StoreError(OSError):
     """An image could not be written to the cache (read-only directory, I/O error, ...)."""
 
@@ -50,10 +55,10 @@ class ImageStore:
         return total
 
     def path(self, sha256: str) -> Path:
-        return self.images / sha256[:2] / f"{sha256}.jpg"
+        return self.root / image_relpath(sha256)
 
     def relpath(self, sha256: str) -> str:
-        return str(self.path(sha256).relative_to(self.root))
+        return image_relpath(sha256)
 
     def has(self, sha256: str) -> bool:
         return self.path(sha256).exists()

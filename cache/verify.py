@@ -12,10 +12,17 @@ promise of the crawl pipeline or the loop, not a style preference:
   its one `ok` attempt; a `duplicate` points at a cached image;
 - queries and rounds: every query's round has a row, images carry their query's round, a round
   marked done has no query left pending.
+
+`repair` (`explore cache verify --repair`) mends what two writers on one database left before
+they were refused (`cache.db.WriterLock`): `ok` attempts whose image row was dropped get it back
+from the stored file, or, with no file to restore it from, are deleted so that the next fetch
+gets their URL again; one image kept by both writers keeps one `ok` attempt; the index is made
+to hold exactly each row's embedding.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import sqlite3
 from collections import Counter
@@ -222,3 +229,129 @@ class Listing:
             if len(items) > MAX_LISTED:
                 out.append(f"{kind}: ... and {len(items) - MAX_LISTED} more")
         return out
+
+
+def repair(cache_dir: str | Path, db_path: str | Path | None = None, index_name: str = "cheap") -> list[str]:
+    """Mend the database at `db_path` (default CACHE_DIR/explore.db) and its index as their one
+    writer (WriterBusy while another process writes them); returns one line per thing done."""
+    from cache.db import MetaDB, WriterLock
+    from explorer.crawl import index_path_for
+
+    cache_dir = Path(cache_dir)
+    index_path = index_path_for(cache_dir, db_path, index_name)
+    db_path = Path(db_path) if db_path else cache_dir / "explore.db"
+    if not db_path.exists():
+        return []
+    with WriterLock(db_path), MetaDB(db_path) as db:
+        with db.transaction():
+            done = [restore_image_rows(db, cache_dir), restore_ok_attempts(db), settle_extra_ok_attempts(db),
+                    retry_attempts_without_image(db)]
+        done.append(mend_index(db, cache_dir, index_path))
+    return [line for line in done if line]
+
+
+def restore_image_rows(db, cache_dir: Path) -> str:
+    """An image row for each sha256 of an `ok` attempt that has none, from its stored file
+    (checked against its name); the first such attempt of a sha256 becomes its `first_url`."""
+    from PIL import Image
+
+    from cache.store import image_relpath
+
+    lost = db.conn.execute(
+        "SELECT a.* FROM attempts a LEFT JOIN images i ON i.sha256 = a.sha256 "
+        "WHERE a.outcome = 'ok' AND a.sha256 IS NOT NULL AND i.sha256 IS NULL ORDER BY a.id").fetchall()
+    rounds = dict(db.conn.execute("SELECT id, round FROM queries").fetchall())
+    restored = 0
+    for a in {r["sha256"]: r for r in reversed(lost)}.values():   # the first attempt of each sha256
+        rel = image_relpath(a["sha256"])
+        try:
+            data = (cache_dir / rel).read_bytes()
+            if hashlib.sha256(data).hexdigest() != a["sha256"]:
+                continue
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+        except OSError:  # no file, or not a readable image: left to retry_attempts_without_image
+            continue
+        # the size before resizing is not kept anywhere but in the lost row: unknown (NULL)
+        db.add_image(a["sha256"], rel, width, height, None, None, bytes=len(data), first_url=a["url"],
+                     caption=a["caption"] or "", query_id=a["query_id"], round=rounds.get(a["query_id"]),
+                     vec_id=db.next_vec_id())
+        restored += 1
+    return f"restored {restored} image rows from their files" if restored else ""
+
+
+def restore_ok_attempts(db) -> str:
+    """A URL both writers fetched: the second found the first's image row and recorded
+    `duplicate` over the first's `ok` (one row per URL and query). The attempt of the URL the
+    row names is its `ok` again."""
+    cur = db.conn.execute(
+        "UPDATE attempts SET outcome = 'ok', reason = '' WHERE outcome = 'duplicate' AND id IN ("
+        " SELECT MIN(a.id) FROM images i JOIN attempts a ON a.url = i.first_url AND a.sha256 = i.sha256"
+        " WHERE NOT EXISTS (SELECT 1 FROM attempts o WHERE o.sha256 = i.sha256 AND o.outcome = 'ok')"
+        " GROUP BY i.sha256)")
+    return f"restored {cur.rowcount} ok attempts that a second writer had recorded as duplicate" if cur.rowcount else ""
+
+
+def settle_extra_ok_attempts(db) -> str:
+    """An image two writers both kept: the attempt its row names stays `ok`, the others become
+    `duplicate` (what the second would have recorded alone)."""
+    rows = db.conn.execute(
+        "SELECT a.id, a.url, a.sha256, i.first_url FROM attempts a JOIN images i ON i.sha256 = a.sha256 "
+        "WHERE a.outcome = 'ok' ORDER BY a.id").fetchall()
+    by_sha: dict[str, list] = {}
+    for r in rows:
+        by_sha.setdefault(r["sha256"], []).append(r)
+    extra = []
+    for attempts in by_sha.values():
+        keep = next((r for r in attempts if r["url"] == r["first_url"]), attempts[0])
+        extra += [(r["id"],) for r in attempts if r is not keep]
+    db.conn.executemany("UPDATE attempts SET outcome = 'duplicate', reason = 'same sha256 already cached "
+                        "(settled by cache verify --repair)' WHERE id = ?", extra)
+    return f"marked {len(extra)} further ok attempts of one image as duplicate" if extra else ""
+
+
+def retry_attempts_without_image(db) -> str:
+    """`ok` and `duplicate` attempts of an image that is not cached (and cannot be restored):
+    deleted, so that the next fetch (or a resumed run) fetches their URL again."""
+    urls = [r[0] for r in db.conn.execute(
+        "SELECT a.url FROM attempts a LEFT JOIN images i ON i.sha256 = a.sha256 "
+        "WHERE a.outcome IN ('ok', 'duplicate') AND a.sha256 IS NOT NULL AND i.sha256 IS NULL")]
+    if not urls:
+        return ""
+    db.conn.execute("DELETE FROM attempts WHERE outcome IN ('ok', 'duplicate') AND sha256 IS NOT NULL "
+                    "AND sha256 NOT IN (SELECT sha256 FROM images)")
+    db.log_event("repair_retry", urls=urls[:MAX_LISTED], n=len(urls))
+    return f"made {len(urls)} attempts of uncached images retryable: the next fetch gets them again"
+
+
+def mend_index(db, cache_dir: Path, index_path: Path) -> str:
+    """The index made to hold exactly one vector per image row, that row's file's embedding:
+    strays and repeats removed, missing and wrong vectors (re)computed from the files."""
+    from cache.index import VectorIndex
+    from explorer.images import EMBED_SIDE, embed_bytes
+
+    index = VectorIndex.load(index_path, EMBED_SIDE * EMBED_SIDE * 3)
+    held = Counter(index.ids().tolist())
+    unwanted, fresh = [], {}     # ids to remove; id -> vector to add
+    for row in db.iter_images():
+        vid = row["vec_id"]
+        try:
+            vec = embed_bytes((cache_dir / row["path"]).read_bytes())
+        except OSError:  # gone, or not a readable image: verify names it, nothing to index
+            continue
+        if held.get(vid) == 1 and float(np.dot(vec, index.index.reconstruct(vid))) >= SAME_IMAGE_COSINE:
+            continue
+        fresh[vid] = vec
+        if vid in held:  # the other writer's image under this id, or held twice
+            unwanted.append(vid)
+    rows = {r[0] for r in db.conn.execute("SELECT vec_id FROM images WHERE vec_id IS NOT NULL")}
+    strays = [vid for vid in held if vid not in rows]
+    if not (fresh or strays):
+        return ""
+    # one pass each: removing from a flat index rewrites it
+    index.index.remove_ids(np.asarray(unwanted + strays, dtype=np.int64))
+    index.add(np.stack(list(fresh.values())) if fresh else np.empty((0, index.dim), np.float32),
+              np.asarray(list(fresh), dtype=np.int64))
+    index.save(index_path)
+    return (f"index: {len(fresh) - len(unwanted)} vectors added, {len(unwanted)} replaced, "
+            f"{len(strays)} without a row removed")

@@ -15,11 +15,12 @@ from typing import Callable, Iterable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from cache.db import MetaDB, is_final
+from cache.db import MetaDB, WriterBusy, WriterLock, is_final
 from cache.index import VectorIndex
 from cache.store import ImageStore, StoreError
 from explorer import images
 from explorer.config import CrawlConfig
+from explorer.errors import UserError
 from explorer.fetchers import Fetched, LocalFetcher, ProcessFetcher, make_fetcher
 from explorer.records import Candidate, Outcome
 
@@ -62,9 +63,12 @@ class Cache:
     db: MetaDB
     index: VectorIndex
     index_path: Path
+    lock: WriterLock | None = None
 
     def close(self) -> None:
         self.db.close()
+        if self.lock is not None:
+            self.lock.release()
 
 
 def index_path_for(cache_dir: str | Path, db_path: str | Path | None = None, index_name: str = "cheap") -> Path:
@@ -80,12 +84,22 @@ def index_path_for(cache_dir: str | Path, db_path: str | Path | None = None, ind
 def open_cache(cache_dir: str | Path, cfg: CrawlConfig, db_path: str | Path | None = None,
                dim: int = CHEAP_DIM, index_name: str = "cheap") -> Cache:
     """Open (or create) CACHE_DIR: images/, explore.db (unless `db_path` puts it elsewhere), and
-    the index beside the DB (`index_path_for`)."""
+    the index beside the DB (`index_path_for`), as their one writer: UserError while another
+    process writes that DB (runs with their own DBs still share the image store)."""
     cache_dir = Path(cache_dir)
-    db = MetaDB(db_path or cache_dir / "explore.db")
-    store = ImageStore(cache_dir, cfg.cache_max_bytes)  # the cap counts every run's files
-    index_path = index_path_for(cache_dir, db_path, index_name)
-    return Cache(store, db, VectorIndex.load(index_path, dim), index_path)
+    db_path = Path(db_path or cache_dir / "explore.db")
+    try:
+        lock = WriterLock(db_path).acquire()
+    except WriterBusy as e:
+        raise UserError(str(e)) from None
+    try:
+        db = MetaDB(db_path)
+        store = ImageStore(cache_dir, cfg.cache_max_bytes)  # the cap counts every run's files
+        index_path = index_path_for(cache_dir, db_path, index_name)
+        return Cache(store, db, VectorIndex.load(index_path, dim), index_path, lock)
+    except BaseException:
+        lock.release()
+        raise
 
 
 class Crawler:

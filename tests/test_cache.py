@@ -1,6 +1,12 @@
 """Store, metadata DB and FAISS index."""
+import sqlite3
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cache.db import MetaDB
 from cache.index import VectorIndex
@@ -79,3 +85,24 @@ def test_index_search_and_atomic_save_load(tmp_path):
     assert len(again) == 50 and sorted(again.ids().tolist()) == list(range(100, 150))
     assert len(VectorIndex.load(tmp_path / "missing.faiss", 16)) == 0
     assert len(VectorIndex.load(tmp_path / "i.faiss", 32)) == 0  # another embedding: start afresh
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), min_size=1, max_size=12))
+def test_an_image_whose_vec_id_is_taken_rolls_back_with_its_ok_attempt(keeps):
+    """Two writers numbering from the same vec_id: (sha, vec_id) pairs recorded as the crawl
+    does, an `ok` attempt and its image row in one transaction. A pair whose vec_id is taken by
+    another image fails whole: never an `ok` attempt without its row."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db = MetaDB(Path(tmp) / "explore.db")
+        for n, (sha, vec_id) in enumerate(keeps):
+            try:
+                with db.transaction():
+                    db.record_attempt(f"http://a/{n}", "ok", sha256=f"s{sha}")
+                    db.add_image(f"s{sha}", f"images/s{sha}.jpg", 8, 8, 8, 8, vec_id=vec_id)
+            except sqlite3.IntegrityError:
+                assert db.image(f"s{sha}") is None or db.image(f"s{sha}")["vec_id"] != vec_id
+        lost = db.conn.execute("SELECT COUNT(*) FROM attempts a LEFT JOIN images i ON i.sha256 = a.sha256 "
+                               "WHERE i.sha256 IS NULL").fetchone()[0]
+        db.close()
+    assert lost == 0

@@ -1,14 +1,20 @@
 """`explore cache verify`: clean on a fresh crawl, and each kind of damage is named."""
 import asyncio
+import os
 import shutil
 import sqlite3
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from cache.db import MetaDB, WriterLock
 from cache.index import VectorIndex
-from cache.verify import verify
+from cache.verify import repair, verify
 from cli import app
 from explorer.config import CrawlConfig
 from explorer.crawl import CrawlItem, Crawler, open_cache
@@ -146,3 +152,97 @@ def test_a_run_directory_supplies_the_database(cache_dir, tmp_path):
     assert CliRunner().invoke(app, ["cache", "verify", str(cache_dir)]).exit_code == 1  # no database there
     result = CliRunner().invoke(app, ["cache", "verify", str(cache_dir), "--run-dir", str(run_dir)])
     assert result.exit_code == 0, result.output
+
+
+# -- repair: what two writers on one database left ---------------------------------------------
+
+def _unit(rng, n):
+    v = rng.normal(size=(n, 768)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def race_damage(d, lost, fileless, overwritten, strays, twice, demoted=()):
+    """The state two writers numbering from the same vec_id left: image rows dropped (their `ok`
+    attempts kept), some of those files gone too, index vectors that are the other writer's
+    images, vectors beyond the rows, an image kept by both from two URLs, and a URL both fetched
+    whose `ok` the second writer replaced with `duplicate`. Arguments are positions in the images
+    ordered by vec_id; returns {position: (sha256, url of its ok attempt)}."""
+    rows = sql(d, "SELECT i.sha256, i.path, i.vec_id, a.url, a.query_id FROM images i "
+                  "JOIN attempts a ON a.sha256 = i.sha256 AND a.outcome = 'ok' ORDER BY i.vec_id")
+    for j in lost:
+        sql(d, "DELETE FROM images WHERE sha256 = ?", rows[j][0])
+    for j in fileless:
+        (d / rows[j][1]).unlink()
+    for j in demoted:
+        sql(d, "UPDATE attempts SET outcome = 'duplicate', reason = 'same sha256 already cached' "
+               "WHERE url = ? AND outcome = 'ok'", rows[j][3])
+    for j in twice:
+        sql(d, "INSERT INTO attempts(url, query_id, outcome, sha256) VALUES (?, ?, 'ok', ?)",
+            rows[j][3] + "?copy", rows[j][4], rows[j][0])
+    index = VectorIndex.load(d / "index" / "cheap.faiss", 768)
+    rng = np.random.default_rng(len(overwritten) + strays)
+    ids = np.asarray([rows[j][2] for j in overwritten], dtype=np.int64)
+    index.index.remove_ids(ids)
+    index.add(_unit(rng, len(ids)), ids)
+    index.add(_unit(rng, strays), np.arange(strays) + len(rows))
+    index.save(d / "index" / "cheap.faiss")
+    return {j: (rows[j][0], rows[j][3]) for j in range(len(rows))}
+
+
+def copy_files(src: Path, dst: Path) -> Path:
+    """The files of a cache, without its 256 empty prefix folders (whose removal costs ~1 s a copy)."""
+    for path in src.rglob("*"):
+        if path.is_file():
+            (dst / path.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dst / path.relative_to(src))
+    return dst
+
+
+@st.composite
+def race_damages(draw, n):
+    positions = st.lists(st.integers(0, n - 1), unique=True, max_size=n // 2)
+    lost = draw(positions)
+    fileless = draw(st.lists(st.sampled_from(lost), unique=True)) if lost else []
+    kept = [j for j in range(n) if j not in lost]
+    twice = draw(st.lists(st.sampled_from(kept), unique=True, max_size=3))
+    demoted = draw(st.lists(st.sampled_from([j for j in kept if j not in twice] or [None]), unique=True, max_size=3))
+    return lost, fileless, draw(positions), draw(st.integers(0, 3)), twice, [j for j in demoted if j is not None]
+
+
+def test_repair_mends_every_race_damage_to_a_clean_cache(clean_cache):
+    """Drawn damages of one clean cache (its size fixes what can be drawn, so @given is inside)."""
+    n = sql(clean_cache, "SELECT COUNT(*) FROM images")[0][0]
+
+    @settings(max_examples=15, deadline=None, database=None, derandomize=True)
+    @given(race_damages(n))
+    def mend(damage):
+        with tempfile.TemporaryDirectory() as tmp:
+            d = copy_files(clean_cache, Path(tmp) / "cache")
+            images = race_damage(d, *damage)
+            fileless = damage[1]
+            done = repair(d)
+            assert bool(done) == any(damage), damage
+            assert verify(d) == [], done
+            with MetaDB(d / "explore.db") as db:
+                for j, (sha, url) in images.items():
+                    if j in fileless:  # nothing to restore from: the next fetch gets it again
+                        assert not db.has_image(sha) and not db.final_attempts([url]), url
+                    else:
+                        assert db.image(sha)["first_url"] == url
+                        assert db.final_attempts([url])[url]["outcome"] == "ok"
+                assert db.image_stats()[0] == n - len(fileless)
+            assert repair(d) == []  # mended: nothing more to do
+
+    mend()
+
+
+def test_cli_repair_says_what_it_did_and_refuses_while_a_writer_holds_the_cache(cache_dir):
+    race_damage(cache_dir, lost=[0, 1], fileless=[1], overwritten=[2], strays=1, twice=[])
+    with WriterLock(cache_dir / "explore.db"):
+        busy = CliRunner().invoke(app, ["cache", "verify", str(cache_dir), "--repair"])
+    assert busy.exit_code == 1 and f"pid {os.getpid()}" in busy.output and "Traceback" not in busy.output
+    result = CliRunner().invoke(app, ["cache", "verify", str(cache_dir), "--repair"])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "restored 1 image rows" in out and "made 1 attempts" in out and "retryable" in out
+    assert "clean" in out
