@@ -12,16 +12,18 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from explorer.atomic import write_atomic
 from explorer.config import Config
+from explorer.errors import UserError
 
 
-class RunLocked(RuntimeError):
-    pass
+class RunLocked(UserError):
+    """Another process holds the run: the command is refused in one line, having written nothing."""
 
 
 @dataclass
@@ -98,6 +100,24 @@ class RunDir:
             except json.JSONDecodeError:
                 continue  # a line cut by a crash; the next run appends after it
         return out
+
+    def began(self) -> bool:
+        """Whether the run has begun its first round: a round in its database or rounds log,
+        or a checkpoint. Until then its config is not pinned: a failed first `explore run`
+        (a missing dataset, a typo) is started again with the corrected command's options."""
+        if self.latest_checkpoint.exists() or self.read_rounds():
+            return True
+        if not self.db_path.exists():
+            return False
+        try:
+            con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
+            try:
+                return con.execute("SELECT 1 FROM rounds LIMIT 1").fetchone() is not None
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as e:
+            # unreadable: keep what is there, the run itself then says what is wrong
+            return "no such table" not in str(e)
 
     def lock(self) -> "RunLock":
         return RunLock(self.root / ".lock")

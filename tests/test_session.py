@@ -53,3 +53,36 @@ def test_one_process_per_run_dir(tmp_path):
         p.join(10)
     with RunDir(tmp_path).lock():   # free again once the holder is gone
         pass
+
+
+def test_a_run_has_begun_once_its_first_round_has(tmp_path):
+    """What pins a run's config: a round in the database or the rounds log, or a checkpoint."""
+    from cache.db import MetaDB
+
+    def fresh(name):
+        return RunDir(tmp_path / name)
+
+    assert not fresh("empty").began()
+    run = fresh("db")
+    run.root.mkdir()
+    MetaDB(run.db_path).close()                  # a first run that failed after opening its cache
+    assert not run.began()
+    with MetaDB(run.db_path) as db:
+        db.start_round(0)
+    assert run.began()
+
+    run = fresh("log")
+    run.root.mkdir()
+    run.append_round({"round": 0, "kept": 1})
+    assert run.began()
+
+    run = fresh("ckpt")
+    run.checkpoints.mkdir(parents=True)
+    run.latest_checkpoint.write_bytes(b"weights")
+    assert run.began()
+
+
+def test_a_locked_run_is_the_users_to_fix():
+    from explorer.errors import UserError
+
+    assert issubclass(RunLocked, UserError)       # one line on the terminal, never a traceback
