@@ -46,10 +46,15 @@ def outcome_table(outcomes: dict[str, int], title: str):
 
 
 def load_config(config_file: Optional[Path], overrides: Optional[list[str]]) -> Config:
+    """The --config file (or the defaults) with the --set overrides, every field checked:
+    a bad value ends the command in one line before it has written anything."""
     try:
         cfg = Config.load(config_file) if config_file else Config()
+    except OSError as e:
+        fail(f"cannot read the config file {config_file}: {e.strerror or e}")
+    try:
         return apply_overrides(cfg, overrides or [])
-    except (OSError, ValueError) as e:
+    except ValueError as e:
         fail(str(e))
 
 
@@ -78,15 +83,12 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", help="Plain log lines instead of progress bars.")] = False,
     set_: SetOption = None,
 ) -> None:
-    """Explore the web for a target task. Re-running it on an existing run directory resumes it."""
+    """Explore the web for a target task. Re-running it on an existing run directory resumes it
+    (one that never began its first round starts again, with this command's options)."""
     from explorer.config import SANDBOX_PRESET, is_sandbox_target
     from explorer.session import RunDir
 
     rd = RunDir(run_dir or Path("runs") / target.replace(":", "_").replace("/", "_"))
-    if rd.exists():
-        console.print(f"[bold]{rd.root}[/] exists: resuming it (its saved config wins; --set still applies).")
-        _run(rd, overrides=set_ or [], hours=hours, quiet=quiet)
-        return
     overrides = list(SANDBOX_PRESET) if is_sandbox_target(target) else []
     overrides += [f"run.target={target}", f"run.run_dir={rd.root}"]
     for name, value in (("run.hours", hours), ("crawl.engine", engine), ("policy.name", policy),
@@ -94,13 +96,10 @@ def run(
                         ("run.max_images", max_images), ("run.data_root", data_root)):
         if value is not None:
             overrides.append(f"{name}={value}")
-    try:
-        cfg = Config.load(config_file) if config_file else Config()
-        cfg = apply_overrides(cfg, overrides + list(set_ or []))
-    except (OSError, ValueError) as e:
-        fail(str(e))
-    rd.save_config(cfg)
-    _run(rd, overrides=[], hours=None, quiet=quiet)
+    # built and checked even when the run exists: a refused command writes nothing; this config
+    # is used unless the run has begun its first round (then its saved config wins)
+    fresh = load_config(config_file, overrides + list(set_ or []))
+    _run(rd, overrides=set_ or [], hours=hours, quiet=quiet, fresh=fresh)
 
 
 @app.command()
@@ -119,14 +118,13 @@ def resume(
     _run(rd, overrides=set_ or [], hours=hours, quiet=quiet)
 
 
-def _run(rd, overrides: list[str], hours: Optional[float], quiet: bool) -> None:
+def _run(rd, overrides: list[str], hours: Optional[float], quiet: bool, fresh: Optional[Config] = None) -> None:
     from explorer.assemble import run_exploration
     from explorer.errors import UserError
 
+    overrides = list(overrides) + ([f"run.hours={hours}"] if hours is not None else [])
     try:
-        cfg = apply_overrides(rd.load_config(), list(overrides) + ([f"run.hours={hours}"] if hours else []))
-        rd.save_config(cfg)
-        run_exploration(rd, cfg, console=console, quiet=quiet)
+        run_exploration(rd, console=console, quiet=quiet, fresh=fresh, overrides=overrides)
     except UserError as e:
         fail(str(e))
     except (OSError, ValueError, sqlite3.Error) as e:   # a full disk, a read-only folder

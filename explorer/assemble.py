@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from explorer.config import Config, SandboxConfig, is_sandbox_target
+from explorer.config import Config, SandboxConfig, apply_overrides, is_sandbox_target
 from explorer.errors import UserError
-from explorer.session import Budget, RunDir, RunLocked
+from explorer.session import Budget, RunDir
 
 
 @contextlib.contextmanager
@@ -101,10 +101,6 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
     from explorer.vocab import concept_embeddings
     from policies.base import load_descriptors, make_policy
 
-    if cfg.reward.floor_mode not in ("fixed", "round_min"):
-        raise UserError(f"reward.floor_mode must be fixed or round_min, not {cfg.reward.floor_mode!r}")
-    if cfg.reward.centre not in ("web", "none"):
-        raise UserError(f"reward.centre must be web or none, not {cfg.reward.centre!r}")
     target = resolve_target(cfg, sandbox.world if sandbox else None)
     train_paths = target.materialise(run.root / "target", "train")
     test_paths = target.materialise(run.root / "target", "test") if target.test is not None else []
@@ -173,13 +169,27 @@ def finish(run: RunDir, cfg: Config, parts: Parts, console: Console, stopped: bo
     out.print(f"run directory: [bold]{run.root}[/]  (explore status / rewards / eval {run.root})")
 
 
-def run_exploration(run: RunDir, cfg: Config, console: Console, quiet: bool = False) -> None:
-    try:
-        lock = run.lock()
-        lock.__enter__()
-    except RunLocked as e:
-        raise UserError(str(e)) from e
-    try:
+def settle_config(run: RunDir, fresh: Config | None, overrides: list[str], console: Console) -> Config:
+    """The config this start runs with. A run that has begun its first round keeps its saved
+    config, with `overrides` applied; one that has not is not pinned: it starts with `fresh`,
+    the config `explore run` built from its own options, when there is one."""
+    if fresh is not None and not run.began():
+        if run.exists():
+            console.print(f"[bold]{run.root}[/] never began its first round: starting it with this "
+                          "command's options, not its saved ones")
+        return fresh
+    if fresh is not None:
+        console.print(f"[bold]{run.root}[/] exists: resuming it (its saved config wins; --set still applies).")
+    return apply_overrides(run.load_config(), list(overrides))
+
+
+def run_exploration(run: RunDir, console: Console, quiet: bool = False, fresh: Config | None = None,
+                    overrides: list[str] = ()) -> None:
+    """Start or resume the run in `run`. Its lock is taken first and held throughout, so that a
+    command refused because the run is live writes nothing, not even its config."""
+    with run.lock():
+        cfg = settle_config(run, fresh, overrides, console)
+        run.save_config(cfg)
         with sandbox_for(cfg) as sandbox:
             if sandbox is not None and cfg.sandbox.port == 0:
                 # pinned for resumes: cached search results hold URLs with this port
@@ -193,8 +203,6 @@ def run_exploration(run: RunDir, cfg: Config, console: Console, quiet: bool = Fa
                        and not explorer.budget.exhausted())
             finally:
                 parts.close()
-    finally:
-        lock.__exit__()
 
 
 def _drive(explorer) -> int:

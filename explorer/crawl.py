@@ -128,6 +128,7 @@ class Crawler:
         self._inflight: dict[str, asyncio.Event] = {}   # URL -> set when its outcome is recorded
         self.stop_when_full = stop_when_full
         self.store_error: StoreError | None = None
+        self._commit_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
     @classmethod
     def for_cache(cls, cache: Cache, cfg: CrawlConfig, **kwargs) -> "Crawler":
@@ -224,7 +225,7 @@ class Crawler:
                 for next_done in asyncio.as_completed(tasks):
                     batch.append(await next_done)
                     if len(batch) >= self.cfg.db_batch:
-                        out += await self._commit(batch)
+                        out += await self._commit_serially(batch)
                         batch = []
             except BaseException:  # cancelled, or a broken setup: no task left behind to log later
                 for task in tasks:
@@ -232,8 +233,18 @@ class Crawler:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise
             if batch:
-                out += await self._commit(batch)
+                out += await self._commit_serially(batch)
         return out
+
+    async def _commit_serially(self, batch: list) -> list[Attempt]:
+        """`_commit`, one batch at a time: concurrent calls (one per query) that both found the
+        same new image would otherwise each judge it before the other committed, record two
+        `ok` attempts for one row and index it twice."""
+        loop = asyncio.get_running_loop()
+        if self._commit_lock is None or self._commit_lock[0] is not loop:  # a lock serves one loop
+            self._commit_lock = (loop, asyncio.Lock())
+        async with self._commit_lock[1]:
+            return await self._commit(batch)
 
     async def _commit(self, batch: list) -> list[Attempt]:
         """Dedup one batch of fetched+prepared items, store the new images, record every attempt."""

@@ -5,19 +5,22 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cache.db import WriterBusy, WriterLock
 from cache.verify import verify
 from explorer.config import CrawlConfig
-from explorer.crawl import open_cache
+from explorer.crawl import Crawler, CrawlItem, open_cache
 from explorer.errors import UserError
 from explorer.sandbox.server import start_sandbox
-from tests.crawl_fixtures import jpeg_bytes, serve
+from tests.crawl_fixtures import image_app, jpeg_bytes, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 CFG = CrawlConfig(image_size=48, workers=1, pool="thread")
@@ -97,3 +100,41 @@ def test_two_fetches_on_one_cache_dir_never_leave_an_ok_without_its_row(tmp_path
                            "WHERE a.outcome = 'ok' AND i.sha256 IS NULL").fetchone()[0]
     assert set(outcomes) == set(web_urls) | {hold_url} and lost == 0
     assert list(outcomes.values()).count("ok") >= 14  # the sandbox's images are mostly distinct
+
+
+IMAGES = [jpeg_bytes(160, 120, seed=200 + i) for i in range(5)]
+
+
+calls_of_images = st.lists(st.lists(st.integers(0, len(IMAGES) - 1), min_size=1, max_size=4), min_size=2, max_size=4)
+
+
+def test_concurrent_crawls_in_one_writer_keep_an_image_once(tmp_path):
+    """The loop crawls each query's results in a concurrent call: however the same bytes come
+    (from other URLs, in other calls), each image gets one row, one `ok` attempt, one vector.
+    Each drawn case is a run of its own on one shared store (which also keeps it cheap)."""
+    paths = {f"/{c}-{j}-{img}.jpg": (IMAGES[img], {}) for c in range(4) for j in range(4) for img in range(len(IMAGES))}
+    app, _ = image_app(paths)
+    runs = iter(range(10**6))
+
+    @settings(max_examples=15, deadline=None, database=None)
+    @given(calls_of_images)
+    def crawl_concurrently(calls):
+        db_path = tmp_path / f"run{next(runs)}" / "explore.db"
+        cache = open_cache(tmp_path / "store", CFG, db_path=db_path)
+
+        async def crawl_all():
+            with Crawler.for_cache(cache, CFG, allow=[f"127.0.0.1:{port}"]) as crawler:
+                return await asyncio.gather(*(crawler.crawl([CrawlItem(f"{base}/{c}-{j}-{img}.jpg")
+                                                            for j, img in enumerate(imgs)])
+                                              for c, imgs in enumerate(calls)))
+
+        attempts = [a for call in asyncio.run(crawl_all()) for a in call]
+        n_images, n_vectors = cache.db.image_stats()[0], len(cache.index)
+        cache.close()
+        distinct = len({img for imgs in calls for img in imgs})
+        assert [a.outcome.value for a in attempts].count("ok") == distinct == n_images == n_vectors
+        assert verify(tmp_path / "store", db_path) == []
+
+    with serve(app) as port:
+        base = f"http://127.0.0.1:{port}"
+        crawl_concurrently()
