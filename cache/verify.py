@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from explorer.errors import UserError
 from explorer.records import Outcome
 
 SHA_NAME = re.compile(r"^[0-9a-f]{64}\.jpg$")
@@ -330,7 +331,11 @@ def mend_index(db, cache_dir: Path, index_path: Path) -> str:
     from cache.index import VectorIndex
     from explorer.images import EMBED_SIDE, embed_bytes
 
-    index = VectorIndex.load(index_path, EMBED_SIDE * EMBED_SIDE * 3)
+    dim = EMBED_SIDE * EMBED_SIDE * 3
+    try:
+        index, unreadable = VectorIndex.load(index_path, dim), False
+    except (RuntimeError, UserError):  # faiss cannot parse it: every vector is computed afresh
+        index, unreadable = VectorIndex(dim), True
     held = Counter(index.ids().tolist())
     unwanted, fresh = [], {}     # ids to remove; id -> vector to add
     for row in db.iter_images():
@@ -346,12 +351,12 @@ def mend_index(db, cache_dir: Path, index_path: Path) -> str:
             unwanted.append(vid)
     rows = {r[0] for r in db.conn.execute("SELECT vec_id FROM images WHERE vec_id IS NOT NULL")}
     strays = [vid for vid in held if vid not in rows]
-    if not (fresh or strays):
+    if not (fresh or strays or unreadable):
         return ""
     # one pass each: removing from a flat index rewrites it
     index.index.remove_ids(np.asarray(unwanted + strays, dtype=np.int64))
     index.add(np.stack(list(fresh.values())) if fresh else np.empty((0, index.dim), np.float32),
               np.asarray(list(fresh), dtype=np.int64))
     index.save(index_path)
-    return (f"index: {len(fresh) - len(unwanted)} vectors added, {len(unwanted)} replaced, "
-            f"{len(strays)} without a row removed")
+    return (f"index{' (unreadable, rebuilt)' if unreadable else ''}: {len(fresh) - len(unwanted)} vectors "
+            f"added, {len(unwanted)} replaced, {len(strays)} without a row removed")
