@@ -7,10 +7,27 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
+from typer.core import TyperGroup
 
 from explorer.config import Config, apply_overrides
+from explorer.errors import CorruptRunState, UserError
+from explorer.terminal import plain, visible
+
+
+class ExploreGroup(TyperGroup):
+    """Every command's UserError ends as one line (`fail`); anything else is a bug and keeps
+    its traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            fail(str(e))
+
 
 app = typer.Typer(
+    cls=ExploreGroup,
     help="Teach a vision model a target task by exploring the web for it.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -31,8 +48,9 @@ SetOption = Annotated[
 
 
 def fail(message: str, code: int = 1) -> None:
-    """The user's mistake or an unavailable part: one clear line, no traceback."""
-    console.print(f"[bold red]error:[/] {message}", soft_wrap=True, highlight=False)
+    """The user's mistake or an unavailable part: one clear line, no traceback. The message
+    often quotes a path, a URL or a name from a file: it is printed as text, not markup."""
+    console.print(Text.assemble(("error:", "bold red"), " ", plain(message)), soft_wrap=True, highlight=False)
     raise typer.Exit(code)
 
 
@@ -41,7 +59,7 @@ def outcome_table(outcomes: dict[str, int], title: str):
 
     table = Table("outcome", "count", title=title)
     for name, n in outcomes.items():
-        table.add_row(name, str(n))
+        table.add_row(plain(name), str(n))
     return table
 
 
@@ -120,7 +138,6 @@ def resume(
 
 def _run(rd, overrides: list[str], hours: Optional[float], quiet: bool, fresh: Optional[Config] = None) -> None:
     from explorer.assemble import run_exploration
-    from explorer.errors import UserError
 
     overrides = list(overrides) + ([f"run.hours={hours}"] if hours is not None else [])
     try:
@@ -175,7 +192,7 @@ def status(
     for key, value in info.items():
         if key == "outcomes":
             value = ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
-        out.print(f"[bold]{key.replace('_', ' ')}[/]: {value}")
+        out.print(Text.assemble((key.replace("_", " "), "bold"), ": ", plain(value)), highlight=False)
 
 
 def _existing_run(run_dir: Path):
@@ -199,15 +216,12 @@ def eval_(
     import json
 
     from explorer.assemble import evaluate_run
-    from explorer.errors import UserError
     from explorer.evaluate import format_table
 
     rd = _existing_run(run_dir)
     try:
         results = evaluate_run(rd, checkpoint, tuple(protocol or ("linear", "knn")),
                                tuple(label_fraction) if label_fraction else None)
-    except UserError as e:
-        fail(str(e))
     except ValueError as e:
         fail(str(e))
     if as_json:
@@ -284,10 +298,10 @@ def vocab(
         concepts = load_vocab(spec)
     except VocabError as e:
         fail(str(e))
-    print(f"{spec}: {len(concepts)} concepts")
+    print(f"{visible(spec)}: {len(concepts)} concepts")
     rng = np.random.default_rng(cfg.run.seed)
     for i in sorted(rng.choice(len(concepts), size=min(max(sample, 0), len(concepts)), replace=False)):
-        print(f"  {concepts[i]}")
+        print(f"  {visible(concepts[i])}")
     if embed:
         emb = concept_embeddings(concepts, cfg.policy.text_model, cfg.policy.embedding_cache)
         print(f"embeddings: {emb.shape[0]} x {emb.shape[1]} ({cfg.policy.text_model}), "
@@ -349,8 +363,8 @@ def cache_stats(
         outcomes = db.outcome_counts()
     indexes = {}
     for path in sorted((cache_dir / "index").glob("*.faiss")):
-        import faiss
-        indexes[path.stem] = faiss.read_index(str(path)).ntotal
+        from cache.index import read_index
+        indexes[path.stem] = read_index(path).ntotal
     stats = {"images": n_images, "bytes": n_bytes, "attempts": sum(outcomes.values()),
              "outcomes": outcomes, "index_vectors": indexes}
     if json_:
@@ -376,18 +390,37 @@ def cache_verify(
 
     if not cache_dir.is_dir():
         fail(f"{cache_dir} is not a directory")
+    if run_dir is None and (cache_dir / "config.toml").exists():
+        run_dir, cache_dir = cache_dir, _run_cache(cache_dir)
     db_path = run_dir / "explore.db" if run_dir else None
     if run_dir is not None and not db_path.exists():
         fail(f"{run_dir} is not a run directory with a database")
-    if repair:
-        _repair(cache_dir, db_path)
-    problems = verify(cache_dir, db_path, deep=not quick)
+    try:
+        if repair:
+            _repair(cache_dir, db_path)
+        problems = verify(cache_dir, db_path, deep=not quick)
+    except sqlite3.DatabaseError as e:
+        db = db_path or cache_dir / "explore.db"
+        raise CorruptRunState(f"cannot read the database {db} ({e}): restore it from a copy, "
+                              f"or salvage it with `sqlite3 {db} .recover`") from e
     for problem in problems:
-        typer.echo(problem)
+        typer.echo(visible(problem))
     if problems:
-        console.print(f"[bold red]{len(problems)} problem(s)[/] in {cache_dir}")
+        console.print(Text.assemble((f"{len(problems)} problem(s)", "bold red"), " in ", plain(cache_dir)))
         raise typer.Exit(1)
-    console.print(f"{cache_dir}: clean")
+    console.print(plain(f"{cache_dir}: clean"))
+
+
+def _run_cache(run_dir: Path) -> Path:
+    """The cache of the run in `run_dir`, where a user who typed the run directory means it."""
+    from explorer.session import RunDir
+
+    rd = RunDir(run_dir)
+    cache_dir = rd.cache_dir(rd.load_config())
+    console.print(plain(f"{run_dir} is a run directory: verifying its cache at {cache_dir} with its database"))
+    if not cache_dir.is_dir():
+        fail(f"the cache of run {run_dir} is missing: no folder {cache_dir}")
+    return cache_dir
 
 
 def _repair(cache_dir: Path, db_path: Optional[Path]) -> None:

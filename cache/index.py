@@ -8,6 +8,7 @@ import faiss
 import numpy as np
 
 from explorer.atomic import atomic_write
+from explorer.errors import CorruptRunState, first_line
 
 
 class VectorIndex:
@@ -61,10 +62,19 @@ class VectorIndex:
         out = cls(dim)
         path = Path(path)
         if path.exists():
-            index = faiss.read_index(str(path))
+            index = read_index(path)
             if index.d == dim:
                 out.index = index
         return out
+
+
+def read_index(path: str | Path) -> faiss.Index:
+    """The FAISS index saved at `path`; a truncated or foreign file is CorruptRunState."""
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as e:  # faiss's word for a file it cannot parse
+        raise CorruptRunState(f"cannot read the FAISS index {path} ({first_line(e)}): delete it, and "
+                              "the next run or fetch rebuilds it from the cached images") from e
 
 
 def _as_matrix(vectors: np.ndarray, dim: int) -> np.ndarray:

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.text import Text
 
 from explorer.config import Config, SandboxConfig, apply_overrides, is_sandbox_target
 from explorer.errors import UserError
 from explorer.session import Budget, RunDir
+from explorer.terminal import plain
 
 
 @contextlib.contextmanager
@@ -95,12 +97,13 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
     from explorer.crawl import Crawler, open_cache
     from explorer.engines import make_engine
     from explorer.engines.cached import CachedEngine
-    from explorer.learner import Learner
+    from explorer.learner import Learner, pick_device
     from explorer.loop import Explorer
     from explorer.progress import RunProgress
     from explorer.vocab import concept_embeddings
     from policies.base import load_descriptors, make_policy
 
+    pick_device(cfg.run.device)  # a device this machine lacks: said before anything starts
     target = resolve_target(cfg, sandbox.world if sandbox else None)
     train_paths = target.materialise(run.root / "target", "train")
     test_paths = target.materialise(run.root / "target", "test") if target.test is not None else []
@@ -135,8 +138,8 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
         policy.load_state_dict(learner.policy_state)
     budget = Budget(run, cfg.run.hours)
     if learner.rounds_done:
-        console.print(f"resuming {run.root} at round {learner.rounds_done}, "
-                      f"{budget.spent_s / 3600:.2f} h of {cfg.run.hours:g} h spent")
+        console.print(plain(f"resuming {run.root} at round {learner.rounds_done}, "
+                            f"{budget.spent_s / 3600:.2f} h of {cfg.run.hours:g} h spent"))
     explorer = Explorer(cfg, run, cache.db, CachedEngine(engine, cache.db), crawler, policy, learner,
                         budget, descriptors=load_descriptors(cfg.policy.descriptors),
                         progress=RunProgress(console, quiet))
@@ -166,7 +169,8 @@ def finish(run: RunDir, cfg: Config, parts: Parts, console: Console, stopped: bo
                                   ckpt_id=checkpoint_id(run.latest_checkpoint))
         (run.root / "eval.json").write_text(json.dumps(results, indent=1, default=str))
         out.print(format_table(results))
-    out.print(f"run directory: [bold]{run.root}[/]  (explore status / rewards / eval {run.root})")
+    out.print(Text.assemble("run directory: ", plain(run.root, "bold"),
+                            plain(f"  (explore status / rewards / eval {run.root})")))
 
 
 def settle_config(run: RunDir, fresh: Config | None, overrides: list[str], console: Console) -> Config:
@@ -175,11 +179,12 @@ def settle_config(run: RunDir, fresh: Config | None, overrides: list[str], conso
     the config `explore run` built from its own options, when there is one."""
     if fresh is not None and not run.began():
         if run.exists():
-            console.print(f"[bold]{run.root}[/] never began its first round: starting it with this "
-                          "command's options, not its saved ones")
+            console.print(Text.assemble(plain(run.root, "bold"), plain(
+                " never began its first round: starting it with this command's options, not its saved ones")))
         return fresh
     if fresh is not None:
-        console.print(f"[bold]{run.root}[/] exists: resuming it (its saved config wins; --set still applies).")
+        console.print(Text.assemble(plain(run.root, "bold"), plain(
+            " exists: resuming it (its saved config wins; --set still applies).")))
     return apply_overrides(run.load_config(), list(overrides))
 
 
@@ -239,18 +244,15 @@ def evaluate_run(run: RunDir, checkpoint: Path | None, protocols: tuple[str, ...
                  fractions: tuple[float, ...] | None) -> dict:
     """`explore eval`: frozen features of a checkpoint on the run's target."""
     from explorer.evaluate import checkpoint_id, evaluate_target
-    from explorer.learner import Learner
-    from explorer.targets import TargetError
+    from explorer.learner import Learner, pick_device
 
     cfg = run.load_config()
+    pick_device(cfg.run.device)
     path = checkpoint or run.latest_checkpoint
     if not Path(path).exists():
         raise UserError(f"no checkpoint at {path} (has the run finished a round?)")
     target = resolve_target(cfg)
     learner = Learner(cfg, run, [], target, checkpoint=Path(path))
-    try:
-        return evaluate_target(learner.encode_images, target, cfg.eval, protocols=protocols,
-                               fractions=fractions, feature_cache=run.root / "features",
-                               ckpt_id=checkpoint_id(path))
-    except TargetError as e:
-        raise UserError(str(e)) from e
+    return evaluate_target(learner.encode_images, target, cfg.eval, protocols=protocols,
+                           fractions=fractions, feature_cache=run.root / "features",
+                           ckpt_id=checkpoint_id(path))  # a TargetError is a UserError already

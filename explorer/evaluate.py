@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from explorer.config import EvalConfig
 from explorer.targets import Target, TargetError, slug
+from explorer.terminal import plain
 
 EncodeFn = Callable[[list[Image.Image]], np.ndarray]   # B PIL images -> [B, D] features
 PROTOCOLS = ("linear", "knn")
@@ -270,8 +271,8 @@ def format_table(results: dict) -> Table:
     """The results of `evaluate_target` as a rich table: one row per protocol, one column per
     label fraction, accuracies in %."""
     fractions = sorted(results["n_labels"], reverse=True)
-    table = Table(title=f"{results['target']}: {results['n_train']} train / {results['n_test']} test "
-                        f"images, {results['classes']} classes")
+    table = Table(title=plain(f"{results['target']}: {results['n_train']} train / {results['n_test']} test "
+                              f"images, {results['classes']} classes"))  # a folder's name is text
     table.add_column("protocol")
     for f in fractions:
         table.add_column(f"{f:.0%} labels ({results['n_labels'][f]})", justify="right")

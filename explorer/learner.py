@@ -17,6 +17,7 @@ import torch
 
 from explorer.config import Config
 from explorer.data import ImageRecord, embed_paths, eval_transform, mixed_batches
+from explorer.errors import BadSetting
 from explorer.images import to_rgb
 from explorer.mug import MODEL_CONFIGS, build_model
 from explorer.reward import image_rewards, web_centre, web_contrast
@@ -33,9 +34,20 @@ class RoundImages:
 
 
 def pick_device(name: str) -> torch.device:
+    """run.device as a torch device this machine has; BadSetting (one line) otherwise."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise BadSetting(f"run.device={name!r} is not a device: use auto, cpu, cuda or cuda:N")
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and (device.index or 0) >= have:
+        raise BadSetting(f"run.device={name} but this machine has {have} CUDA device(s): "
+                         "use run.device=auto or cpu")
+    return device
 
 
 class Learner:

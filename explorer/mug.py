@@ -23,9 +23,10 @@ from timm.layers import PatchEmbed, build_sincos2d_pos_embed, trunc_normal_
 from timm.models.vision_transformer import Block
 
 from explorer.config import ModelConfig
+from explorer.errors import UserError
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(UserError, RuntimeError):
     """Requested initial weights cannot be had (no hub, no file, nothing matching)."""
 
 

@@ -9,13 +9,16 @@ import time
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
                            TimeElapsedColumn)
+from rich.text import Text
+
+from explorer.terminal import visible
 
 
 def round_line(report) -> str:
     train = report.train
     knn = f"{100 * report.knn_acc:.1f}%" if report.knn_acc is not None else "-"
     reward = f"{report.mean_reward:.3f}" if not math.isnan(report.mean_reward) else "-"
-    best = ", ".join(f"{c} {r:.2f}" for c, r in report.best[:3]) or "-"
+    best = ", ".join(f"{visible(c)} {r:.2f}" for c, r in report.best[:3]) or "-"
     return (f"round {report.round}: {report.queries} queries ({report.failed_queries} failed), "
             f"{report.fetched} fetched, {report.kept} kept | "
             f"train {train.get('steps', 0)} steps, loss {train.get('loss', math.nan):.3f}, "
@@ -92,4 +95,4 @@ class RunProgress:
         if self.quiet:
             print(time.strftime("%H:%M:%S"), line, flush=True)
         else:
-            self.console.print(line, highlight=False)
+            self.console.print(Text(line), highlight=False)  # concepts are text, not markup

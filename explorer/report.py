@@ -4,22 +4,36 @@ Reads only: the database (opened read-only), rounds.jsonl, budget.json and the c
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import sqlite3
 from pathlib import Path
+from typing import Iterator
 
 from rich import box
 from rich.table import Table
 
+from explorer.errors import CorruptRunState
 from explorer.session import RunDir
+from explorer.terminal import plain, visible
 
 
-def _connect(run: RunDir) -> sqlite3.Connection:
+@contextlib.contextmanager
+def _connect(run: RunDir) -> Iterator[sqlite3.Connection]:
+    """The run's database, read-only. One that cannot be read (truncated, overwritten, not a
+    database) is the user's to restore: CorruptRunState, one line."""
     con = sqlite3.connect(f"file:{run.db_path}?mode=ro", uri=True)
     con.row_factory = sqlite3.Row
-    return con
+    try:
+        yield con
+    except sqlite3.DatabaseError as e:
+        raise CorruptRunState(
+            f"cannot read the run database {run.db_path} ({e}): restore it from a copy, or "
+            f"salvage it with `sqlite3 {run.db_path} .recover`") from e
+    finally:
+        con.close()
 
 
 def status(run: RunDir) -> dict:
@@ -87,13 +101,14 @@ def rounds_table(rounds: list[dict]) -> Table:
     for r in rounds:
         knn = r.get("knn_acc")
         loss = r.get("train", {}).get("loss")
-        table.add_row(
-            str(r["round"]), str(r["queries"]), str(r["fetched"]), str(r["kept"]),
+        cells = (
+            r["round"], r["queries"], r["fetched"], r["kept"],
             f"{r['mean_reward']:.3f}" if r.get("mean_reward") is not None else "-",
             f"{100 * knn:.1f}%" if knn is not None else "-",
             f"{loss:.2f}" if loss is not None else "-",
-            ", ".join(c for c, _ in r.get("best", [])[:3]),
+            ", ".join(str(c) for c, _ in r.get("best", [])[:3]),
         )
+        table.add_row(*map(plain, cells))  # rounds.jsonl is a file anyone can edit
     return table
 
 
@@ -102,7 +117,7 @@ def concepts_table(concepts: list[dict], title: str) -> Table:
     for col in ("concept", "queries", "images kept", "mean reward"):
         table.add_column(col, justify="left" if col == "concept" else "right")
     for c in concepts:
-        table.add_row(c["concept"], str(c["n"]), str(c["kept"] or 0), f"{c['reward']:.3f}")
+        table.add_row(plain(c["concept"]), str(c["n"]), str(c["kept"] or 0), f"{c['reward']:.3f}")
     return table
 
 
@@ -159,7 +174,8 @@ def plot(run: RunDir, cache_dir: Path, top: int = 6, per_concept: int = 6) -> li
                         axes[i][j].imshow(Image.open(p).convert("RGB"))
                     except OSError:
                         pass
-            axes[i][0].set_title(f"{c['concept']} ({c['reward']:.2f})", fontsize=7, loc="left")
+            axes[i][0].set_title(f"{visible(c['concept'])} ({c['reward']:.2f})", fontsize=7, loc="left",
+                                 parse_math=False)  # a concept's "$" is a dollar, not TeX
         fig.tight_layout()
         path = run.plots / "best_concepts.png"
         fig.savefig(path, dpi=100)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from explorer.atomic import write_atomic
 from explorer.config import Config
-from explorer.errors import UserError
+from explorer.errors import CorruptRunState, UserError
 
 
 class RunLocked(UserError):
@@ -94,11 +94,15 @@ class RunDir:
         if not self.rounds_log.exists():
             return []
         out = []
-        for line in self.rounds_log.read_text().splitlines():
+        for n, line in enumerate(self.rounds_log.read_text().splitlines(), 1):
             try:
-                out.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a crash; the next run appends after it
+            if not isinstance(record, dict) or "round" not in record:  # edited by hand: not ours
+                raise CorruptRunState(f"{self.rounds_log} line {n} is not a round record (a JSON "
+                                      f"object with a round): {line[:80]}; delete or fix that line")
+            out.append(record)
         return out
 
     def began(self) -> bool:

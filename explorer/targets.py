@@ -30,6 +30,7 @@ from torch.utils.data import ConcatDataset, Dataset
 from torchvision import datasets as tvd
 from torchvision.datasets.folder import IMG_EXTENSIONS, is_image_file, make_dataset
 
+from explorer.errors import UserError, first_line
 from explorer.images import load_rgb
 
 UNLABELLED = -1
@@ -37,7 +38,7 @@ FOLDER_TRAIN_SHARE = 0.8      # class-folder targets without train/test: this sh
 FOLDER_SPLIT_SEED = 0         # the hash split depends only on this and each file's relative path
 
 
-class TargetError(Exception):
+class TargetError(UserError):
     """The user asked for a target that cannot be used as asked (one clear line)."""
 
 
@@ -298,7 +299,29 @@ def load_folder(path: str | Path, seed: int = FOLDER_SPLIT_SEED, name: str | Non
             train, test = samples, None
     if len(train) == 0:
         raise TargetUnavailable(f"{name}: no images found (extensions {', '.join(IMG_EXTENSIONS)})")
+    _require_readable(name, train.paths + (test.paths if test is not None else []))
     return Target(name, train, test, classes, train.paths, test.paths if test is not None else None)
+
+
+def _require_readable(name: str, paths: list[str]) -> None:
+    """Every image of a folder target decodes, or TargetError names the files that do not:
+    found here, not as a traceback from a training thread halfway through a round."""
+    bad = [(p, why) for p in paths if (why := unreadable(p)) is not None]
+    if bad:
+        listed = "; ".join(f"{p} ({why})" for p, why in bad[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise TargetError(f"{name}: {len(bad)} unreadable image(s): {listed}{more}; remove or replace them")
+
+
+def unreadable(path: str) -> str | None:
+    """Why Pillow cannot decode the image file at `path`, or None when it can."""
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (64, 64))   # JPEG: a scaled-down decode still reads the whole file
+            im.load()
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        return first_line(e)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

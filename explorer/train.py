@@ -16,6 +16,7 @@ import argparse
 from contextlib import nullcontext
 import math
 import os
+import pickle
 import random
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from explorer.atomic import atomic_write
 from explorer.config import Config, apply_overrides
+from explorer.errors import BadCheckpoint, CheckpointNotSaved, first_line
 from explorer.mug import MUG
 
 NO_DECAY = {"pos_embed", "cls_token", "mask_token"}
@@ -169,26 +171,55 @@ class Trainer:
         the caller's own state (plain types), given back as `self.extra` by load_checkpoint."""
         if not is_main():
             return
-        with atomic_write(path) as f:
-            torch.save({**self.state_dict(), "extra": extra or {}}, f)
+        try:
+            with atomic_write(path) as f:
+                torch.save({**self.state_dict(), "extra": extra or {}}, f)
+        except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
+            raise CheckpointNotSaved(
+                f"cannot write checkpoint {path} ({first_line(e)}): the previous one is kept; free "
+                "space there (or make it writable), then `explore resume` continues from it") from e
 
     def load_checkpoint(self, path: str | Path) -> dict:
         """Restore model, optimiser, scheduler, step and RNG states; returns the config dict
-        stored in the checkpoint."""
+        stored in the checkpoint. A file that is not such a checkpoint raises BadCheckpoint."""
+        ck = read_checkpoint(path)
+        try:
+            self.extra = ck.get("extra", {})
+            self.model.load_state_dict(ck["model"])
+            self.optimizer.load_state_dict(ck["optimizer"])
+            self.scheduler.load_state_dict(ck["scheduler"])
+            self.step = ck["step"]
+            rng = ck["rng"]
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            name, key, *rest = rng["numpy"]
+            np.random.set_state((name, key.numpy().astype(np.uint32), *rest))
+            random.setstate(_as_tuples(rng["python"]))
+            return ck["config"]
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+            # a missing entry, another model's shapes, another optimiser: the file's contents
+            raise BadCheckpoint(f"checkpoint {path} does not fit this run ({type(e).__name__}: "
+                                f"{first_line(e)}); {CHECKPOINT_ADVICE}") from e
+
+
+CHECKPOINT_ADVICE = "replace it with a good copy (an earlier checkpoints/round-NNNN.pt) or move it away"
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint dict at `path`, loaded weights-only (a checkpoint is data: it never runs
+    code). An unreadable, truncated or not weights-only file raises BadCheckpoint."""
+    try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
-        self.extra = ck.get("extra", {})
-        self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
-        self.scheduler.load_state_dict(ck["scheduler"])
-        self.step = ck["step"]
-        rng = ck["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        name, key, *rest = rng["numpy"]
-        np.random.set_state((name, key.numpy().astype(np.uint32), *rest))
-        random.setstate(_as_tuples(rng["python"]))
-        return ck["config"]
+    except pickle.UnpicklingError as e:  # torch's own message offers to unpickle it unsafely
+        raise BadCheckpoint(f"cannot load checkpoint {path}: it is damaged, or holds objects that a "
+                            f"weights-only load refuses to build; {CHECKPOINT_ADVICE}") from e
+    except (OSError, EOFError, RuntimeError) as e:
+        raise BadCheckpoint(f"cannot load checkpoint {path} ({type(e).__name__}: {first_line(e)}); "
+                            f"{CHECKPOINT_ADVICE}") from e
+    if not isinstance(ck, dict):
+        raise BadCheckpoint(f"{path} holds a {type(ck).__name__}, not a checkpoint; {CHECKPOINT_ADVICE}")
+    return ck
 
 
 def _as_tuples(x):

@@ -14,6 +14,37 @@ def test_help_lists_every_command():
         assert name in result.output
 
 
+def test_cache_verify_given_a_run_directory_verifies_that_runs_cache(tmp_path):
+    """The call a user types first: RUN_DIR, not RUN_DIR/cache with --run-dir RUN_DIR."""
+    import asyncio
+
+    from explorer.config import CrawlConfig
+    from explorer.crawl import CrawlItem, Crawler, open_cache
+    from explorer.sandbox.server import start_sandbox
+    from tests.run_fixtures import make_run
+
+    run = make_run(tmp_path / "run")
+    cache_dir = run.cache_dir(run.load_config())
+    cfg = CrawlConfig(image_size=48, workers=1, pool="thread", concurrency=4, per_host=4)
+    cache = open_cache(cache_dir, cfg, db_path=run.db_path)
+    with start_sandbox(seed=0, profile="none") as server, \
+            Crawler.for_cache(cache, cfg, allow=[server.host_port]) as crawler:
+        cache.db.start_round(0)
+        qid = cache.db.add_query(0, "rose", "rose", "sandbox")
+        cache.db.set_query_status(qid, "searched", n_results=6)
+        urls = [f"{server.url}/img/{server.world.web_image_id(i, 1)}.jpg" for i in range(6)]
+        asyncio.run(crawler.crawl([CrawlItem(u, "a rose", qid, 0) for u in urls]))
+        cache.db.set_query_status(qid, "done")
+        cache.db.finish_round(0)
+    cache.close()
+    assert any((cache_dir / "images").rglob("*.jpg"))
+
+    result = runner.invoke(app, ["cache", "verify", str(run.root)], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert f"{run.root} is a run directory: verifying its cache at {cache_dir}" in result.output
+    assert "clean" in result.output
+
+
 # ---- config: validated before anything is written; a run is pinned by its first round ------------
 
 def _sandbox_run(root):
