@@ -95,7 +95,7 @@ class Parts:
 def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
     from cache.index import VectorIndex
     from explorer.crawl import Crawler, open_cache
-    from explorer.engines import make_engine
+    from explorer.engines import CorpusEngine, make_engine
     from explorer.engines.cached import CachedEngine
     from explorer.learner import Learner, pick_device
     from explorer.loop import Explorer
@@ -116,7 +116,8 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
         raise UserError(str(e)) from e
     leak = VectorIndex.from_vectors(leak_vectors(test_paths)) if test_paths else None
     crawler = Crawler.for_cache(cache, cfg.crawl, allow=allow, leak_index=leak,
-                                allow_files=cfg.crawl.engine.startswith("corpus:"), stop_when_full=True)
+                                corpus_root=engine.root if isinstance(engine, CorpusEngine) else None,
+                                stop_when_full=True)
     crawler.reconcile_index()  # a kill between a DB commit and the index save left vectors out
 
     concepts = load_concepts(cfg, sandbox)

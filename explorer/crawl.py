@@ -107,7 +107,8 @@ class Crawler:
 
     `embed_fn` maps candidates to unit vectors for near-dup and leak checks; by default the
     cheap embedding computed in the worker. `leak_index` holds the target's test embeddings
-    (same embedding). `file://` URLs are read only when `allow_files` (the local corpus engine).
+    (same embedding). `file://` URLs are read only from under `corpus_root` (the local corpus
+    engine's folder; anywhere with crawl.corpus_allow_outside), never when it is None.
     When the store cannot write (cap reached, disk full, read-only), the images get `disk_full`
     (retryable) attempts; with `stop_when_full`, `crawl` then raises that StoreError once the
     batch is recorded, so a run stops with one clear error and resumes once space returns.
@@ -115,13 +116,13 @@ class Crawler:
 
     def __init__(self, cfg: CrawlConfig, store: ImageStore, db: MetaDB, index: VectorIndex,
                  allow: Iterable[str] = (), embed_fn: EmbedFn | None = None,
-                 leak_index: VectorIndex | None = None, allow_files: bool = False,
+                 leak_index: VectorIndex | None = None, corpus_root: Path | None = None,
                  index_path: str | Path | None = None, stop_when_full: bool = False) -> None:
         self.cfg, self.store, self.db, self.index = cfg, store, db, index
         self.allow = list(allow)
         self.embed_fn = embed_fn
         self.leak_index = leak_index
-        self.allow_files = allow_files
+        self.corpus_root = corpus_root
         self.index_path = Path(index_path) if index_path else None
         self._fetcher: LocalFetcher | ProcessFetcher | None = None
         self._next_vec_id = db.next_vec_id()
@@ -149,7 +150,7 @@ class Crawler:
     def fetcher(self) -> "LocalFetcher | ProcessFetcher":
         """Downloads and prepares (crawl.pool: threads here, or worker processes), made on first use."""
         if self._fetcher is None:
-            self._fetcher = make_fetcher(self.cfg, self.allow, self.allow_files)
+            self._fetcher = make_fetcher(self.cfg, self.allow, self.corpus_root)
         return self._fetcher
 
     # -- the pipeline --------------------------------------------------------------------------

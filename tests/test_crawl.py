@@ -109,7 +109,7 @@ def test_files_are_read_only_when_allowed_and_cap_gives_disk_full(tmp_path):
         (src / f"{i}.jpg").write_bytes(jpeg_bytes(200, 150, seed=10 + i))
     items = [CrawlItem((src / f"{i}.jpg").as_uri()) for i in range(3)]
     cache = open_cache(tmp_path / "c", cfg(cache_max_bytes=5_000))
-    with Crawler.for_cache(cache, cfg(cache_max_bytes=5_000), allow_files=True) as crawler:
+    with Crawler.for_cache(cache, cfg(cache_max_bytes=5_000), corpus_root=src) as crawler:
         attempts = asyncio.run(crawler.crawl(items))
     outcomes = sorted(a.outcome.value for a in attempts)
     assert "ok" in outcomes and "disk_full" in outcomes

@@ -2,6 +2,7 @@
 embedding (the real offline text model, loaded once for this file)."""
 import asyncio
 import json
+import os
 from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
@@ -13,8 +14,12 @@ from PIL import Image
 
 import explorer.engines.corpus as corpus
 from explorer.config import CrawlConfig
+from explorer.crawl import Crawler, CrawlItem, open_cache
 from explorer.engines import CorpusEngine, make_engine
 from explorer.engines.corpus import caption_from_name, list_corpus
+from explorer.records import Outcome
+from tests.crawl_fixtures import jpeg_bytes
+from tests.test_localfile import unblock_fifo
 
 
 def write_image(path: Path, color) -> None:
@@ -138,3 +143,60 @@ def test_bad_corpora_are_clear_errors(tmp_path):
     (tmp_path / "t.json").write_text("[]")
     with pytest.raises(ValueError, match="neither a folder nor"):
         CorpusEngine(str(tmp_path / "t.json"), cfg)
+
+
+@pytest.fixture
+def hostile_table(tmp_path) -> tuple[Path, dict[str, str]]:
+    """A corpus table whose rows name good images and everything that must not be read:
+    lake/table.csv and {url as listed: what it is}."""
+    lake, outside = tmp_path / "lake", tmp_path / "outside"
+    (lake / "good").mkdir(parents=True)
+    outside.mkdir()
+    (lake / "good" / "a.jpg").write_bytes(jpeg_bytes(200, 150, seed=1))
+    (lake / "good" / "b.jpg").write_bytes(jpeg_bytes(200, 150, seed=2))
+    (lake / "big.jpg").write_bytes(jpeg_bytes(200, 150, seed=3) + bytes(60_000))
+    os.mkfifo(lake / "pipe.jpg")
+    (lake / "folder.jpg").mkdir()
+    for i, name in enumerate(["linked.jpg", "absolute.jpg", "dotdot.jpg"]):
+        (outside / name).write_bytes(jpeg_bytes(200, 150, seed=10 + i))
+    (lake / "link_out.jpg").symlink_to(outside / "linked.jpg")
+    rows = {"good/a.jpg": "good", str(lake / "good" / "b.jpg"): "good", "big.jpg": "big",
+            "/dev/zero": "device", "pipe.jpg": "fifo", "folder.jpg": "folder",
+            "link_out.jpg": "outside", str(outside / "absolute.jpg"): "outside",
+            "../outside/dotdot.jpg": "outside"}
+    pd.DataFrame({"url": list(rows), "caption": list(rows.values())}).to_csv(lake / "table.csv", index=False)
+    return lake / "table.csv", rows
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("pool", ["thread", "process"])
+@pytest.mark.parametrize("allow_outside", [False, True])
+def test_crawl_reads_only_regular_files_under_the_corpus_root(tmp_path, hostile_table, pool, allow_outside):
+    table, rows = hostile_table
+    cfg = CrawlConfig(corpus_cache_dir=str(tmp_path / "emb-cache"), pool=pool, workers=1, image_size=64,
+                      min_side=16, max_bytes=50_000, corpus_allow_outside=allow_outside)
+    engine = CorpusEngine(str(table), cfg)
+    assert engine.root == table.parent.resolve() and len(engine.items) == len(rows)
+    what = {item.image: rows[row] for item, row in zip(engine.items, rows)}
+    cache = open_cache(tmp_path / "cache", cfg)
+    try:
+        with Crawler.for_cache(cache, cfg, corpus_root=engine.root) as crawler:
+            asyncio.run(crawler.crawl([CrawlItem(it.image, it.caption) for it in engine.items]))
+    finally:
+        unblock_fifo(table.parent / "pipe.jpg")
+    recorded = {url: (Outcome(outcome), reason) for url, outcome, reason
+                in cache.db.conn.execute("SELECT url, outcome, reason FROM attempts")}
+    stored = cache.db.image_stats()[0]
+    cache.close()
+    assert recorded.keys() == what.keys()
+    expected = {"good": Outcome.OK, "big": Outcome.TOO_LARGE,
+                "outside": Outcome.OK if allow_outside else Outcome.FORBIDDEN_PATH}
+    for url, kind in what.items():
+        outcome, reason = recorded[url]
+        assert outcome == expected.get(kind, Outcome.FORBIDDEN_PATH), (url, outcome, reason)
+        if kind in ("outside", "device") and not allow_outside:  # refused before anything is opened
+            assert "outside the corpus root" in reason and "corpus_allow_outside" in reason
+        elif kind in ("device", "fifo", "folder"):
+            assert reason.endswith("not a regular file") and {"device": "character device", "fifo": "FIFO",
+                                                               "folder": "folder"}[kind] in reason
+    assert stored == (5 if allow_outside else 2)

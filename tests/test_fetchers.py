@@ -206,7 +206,7 @@ def test_a_garbled_message_from_a_worker_costs_its_jobs_and_the_worker_only():
             pass
 
     async def garble():
-        fetcher = ProcessFetcher(cfg(), [], False)
+        fetcher = ProcessFetcher(cfg(), [], None)
         ours, theirs = Pipe(duplex=True)
         worker = SimpleNamespace(conn=ours, process=FakeProcess(), jobs={7}, delivered=1, alive=True,
                                  unwatch=lambda: None)

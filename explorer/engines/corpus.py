@@ -9,6 +9,9 @@
 - a table (.csv, .tsv, .parquet) with columns `url` and `caption` (optional `width`,
   `height`). A `url` without a scheme is a path relative to the table's folder.
 
+The corpus root is the folder, or the table's folder: the crawl reads file:// results only from
+under it (explorer/localfile.py), unless `crawl.corpus_allow_outside`.
+
 Captions are embedded once with the sentence model (unit norm) and cached on disk under a
 hash of (model, captions); a query is embedded the same way and answered by cosine similarity
 (FAISS inner product).
@@ -134,6 +137,12 @@ def list_table(path: Path) -> list[CorpusItem]:
     return items
 
 
+def corpus_root(path: Path) -> Path:
+    """The folder whose files the corpus at `path` may be read from: itself, or a table's folder."""
+    path = path.resolve()
+    return path if path.is_dir() else path.parent
+
+
 def list_corpus(path: Path) -> list[CorpusItem]:
     if path.is_dir():
         return list_folder(path)
@@ -184,6 +193,7 @@ class CorpusEngine(Engine):
 
     def __init__(self, path: str, cfg: CrawlConfig):
         self.path = Path(path).expanduser()
+        self.root = corpus_root(self.path)
         self.cfg = cfg
         self.items = list_corpus(self.path)
         if not self.items:
