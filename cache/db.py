@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from explorer.errors import CorruptRunState
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rounds (
     round INTEGER PRIMARY KEY, started_at REAL, finished_at REAL, status TEXT, info TEXT);
@@ -107,6 +109,9 @@ class WriterLock:
         self.release()
 
 
+DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")  # a file to restore, unlike a busy or read-only one
+
+
 class MetaDB:
     """The metadata database. Every method runs on the caller's thread; share nothing across threads."""
 
@@ -115,10 +120,17 @@ class MetaDB:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(str(self.path), isolation_level=None)
         self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA busy_timeout=10000")
-        self.conn.executescript(SCHEMA)
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA busy_timeout=10000")
+            self.conn.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            self.conn.close()
+            if e.sqlite_errorname not in DAMAGED:
+                raise
+            raise CorruptRunState(f"cannot read the database {self.path} ({e}): restore it from a copy, "
+                                  f"or salvage it with `sqlite3 {self.path} .recover`") from e
         self._depth = 0
 
     def close(self) -> None:

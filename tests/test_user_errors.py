@@ -63,6 +63,20 @@ def test_a_damaged_database_is_one_line(named_run, damage, command):
     one_line_error(args, str(named_run.db_path))
 
 
+@pytest.mark.parametrize("damage", ["truncated", "overwritten", "first page zeroed"])
+def test_a_damaged_cache_database_is_one_line(named_run, damage, tmp_path):
+    """The writer's side (cache stats, fetch, a run's start) opens it with MetaDB."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    db = cache / "explore.db"
+    db.write_bytes(named_run.db_path.read_bytes())
+    DB_DAMAGE[damage](db)
+    urls = tmp_path / "urls.txt"
+    urls.write_text("http://127.0.0.1:9/a.jpg\n")
+    for args in (["cache", "stats", str(cache)], ["fetch", str(urls), "--cache-dir", str(cache)]):
+        one_line_error(args, str(db))
+
+
 @pytest.mark.parametrize("line", ["[1, 2]", '"a string"', "null", "3", "{}", '{"queries": 4}'])
 def test_a_rounds_log_line_that_is_no_round_record_is_one_line(named_run, line):
     with named_run.rounds_log.open("a") as f:
