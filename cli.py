@@ -322,10 +322,9 @@ def sandbox_serve(
     from explorer.sandbox import faults
     from explorer.sandbox.server import serve
 
-    cfg = load_config(config_file, set_).sandbox
-    cfg.port = cfg.port if port is None else port
-    cfg.profile = cfg.profile if profile is None else profile
-    cfg.seed = cfg.seed if seed is None else seed
+    options = [f"sandbox.{name}={value}" for name, value in (("port", port), ("profile", profile), ("seed", seed))
+               if value is not None]
+    cfg = load_config(config_file, [*(set_ or []), *options]).sandbox  # every value checked, as --set's
     try:
         faults.check_profile(cfg.profile)
     except ValueError as e:

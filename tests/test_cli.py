@@ -89,6 +89,16 @@ def test_a_bad_value_is_refused_in_one_line_by_every_command(tmp_path, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["urls.txt"]   # nothing written
 
 
+@pytest.mark.parametrize("option, named", [
+    (["--port", "70000"], "sandbox.port=70000"),
+    (["--port", "-1"], "sandbox.port=-1"),
+    (["--profile", "nonesuch"], "sandbox.profile=nonesuch"),
+])
+def test_sandbox_serve_checks_its_own_options_as_it_checks_set(option, named):
+    """--port, --profile and --seed are config fields too: a bad one is one line, not a traceback."""
+    _one_error(runner.invoke(app, ["sandbox", "serve", *option], env=WIDE), named)
+
+
 def test_resume_refuses_a_bad_value_and_a_bad_config_file_without_writing(tmp_path):
     run = _sandbox_run(tmp_path / "run")
     before = run.config_path.read_bytes()
