@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import simplejpeg
 from cykooz_resizer import FilterType, ImageData, PixelType, ResizeAlg, ResizeOptions, Resizer
-from PIL import Image, ImageOps
+from PIL import Image
 
 from explorer.config import CrawlConfig
 from explorer.records import Candidate, Outcome
@@ -99,11 +99,29 @@ def _over_white(im: Image.Image) -> Image.Image:
     return Image.alpha_composite(white, rgba).convert("RGB")
 
 
+def exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag (1 = upright). Read after decoding where Pillow decodes: a PNG's
+    EXIF comes with its pixels."""
+    return im.getexif().get(ORIENTATION, 1)
+
+
+def upright(im: Image.Image, orientation: int) -> Image.Image:
+    """`im` turned as its EXIF `orientation` says (unknown values: as it is)."""
+    return im.transpose(TRANSPOSE[orientation]) if orientation in TRANSPOSE else im
+
+
 def load_rgb(path: str | Path) -> Image.Image:
-    """An image file as the crawl would see it, at full size: first frame, EXIF orientation
-    applied, `to_rgb`. For the target's files and stored images read back for training."""
+    """An image file as the crawl would see it, at full size: first frame, `to_rgb`, EXIF
+    orientation applied as the crawl applies it. For the target's files and stored images read
+    back for training. A user's file whose EXIF does not parse is taken as it stands (the crawl
+    rejects such a download as corrupt; a target's image cannot be dropped)."""
     with Image.open(path) as im:
-        return to_rgb(ImageOps.exif_transpose(im))
+        try:
+            orientation = exif_orientation(im)  # (first: a PNG loads itself for it, and a loaded file is closed)
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError):
+            orientation = 1
+        im.load()  # the pixels, before the file closes
+        return upright(to_rgb(im), orientation)
 
 
 def stored_size(width: int, height: int, side: int) -> tuple[int, int]:
@@ -242,14 +260,13 @@ def prepare_with_embedding(body: bytes, cfg: CrawlConfig) -> tuple[Candidate, np
             if im is None:
                 exif_from = _pillow_decode(header, body, fmt, cfg)
                 im = to_rgb(exif_from)
-            orientation = exif_from.getexif().get(ORIENTATION, 1)
+            orientation = exif_orientation(exif_from)
         size = stored_size(*im.size, cfg.image_size)
         if size != im.size:
             im = resize_area(im, size)  # the DCT scaling already did the bulk of it
-        if orientation in TRANSPOSE:  # EXIF orientation, applied to the small image
-            im = im.transpose(TRANSPOSE[orientation])
-            if orientation in (5, 6, 7, 8):  # rotated by 90 degrees
-                orig_w, orig_h = orig_h, orig_w
+        im = upright(im, orientation)  # applied to the small image
+        if orientation in (5, 6, 7, 8):  # rotated by 90 degrees
+            orig_w, orig_h = orig_h, orig_w
         data = encode_jpeg(im, cfg.jpeg_quality)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         return Rejection(Outcome.BOMB, str(e)[:200])
