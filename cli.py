@@ -23,7 +23,7 @@ class ExploreGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except UserError as e:
-            fail(str(e))
+            fail(str(e), getattr(e, "exit_code", 1))
 
 
 app = typer.Typer(
@@ -94,6 +94,7 @@ def run(
     policy: Annotated[Optional[str], typer.Option(help="gp, ucb, random or oracle (sandbox only).")] = None,
     vocab: Annotated[Optional[str], typer.Option(help="imagenet21k, wordnet, file:PATH (sandbox: its world).")] = None,
     model: Annotated[Optional[str], typer.Option(help="tiny-64, vit-s16 or vit-b16.")] = None,
+    init: Annotated[Optional[str], typer.Option("--init", help="Start weights: scratch, timm:NAME or file:PATH (default: the model's pretrained timm encoder for real targets, scratch for sandbox ones).")] = None,
     rounds: Annotated[Optional[int], typer.Option(help="Stop after this many rounds (0: budget only).")] = None,
     max_images: Annotated[Optional[int], typer.Option(help="Stop once this many images are kept.")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="Where target datasets are found.")] = None,
@@ -110,7 +111,7 @@ def run(
     overrides = list(SANDBOX_PRESET) if is_sandbox_target(target) else []
     overrides += [f"run.target={target}", f"run.run_dir={rd.root}"]
     for name, value in (("run.hours", hours), ("crawl.engine", engine), ("policy.name", policy),
-                        ("policy.vocab", vocab), ("model.name", model), ("run.rounds", rounds),
+                        ("policy.vocab", vocab), ("model.name", model), ("model.init", init), ("run.rounds", rounds),
                         ("run.max_images", max_images), ("run.data_root", data_root)):
         if value is not None:
             overrides.append(f"{name}={value}")
@@ -143,7 +144,7 @@ def _run(rd, overrides: list[str], hours: Optional[float], quiet: bool, fresh: O
     try:
         run_exploration(rd, console=console, quiet=quiet, fresh=fresh, overrides=overrides)
     except UserError as e:
-        fail(str(e))
+        fail(str(e), getattr(e, "exit_code", 1))   # 3: the search engine is unavailable
     except (OSError, ValueError, sqlite3.Error) as e:   # a full disk, a read-only folder
         fail(f"{type(e).__name__}: {e}")
 
@@ -154,6 +155,7 @@ def rewards(
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
     plot: Annotated[bool, typer.Option("--plot", help="Write reward curves and image grids to RUN_DIR/plots.")] = False,
     top: Annotated[int, typer.Option(help="How many best and worst concepts to show.")] = 10,
+    original: Annotated[bool, typer.Option("--original", help="Concept rewards as their own round's encoder scored them, not the latest refresh.")] = False,
 ) -> None:
     """Print the reward log: per round, and the best and worst concepts."""
     from explorer import report
@@ -166,7 +168,7 @@ def rewards(
         fail(f"unknown format {fmt!r}: use table, csv or json")
     out = Console()
     out.print(report.rounds_table(rd.read_rounds()))
-    concepts = report.concept_rewards(rd)
+    concepts = report.concept_rewards(rd, fresh=not original)
     out.print(report.concepts_table(concepts[:top], f"Best {min(top, len(concepts))} concepts"))
     out.print(report.concepts_table(concepts[::-1][:top], f"Worst {min(top, len(concepts))} concepts"))
     if plot:
@@ -311,7 +313,7 @@ def vocab(
 @sandbox_app.command("serve")
 def sandbox_serve(
     port: Annotated[Optional[int], typer.Option(help="Port on 127.0.0.1 (default: sandbox.port; 0 = any free).")] = None,
-    profile: Annotated[Optional[str], typer.Option(help="Fault profile: none, realistic, hostile.")] = None,
+    profile: Annotated[Optional[str], typer.Option(help="Fault profile: none, realistic, hostile; throttled, down (searches).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="World seed (default: sandbox.seed).")] = None,
     config_file: Annotated[Optional[Path], typer.Option("--config", help="A config.toml to start from.")] = None,
     set_: SetOption = None,

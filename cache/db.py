@@ -41,8 +41,13 @@ CREATE TABLE IF NOT EXISTS search_cache (
     engine TEXT, query TEXT, results TEXT, created_at REAL, PRIMARY KEY (engine, query));
 CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, time REAL, kind TEXT, message TEXT);
 """
+# Rewards recomputed with a later encoder (explorer.loop's refresh), kept beside the reward the
+# row got when its round scored it: (table, column, type). Added to databases made before them.
+FRESH_COLUMNS = (("images", "fresh_reward", "REAL"), ("images", "fresh_round", "INTEGER"),
+                 ("queries", "fresh_reward", "REAL"), ("queries", "fresh_round", "INTEGER"))
 
-QUERY_STATUSES = ("pending", "searched", "done", "failed")
+# "retry": the search failed (the engine was unavailable) and is asked again in a later round
+QUERY_STATUSES = ("pending", "searched", "done", "failed", "retry")
 QUERY_FIELDS = {"status", "n_results", "n_kept", "reward", "error", "text", "engine"}
 # Outcomes after which a URL is never fetched again; the rest (timeouts, 5xx, refused, a full
 # disk) may succeed on a later try.
@@ -125,6 +130,7 @@ class MetaDB:
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA busy_timeout=10000")
             self.conn.executescript(SCHEMA)
+            self._add_fresh_columns()
         except sqlite3.DatabaseError as e:
             self.conn.close()
             if e.sqlite_errorname not in DAMAGED:
@@ -132,6 +138,12 @@ class MetaDB:
             raise CorruptRunState(f"cannot read the database {self.path} ({e}): restore it from a copy, "
                                   f"or salvage it with `sqlite3 {self.path} .recover`") from e
         self._depth = 0
+
+    def _add_fresh_columns(self) -> None:
+        for table, column, kind in FRESH_COLUMNS:
+            have = {r["name"] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self.conn.close()
@@ -189,7 +201,7 @@ class MetaDB:
         return int(cur.lastrowid)
 
     def set_query_status(self, query_id: int, status: str, **fields) -> None:
-        """status in ('pending','searched','done','failed'); fields among n_results, n_kept, reward, error."""
+        """status in ('pending','searched','done','failed','retry'); fields among n_results, n_kept, reward, error."""
         if status not in QUERY_STATUSES:
             raise ValueError(f"unknown query status {status!r}")
         unknown = set(fields) - QUERY_FIELDS
@@ -315,14 +327,51 @@ class MetaDB:
         return None if row[0] is None else int(row[0])
 
     def best_images(self, before_round: int, limit: int) -> list[dict]:
-        """Replay: images of earlier rounds with the highest reward (scored ones only)."""
+        """Images of earlier rounds with the highest current reward (scored ones only)."""
         return [dict(r) for r in self.conn.execute(
-            "SELECT * FROM images WHERE round < ? AND reward IS NOT NULL ORDER BY reward DESC LIMIT ?",
+            "SELECT *, COALESCE(fresh_reward, reward) AS current_reward FROM images "
+            "WHERE round < ? AND reward IS NOT NULL ORDER BY current_reward DESC LIMIT ?",
             (before_round, limit))]
+
+    def scored_images(self, before_round: int) -> Iterator[dict]:
+        """Images of earlier rounds with a reward, streamed (sha256, path, caption, reward: the
+        freshest one), in sha256 order."""
+        for r in self.conn.execute(
+                "SELECT sha256, path, caption, COALESCE(fresh_reward, reward) AS reward FROM images "
+                "WHERE round < ? AND reward IS NOT NULL ORDER BY sha256", (before_round,)):
+            yield dict(r)
+
+    def reward_moments(self, before_round: int) -> tuple[int, float, float]:
+        """(count, mean, standard deviation) of the freshest rewards of earlier rounds' images."""
+        n, mean, sq = self.conn.execute(
+            "SELECT COUNT(*), AVG(r), AVG(r * r) FROM (SELECT COALESCE(fresh_reward, reward) AS r "
+            "FROM images WHERE round < ? AND reward IS NOT NULL)", (before_round,)).fetchone()
+        if not n:
+            return 0, 0.0, 0.0
+        return int(n), float(mean), max(float(sq) - float(mean) ** 2, 0.0) ** 0.5
+
+    def refresh_sample(self, before_round: int, per_query: int) -> list[dict]:
+        """For each scored query of earlier rounds, up to `per_query` of the images it kept (the
+        same ones every time: lowest sha256, i.e. an arbitrary but fixed draw): rows of
+        query_id, round, concept, sha256, path, caption."""
+        return [dict(r) for r in self.conn.execute(
+            "SELECT query_id, round, concept, sha256, path, caption FROM ("
+            " SELECT i.query_id, q.round, q.concept, i.sha256, i.path, i.caption,"
+            "  ROW_NUMBER() OVER (PARTITION BY i.query_id ORDER BY i.sha256) AS n"
+            " FROM images i JOIN queries q ON i.query_id = q.id"
+            " WHERE q.round < ? AND q.reward IS NOT NULL) WHERE n <= ? ORDER BY query_id, sha256",
+            (before_round, per_query))]
 
     def set_image_rewards(self, rewards: dict[str, float]) -> None:
         self.conn.executemany("UPDATE images SET reward=? WHERE sha256=?",
                               [(float(r), sha) for sha, r in rewards.items()])
+
+    def set_fresh_rewards(self, round: int, images: dict[str, float], queries: dict[int, float]) -> None:
+        """Rewards recomputed by round `round`'s encoder; the rewards of their own round stay."""
+        self.conn.executemany("UPDATE images SET fresh_reward=?, fresh_round=? WHERE sha256=?",
+                              [(float(r), round, sha) for sha, r in images.items()])
+        self.conn.executemany("UPDATE queries SET fresh_reward=?, fresh_round=? WHERE id=?",
+                              [(float(r), round, qid) for qid, r in queries.items()])
 
     # -- search results ------------------------------------------------------------------------
     def get_search_results(self, engine: str, query: str) -> list[dict] | None:

@@ -58,6 +58,11 @@ class CrawlConfig:
     search_backoff_s: float = 2.0         # first backoff; doubles, with jitter
     search_backoff_max_s: float = 60.0    # a single backoff never waits longer than this
     search_timeout_s: float = 30.0        # one search attempt, everything included
+    search_reasks: int = 3                # a failed search is asked again in later rounds this often
+    search_fail_streak: int = 10          # failed searches in a row that make the engine "down"
+    search_pause_s: float = 30.0          # first pause of the crawl while the engine is down; doubles
+    search_pause_max_s: float = 600.0     # a single pause never waits longer than this
+    search_patience_s: float = 3600.0     # downtime after which the run stops (exit 3, resumable)
     search_region: str = "us-en"          # ddgs region
     search_safesearch: str = "moderate"   # ddgs: on, moderate, off
     search_backend: str = "auto"          # ddgs image backends: auto, duckduckgo, bing (comma list)
@@ -82,7 +87,7 @@ class CrawlConfig:
 @dataclass
 class ModelConfig:
     name: str = "vit-b16"                 # tiny-64 (CPU), vit-s16, vit-b16
-    init: str = "scratch"                 # scratch, timm:MODEL_NAME, file:PATH
+    init: str = "auto"                    # auto (see resolve_init), scratch, timm:MODEL_NAME, file:PATH
     mask_ratio: float = 0.75
     caption_weight: float = 1.0           # lambda in: pixel MSE + lambda * caption CE
     max_caption_tokens: int = 32
@@ -105,7 +110,8 @@ class TrainConfig:
     target_share: float = 0.25            # batch shares: target images, this round's candidates,
     candidate_share: float = 0.5          # and replay of earlier high-reward images
     replay_share: float = 0.25
-    replay_size: int = 50_000
+    replay_size: int = 50_000             # replay pool: drawn from earlier rounds' images with
+    replay_temperature: float = 0.5       # p ∝ exp(z/τ), z = the image's fresh reward z-scored
     workers: int = 4
     bf16: bool = True                     # autocast on GPU
     compile: bool = False
@@ -123,6 +129,9 @@ class RewardConfig:
     floor_mode: str = "round_min"         # ... "fixed": that value; "round_min": the round's lowest
                                           # query reward (on the encoder's scale, so that a failed
                                           # query ranks with the worst, not far below all of them)
+    refresh_every: int = 5                # every N rounds re-score earlier rounds' images with the
+                                          # current encoder (0 = never): GP, replay and `explore
+    refresh_per_query: int = 32           # rewards` use fresh values; images re-scored per query
 
 
 @dataclass
@@ -144,7 +153,7 @@ class PolicyConfig:
 @dataclass
 class SandboxConfig:
     seed: int = 0
-    profile: str = "none"                 # none, realistic, hostile
+    profile: str = "none"                 # none, realistic, hostile; throttled, down (searches only)
     test_per_class: int = 20              # sandbox targets' test images a class (more: steadier accuracies)
     host: str = "127.0.0.1"
     port: int = 0                         # 0 = any free port
@@ -280,6 +289,9 @@ SANDBOX_PRESET = [
     "crawl.search_interval_s=0",
     "crawl.search_backoff_s=0.05",
     "crawl.search_backoff_max_s=1",
+    "crawl.search_pause_s=0.5",
+    "crawl.search_pause_max_s=5",
+    "crawl.search_patience_s=30",
     "crawl.image_size=80",
     "crawl.concurrency=64",
     "crawl.per_host=64",
@@ -303,6 +315,26 @@ SANDBOX_PRESET = [
 
 def is_sandbox_target(target: str) -> bool:
     return target.startswith("sandbox-")
+
+
+# The pretrained start of each encoder on real targets: a self-supervised checkpoint of the
+# same architecture where timm has one (Internet Explorer started from a pretrained model).
+# Only the encoder is loaded; the pixel and caption decoders start fresh.
+PRETRAINED_INIT = {
+    "vit-b16": "timm:vit_base_patch16_224.mae",
+    "vit-s16": "timm:vit_small_patch16_224.dino",    # timm has no MAE ViT-S; DINO's is SSL too
+    "tiny-64": "scratch",                             # no timm checkpoint has its shape
+}
+
+
+def resolve_init(cfg: "Config") -> str:
+    """model.init as a run uses it (and records in config.toml): "auto" is scratch for sandbox
+    targets (their drawn world is like no photo) and the model's pretrained start otherwise."""
+    if cfg.model.init != "auto":
+        return cfg.model.init
+    if is_sandbox_target(cfg.run.target):
+        return "scratch"
+    return PRETRAINED_INIT[cfg.model.name]
 
 
 # ---- what each field accepts -----------------------------------------------------------------
@@ -460,6 +492,11 @@ RULES: dict[str, object] = {
     "crawl.search_backoff_s": PAUSE,
     "crawl.search_backoff_max_s": Num(0, 86_400),
     "crawl.search_timeout_s": TIMEOUT,
+    "crawl.search_reasks": Ints(0, 100),
+    "crawl.search_fail_streak": Ints(1, 100_000),
+    "crawl.search_pause_s": PAUSE,
+    "crawl.search_pause_max_s": Num(0, 86_400),
+    "crawl.search_patience_s": Num(0, 30 * 86_400),
     "crawl.search_region": Form(r"[a-z]{2}-[a-z]{2}", "a ddgs region such as us-en or wt-wt"),
     "crawl.search_safesearch": Choice(("on", "moderate", "off")),
     "crawl.search_backend": Form(r"[a-z_]+(\s*,\s*[a-z_]+)*", "auto or a comma list of ddgs backends"),
@@ -480,7 +517,8 @@ RULES: dict[str, object] = {
     "crawl.db_batch": Ints(1, 100_000),
 
     "model.name": Choice(("tiny-64", "vit-s16", "vit-b16")),
-    "model.init": Form(r"scratch|timm:\S+|file:[^\x00\n]+", "scratch, timm:MODEL_NAME or file:PATH"),
+    "model.init": Form(r"auto|scratch|timm:\S+|file:[^\x00\n]+",
+                       "auto, scratch, timm:MODEL_NAME or file:PATH"),
     "model.mask_ratio": Num(0.05, 0.95),
     "model.caption_weight": Num(0, 100),
     "model.max_caption_tokens": Ints(1, 512, "the text model's longest input"),
@@ -500,6 +538,7 @@ RULES: dict[str, object] = {
     "train.candidate_share": SHARE,
     "train.replay_share": SHARE,
     "train.replay_size": Ints(0, 100_000_000),
+    "train.replay_temperature": Num(0, 1000, above=True),
     "train.workers": WORKERS,
     "train.bf16": Flag(),
     "train.compile": Flag(),
@@ -512,6 +551,8 @@ RULES: dict[str, object] = {
     "reward.contrast": Flag(),
     "reward.floor": Num(-10, 10),
     "reward.floor_mode": Choice(("fixed", "round_min")),
+    "reward.refresh_every": Ints(0, 1_000_000, "0 = never"),
+    "reward.refresh_per_query": Ints(1, 1_000_000),
 
     "policy.name": Choice(("gp", "ucb", "random", "oracle")),
     "policy.vocab": Form(r"imagenet21k|wordnet|sandbox|file:[^\x00\n]+",
@@ -528,7 +569,7 @@ RULES: dict[str, object] = {
     "policy.embedding_cache": PATH,
 
     "sandbox.seed": SEED,
-    "sandbox.profile": Choice(("none", "realistic", "hostile")),
+    "sandbox.profile": Choice(("none", "realistic", "hostile", "throttled", "down")),
     "sandbox.test_per_class": Ints(1, 10_000),
     "sandbox.host": Loopback(),
     "sandbox.port": Ints(0, 65_535, "0 = any free port"),

@@ -24,13 +24,15 @@ from explorer.reward import image_rewards, web_centre, web_contrast
 from explorer.session import RunDir
 from explorer.train import Trainer
 
+SCORE_CHUNK = 8192   # images embedded at once when scoring
+
 
 @dataclass
 class RoundImages:
     """What the loop hands the learner for one round."""
 
     candidates: list[tuple[str, str, str]]   # (sha256, path, caption) kept this round
-    replay: list[tuple[str, str, str]]       # earlier images, highest reward first
+    replay: list[tuple[str, str, str]]       # earlier images, drawn by their fresh reward
 
 
 def pick_device(name: str) -> torch.device:
@@ -90,13 +92,25 @@ class Learner:
         if not candidates:
             return {}
         target_emb = self.embed(self.target_train)
-        cand_emb = self.embed([p for _, p, _ in candidates])
-        web = self.embed(list(background)) if background else cand_emb
+        web = self.embed(list(background)) if background else None
+        # a refresh re-scores many rounds' images: embed them a chunk at a time (with no web
+        # sample the candidates are their own, so they stay one chunk)
+        step = SCORE_CHUNK if web is not None else len(candidates)
+        out: dict[str, float] = {}
+        for start in range(0, len(candidates), step):
+            part = candidates[start:start + step]
+            cand_emb = self.embed([p for _, p, _ in part])
+            rewards = self._rewards(cand_emb, target_emb, cand_emb if web is None else web)
+            out.update((sha, float(r)) for (sha, _, _), r in zip(part, rewards))
+        return out
+
+    def _rewards(self, cand_emb: np.ndarray, target_emb: np.ndarray, web: np.ndarray) -> np.ndarray:
+        """r(image) [M] of candidates [M, D] against the target [T, D], about the web sample [W, D]."""
         centre = web_centre(target_emb, web) if self.cfg.reward.centre == "web" else None
         rewards = image_rewards(cand_emb, target_emb, self.cfg.reward.k, centre=centre)
         if self.cfg.reward.contrast:
             rewards = rewards - web_contrast(cand_emb, web, self.cfg.reward.k, centre=centre)
-        return {sha: float(r) for (sha, _, _), r in zip(candidates, rewards)}
+        return rewards
 
     def train_round(self, round_: int, images: RoundImages) -> dict:
         """MUG steps on a mix of target, this round's candidates and replay; then k-NN."""

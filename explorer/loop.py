@@ -10,7 +10,8 @@ event-loop thread only.
 
 What survives a kill -9, and where:
 - the database (WAL) holds every query asked and every URL attempt, committed as they finish;
-  a resumed round re-asks nothing (search results are cached) and re-fetches nothing;
+  a resumed round re-asks nothing (search results are cached) and re-fetches nothing; a search
+  the engine did not answer is a "retry" row, asked again in a later round (resumed or not);
 - the checkpoint holds the model, optimiser, policy state and the last round fully done; a round
   cut short is trained again from that checkpoint on the images it already has.
 """
@@ -25,10 +26,13 @@ from rich.console import Console
 
 from explorer.config import Config
 from explorer.crawl import CrawlItem
+from explorer.engines.base import SearchWatch
+from explorer.errors import SearchUnavailable
 from explorer.learner import RoundImages
 from explorer.progress import RunProgress
 from explorer.records import Outcome, QueryOutcome
 from explorer.session import Budget, RunDir
+from explorer.terminal import visible
 
 
 @dataclass
@@ -54,6 +58,9 @@ class RoundReport:
                 "failed_queries": self.failed_queries, "outcomes": self.outcomes}
 
 
+UNANSWERED = ("failed", "retry")   # query statuses of searches the engine did not answer
+
+
 class StopRequested(Exception):
     pass
 
@@ -75,6 +82,9 @@ class Explorer:
         self.descriptors = list(descriptors)
         self.progress = progress or RunProgress(Console(quiet=True), quiet=True)
         self.stop_requested = False
+        c = cfg.crawl
+        self.search_watch = SearchWatch(c.search_fail_streak, c.search_pause_s,
+                                        c.search_pause_max_s, c.search_patience_s)
 
     # ---- stopping ------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -113,11 +123,12 @@ class Explorer:
             while True:
                 crawled = await crawl
                 started = time.monotonic()
+                fresh = await self.refresh_rewards(round_)   # before replay is drawn from them
                 images = self.round_images(round_)
                 rewards = await asyncio.to_thread(self.learner.score, images.candidates,
                                                   self.background_paths())
                 outcomes = self.score_round(round_, rewards)
-                await asyncio.to_thread(self.policy.update, outcomes)
+                await asyncio.to_thread(self.update_policy, outcomes, fresh)
                 next_crawl = None
                 if self._should_start_round(round_ + 1):
                     next_crawl = asyncio.create_task(self.crawl_round(round_ + 1))
@@ -154,28 +165,29 @@ class Explorer:
         started = time.monotonic()
         self.db.start_round(round_)
         queries = self.db.queries(round=round_)
-        if not queries:  # a resumed round keeps the queries it already chose
-            pairs = self.policy.sample_queries(self.cfg.crawl.queries_per_round, self.descriptors,
-                                               self.cfg.policy.descriptor_share)
-            with self.db.transaction():
-                for concept, text in pairs:
-                    self.db.add_query(round_, concept, text, self.engine.name)
+        # a resumed round keeps the queries it already chose, and asks its failed ones again at
+        # once (the run may have stopped because the engine was unavailable)
+        todo = [q for q in queries if q["status"] in ("pending", "searched", "retry")]
+        if not queries:
+            self.choose_queries(round_)
             queries = self.db.queries(round=round_)
-        todo = [q for q in queries if q["status"] not in ("done", "failed")]
+            todo = queries
         self.progress.crawl_started(round_, len(todo))
         semaphore = asyncio.Semaphore(8)
+        watch = self.search_watch
         fetched = 0
 
-        async def one(q) -> None:
+        async def one(q) -> str:
             nonlocal fetched
             async with semaphore:
+                if watch.down:
+                    return "skipped"  # stays pending: asked once the pause is over
                 outcome = await self.engine.search(q["text"], self.cfg.crawl.results_per_query)
             if outcome.error and not outcome.results:
-                self.progress.searched(0)
-                self.db.set_query_status(q["id"], "failed", error=outcome.error, n_results=0)
-                self.db.log_event("search_failed", query=q["text"], error=outcome.error,
-                                  attempts=outcome.attempts)
-                return
+                watch.failed(outcome.error)
+                self.search_failed(q, outcome)
+                return "failed"
+            watch.answered()   # an answer with no results is one too: the concept gives nothing
             self.db.set_query_status(q["id"], "searched", n_results=len(outcome.results))
             self.progress.searched(len(outcome.results))
             items = [CrawlItem(r.image, r.title, q["id"], round_) for r in outcome.results]
@@ -183,25 +195,150 @@ class Explorer:
             fetched += len(attempts)
             self.progress.fetched(len(attempts))
             if any(a.outcome == Outcome.DISK_FULL for a in attempts):
-                return  # stays "searched": a resumed run fetches these once space returns
+                return "answered"  # stays "searched": a resumed run fetches these once space returns
             self.db.set_query_status(q["id"], "done")
+            return "answered"
 
-        await asyncio.gather(*(one(q) for q in todo))
+        while todo:
+            ends = await asyncio.gather(*(one(q) for q in todo))
+            if "failed" in ends and "answered" not in ends:
+                watch.round_failed()
+            if not watch.down:
+                break
+            await self.pause_search(round_)
+            todo = self.db.queries(round=round_, status="pending")
         self.db.set_round_status(round_, "crawled")
         return {"queries": len(queries), "fetched": fetched, "seconds": time.monotonic() - started}
 
+    # ---- failed searches: unavailable is not useless ---------------------------------------
+    def choose_queries(self, round_: int) -> None:
+        """The round's queries: failed searches whose wait is over first, then the policy's."""
+        n = self.cfg.crawl.queries_per_round
+        again = self.due_retries(round_)[:n]
+        self.policy.asked_again([q["concept"] for q in again])
+        pairs = self.policy.sample_queries(n - len(again), self.descriptors,
+                                           self.cfg.policy.descriptor_share)
+        # a waiting concept is not asked, so the policy may pick it itself: then it is asked now
+        picked = {concept for concept, _ in pairs}
+        again += [q for q in self.db.queries(status="retry")
+                  if q["concept"] in picked and q not in again]
+        with self.db.transaction():
+            for q in again:   # the old row stays as the record of a failure
+                self.db.set_query_status(q["id"], "failed")
+                if q["concept"] not in picked:
+                    self.db.add_query(round_, q["concept"], q["text"], self.engine.name)
+            for concept, text in pairs:
+                self.db.add_query(round_, concept, text, self.engine.name)
+
+    def failures_of(self, text: str) -> int:
+        """How many times the search for `text` has failed in this run."""
+        return sum(1 for status in ("failed", "retry") for q in self.db.queries(status=status)
+                   if q["text"] == text)
+
+    def due_retries(self, round_: int) -> list[dict]:
+        """Failed searches to ask again in `round_`: the k-th failure waits 2**(k-1) rounds."""
+        return [q for q in self.db.queries(status="retry")
+                if round_ - q["round"] >= 2 ** min(self.failures_of(q["text"]) - 1, 6)]
+
+    def search_failed(self, q: dict, outcome) -> None:
+        """No answer is no evidence: the query gets no reward, the policy no observation and the
+        concept is not asked; it is asked again in a later round, `crawl.search_reasks` times."""
+        again = self.failures_of(q["text"]) < self.cfg.crawl.search_reasks
+        self.db.set_query_status(q["id"], "retry" if again else "failed", error=outcome.error,
+                                 n_results=0)
+        self.db.log_event("search_failed", query=q["text"], error=outcome.error,
+                          attempts=outcome.attempts, again=again)
+        if again:
+            self.policy.search_failed([q["concept"]])
+        self.progress.searched(0)
+
+    async def pause_search(self, round_: int) -> None:
+        """The engine is down: pause the crawl (training goes on), or stop the run past the
+        patience. Nothing is lost either way: unasked queries stay pending in the database."""
+        watch = self.search_watch
+        if watch.out_of_patience():
+            self.db.log_event("search_unavailable", round=round_, down_s=watch.down_for(),
+                              error=watch.last_error)
+            raise SearchUnavailable(
+                f"search engine {self.engine.name} unavailable: every search failed for "
+                f"{watch.down_for():.0f} s, past crawl.search_patience_s="
+                f"{self.cfg.crawl.search_patience_s:g} (last: {visible(watch.last_error)}); "
+                f"stopped with exit code 3, `explore resume {self.rundir.root}` continues the run")
+        delay = watch.next_pause()
+        self.db.log_event("search_paused", round=round_, seconds=delay, down_s=watch.down_for(),
+                          error=watch.last_error)
+        self.progress.search_paused(self.engine.name, delay, watch.last_error)
+        await watch.pause()
+
     # ---- train: the images the learner gets ---------------------------------------------------
     def round_images(self, round_: int) -> RoundImages:
-        """This round's kept images, and replay: the best-rewarded images of earlier rounds."""
-        root = self.crawler.store.root
-
-        def triple(row: dict) -> tuple[str, str, str]:
-            return row["sha256"], str(root / row["path"]), row["caption"] or ""
-
-        candidates = [triple(r) for r in self.db.images_in_round(round_)]
-        replay = [triple(r) for r in self.db.best_images(before_round=round_,
-                                                         limit=self.cfg.train.replay_size)]
+        """This round's kept images, and replay: earlier rounds' images drawn by reward."""
+        candidates = [self._triple(r) for r in self.db.images_in_round(round_)]
+        replay = [self._triple(r) for r in self.replay_rows(round_)]
         return RoundImages(candidates, replay)
+
+    def _triple(self, row: dict) -> tuple[str, str, str]:
+        """(sha256, path, caption) of an image row, as the learner takes it."""
+        return row["sha256"], str(self.crawler.store.root / row["path"]), row["caption"] or ""
+
+    def replay_rows(self, round_: int) -> list[dict]:
+        """Up to train.replay_size images of earlier rounds, drawn with p ∝ exp(z/τ) of their
+        freshest reward (explorer.train.sample_replay); the same draw for a resumed round."""
+        from explorer.train import sample_replay
+
+        n, mean, std = self.db.reward_moments(before_round=round_)
+        rng = np.random.default_rng([self.cfg.run.seed, round_])
+        return sample_replay(self.db.scored_images(before_round=round_),
+                             min(self.cfg.train.replay_size, n), self.cfg.train.replay_temperature,
+                             mean, std, rng)
+
+    # ---- fresh rewards: earlier rounds re-scored by the current encoder -----------------------
+    async def refresh_rewards(self, round_: int) -> dict[tuple[str, int], float]:
+        """Every reward.refresh_every rounds, re-score with the current encoder (the scoring
+        path of a round) a bounded sample of every scored query's kept images and the replay
+        pool; store the fresh image and query rewards (one transaction: a kill leaves the old
+        ones, and the resumed round, with the same encoder, computes the same again).
+        Returns the fresh query rewards by (concept, round), for the policy."""
+        every = self.cfg.reward.refresh_every
+        if not every or round_ == 0 or round_ % every:
+            return {}
+        started = time.monotonic()
+        sample = self.db.refresh_sample(before_round=round_, per_query=self.cfg.reward.refresh_per_query)
+        items = {r["sha256"]: self._triple(r) for r in sample}
+        for row in self.replay_rows(round_):
+            items.setdefault(row["sha256"], self._triple(row))
+        image_reward = await asyncio.to_thread(self.learner.score, list(items.values()),
+                                               self.background_paths())
+        queries = [q for q in self.db.queries() if q["round"] < round_ and q["reward"] is not None]
+        query_reward = self.fresh_query_rewards(queries, sample, image_reward)
+        with self.db.transaction():
+            self.db.set_fresh_rewards(round_, image_reward, query_reward)
+            self.db.log_event("rewards_refreshed", round=round_, images=len(image_reward),
+                              queries=len(query_reward), seconds=time.monotonic() - started)
+        return observation_rewards(queries, query_reward)
+
+    def fresh_query_rewards(self, queries: list[dict], sample: list[dict],
+                            image_reward: dict[str, float]) -> dict[int, float]:
+        """r(query) from its sampled images' fresh rewards; the floor, on the fresh scale and
+        per round as in `score_round`, for a query that kept none."""
+        from explorer.reward import query_rewards
+
+        per_query: dict[int, list[float]] = {q["id"]: [] for q in queries}
+        for row in sample:
+            if row["query_id"] in per_query and row["sha256"] in image_reward:
+                per_query[row["query_id"]].append(image_reward[row["sha256"]])
+        out: dict[int, float] = {}
+        for round_ in sorted({q["round"] for q in queries}):
+            of_round = {q["id"]: per_query[q["id"]] for q in queries if q["round"] == round_}
+            out.update(query_rewards(of_round, self.floor(of_round)))
+        return out
+
+    def update_policy(self, outcomes: list[QueryOutcome], fresh: dict[tuple[str, int], float]) -> None:
+        """The policy learns this round's outcomes, its earlier observations refreshed first
+        (one fit, on rewards of one encoder)."""
+        if fresh:
+            self.policy.refresh_rewards(fresh)
+        self.policy.update(outcomes)
 
     # ---- reward: r(image), r(query) -----------------------------------------------------------
     def background_paths(self) -> list[str]:
@@ -224,7 +361,8 @@ class Explorer:
         self.db.set_image_rewards(image_reward)
         outcomes = []
         per_query: dict[int, list[float]] = {}
-        queries = self.db.queries(round=round_)
+        # a failed search is not scored: no answer is no evidence that the concept is useless
+        queries = [q for q in self.db.queries(round=round_) if q["status"] not in UNANSWERED]
         for q in queries:
             shas = [row["sha256"] for row in self.db.images_for_query(q["id"])]
             per_query[q["id"]] = [image_reward[s] for s in shas if s in image_reward]
@@ -255,6 +393,16 @@ class Explorer:
             mean_reward=float(np.mean(rewards)) if rewards else math.nan, best=best,
             train=trained,
             knn_acc=trained.get("knn_acc"), seconds=seconds,
-            failed_queries=sum(1 for q in self.db.queries(round=round_) if q["status"] == "failed"),
+            failed_queries=sum(1 for q in self.db.queries(round=round_) if q["status"] in UNANSWERED),
             outcomes=self.db.outcome_counts_for_round(round_),
         )
+
+
+def observation_rewards(queries: list[dict], query_reward: dict[int, float]) -> dict[tuple[str, int], float]:
+    """Query rewards keyed as the policy's observations are, (concept, round); the mean where a
+    concept was asked more than once in a round."""
+    by_key: dict[tuple[str, int], list[float]] = {}
+    for q in queries:
+        if q["id"] in query_reward:
+            by_key.setdefault((q["concept"], q["round"]), []).append(query_reward[q["id"]])
+    return {key: float(np.mean(r)) for key, r in by_key.items()}

@@ -43,9 +43,12 @@ def status(run: RunDir) -> dict:
     rounds = run.read_rounds()
     with _connect(run) as con:
         queries = con.execute("SELECT COUNT(*) FROM queries").fetchone()[0]
-        failed = con.execute("SELECT COUNT(*) FROM queries WHERE status='failed'").fetchone()[0]
+        # a failed search is a row each time; "retry" ones are asked again in a later round
+        failed = con.execute("SELECT COUNT(*) FROM queries WHERE status IN ('failed', 'retry')").fetchone()[0]
+        retry = con.execute("SELECT COUNT(*) FROM queries WHERE status='retry'").fetchone()[0]
         # crawled ahead, while the last round trained: rewarded once a round trains on them
-        awaiting = con.execute("SELECT COUNT(*) FROM queries WHERE reward IS NULL").fetchone()[0]
+        awaiting = con.execute("SELECT COUNT(*) FROM queries WHERE reward IS NULL "
+                               "AND status NOT IN ('failed', 'retry')").fetchone()[0]
         images = con.execute("SELECT COUNT(*) FROM images").fetchone()[0]
         outcomes = {row[0]: row[1] for row in con.execute(
             "SELECT outcome, COUNT(*) FROM attempts GROUP BY outcome ORDER BY 2 DESC")}
@@ -63,6 +66,7 @@ def status(run: RunDir) -> dict:
         "rounds_done": len(rounds),
         "queries": queries,
         "failed_queries": failed,
+        "queries_pending_retry": retry,
         "queries_awaiting_reward": awaiting,
         "images_kept": images,
         "outcomes": outcomes,
@@ -75,21 +79,33 @@ def status(run: RunDir) -> dict:
     }
 
 
-def concept_rewards(run: RunDir) -> list[dict]:
-    """Every concept asked, with its mean reward over its queries, best first."""
+def _has_fresh(con: sqlite3.Connection) -> bool:
+    """Whether the database has refreshed rewards (one written before them has not)."""
+    return any(r["name"] == "fresh_reward" for r in con.execute("PRAGMA table_info(queries)"))
+
+
+def concept_rewards(run: RunDir, fresh: bool = True) -> list[dict]:
+    """Every concept asked, with its mean reward over its queries, best first. `fresh`: each
+    query's latest reward (re-scored by a later encoder where the run refreshed it), else the
+    reward of its own round; `scored_round` is the latest round whose encoder scored one."""
     with _connect(run) as con:
+        reward, scored = ("COALESCE(fresh_reward, reward)", "COALESCE(fresh_round, round)") \
+            if fresh and _has_fresh(con) else ("reward", "round")
         rows = con.execute(
-            "SELECT concept, COUNT(*) AS n, AVG(reward) AS reward, SUM(n_kept) AS kept "
+            f"SELECT concept, COUNT(*) AS n, AVG({reward}) AS reward, SUM(n_kept) AS kept, "
+            f"MAX({scored}) AS scored_round "
             "FROM queries WHERE reward IS NOT NULL GROUP BY concept ORDER BY reward DESC"
         ).fetchall()
     return [dict(r) for r in rows]
 
 
 def query_rows(run: RunDir) -> list[dict]:
+    """Every query; `reward` is the one of its own round, `fresh_reward` a later encoder's."""
     with _connect(run) as con:
+        fresh = ", fresh_reward, fresh_round" if _has_fresh(con) else ""
         rows = con.execute(
-            "SELECT id, round, concept, text, engine, status, n_results, n_kept, reward, error "
-            "FROM queries ORDER BY round, id").fetchall()
+            "SELECT id, round, concept, text, engine, status, n_results, n_kept, reward, error"
+            f"{fresh} FROM queries ORDER BY round, id").fetchall()
     return [dict(r) for r in rows]
 
 
@@ -114,10 +130,11 @@ def rounds_table(rounds: list[dict]) -> Table:
 
 def concepts_table(concepts: list[dict], title: str) -> Table:
     table = Table(title=title)
-    for col in ("concept", "queries", "images kept", "mean reward"):
+    for col in ("concept", "queries", "images kept", "mean reward", "encoder of round"):
         table.add_column(col, justify="left" if col == "concept" else "right")
     for c in concepts:
-        table.add_row(plain(c["concept"]), str(c["n"]), str(c["kept"] or 0), f"{c['reward']:.3f}")
+        table.add_row(plain(c["concept"]), str(c["n"]), str(c["kept"] or 0), f"{c['reward']:.3f}",
+                      str(c.get("scored_round", "-")))
     return table
 
 
@@ -158,12 +175,13 @@ def plot(run: RunDir, cache_dir: Path, top: int = 6, per_concept: int = 6) -> li
 
     best = concept_rewards(run)[:top]
     with _connect(run) as con:
+        image_reward = "COALESCE(images.fresh_reward, images.reward)" if _has_fresh(con) else "images.reward"
         fig, axes = plt.subplots(len(best) or 1, per_concept, figsize=(per_concept * 1.3, (len(best) or 1) * 1.4),
                                  squeeze=False)
         for i, c in enumerate(best):
             rows = con.execute(
                 "SELECT images.path FROM images JOIN queries ON images.query_id = queries.id "
-                "WHERE queries.concept = ? ORDER BY images.reward DESC LIMIT ?",
+                f"WHERE queries.concept = ? ORDER BY {image_reward} DESC LIMIT ?",
                 (c["concept"], per_concept)).fetchall()
             for j in range(per_concept):
                 axes[i][j].axis("off")

@@ -13,6 +13,8 @@ a temp file, fsynced and renamed over the old one.
 from __future__ import annotations
 
 import argparse
+import heapq
+import itertools
 from contextlib import nullcontext
 import math
 import os
@@ -55,6 +57,31 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> flo
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def sample_replay(rows: Iterable[dict], n: int, temperature: float, mean: float, std: float,
+                  rng: np.random.Generator) -> list[dict]:
+    """The replay pool: n of `rows` drawn without replacement with p ∝ exp(z / τ), z the row's
+    "reward" z-scored by (mean, std) of all of them: high rewards are favoured, low ones still
+    picked now and then (a hard top-k would replay one narrow band, scored by encoders since
+    moved on). Gumbel top-k over a stream: holds n rows at a time, whatever the stream's length.
+    Returns the drawn rows, highest key first."""
+    if n <= 0:
+        return []
+    scale = max(float(std), 1e-12) * max(float(temperature), 1e-12)
+    heap: list[tuple[float, int, dict]] = []
+    seen, rows = 0, iter(rows)
+    while chunk := list(itertools.islice(rows, 4096)):   # Gumbel draws a chunk at a time
+        reward = np.fromiter((float(r["reward"]) for r in chunk), np.float64, len(chunk))
+        keys = (reward - mean) / scale + rng.gumbel(size=len(chunk))
+        floor = heap[0][0] if len(heap) >= n else -np.inf   # keys below it cannot enter
+        for j in np.flatnonzero(keys > floor).tolist():
+            if len(heap) < n:
+                heapq.heappush(heap, (float(keys[j]), seen + j, chunk[j]))
+            elif keys[j] > heap[0][0]:
+                heapq.heapreplace(heap, (float(keys[j]), seen + j, chunk[j]))
+        seen += len(chunk)
+    return [row for _, _, row in sorted(heap, key=lambda e: (-e[0], e[1]))]
 
 
 def world_size() -> int:

@@ -5,6 +5,7 @@ network or the model. Every policy:
 - `sample(n)`: n distinct concepts, none asked before while untried ones remain (a repeated
   query brings back the engine's same results, i.e. duplicates);
 - `update(outcomes)`: learns from finished queries (rewards may be a round old);
+- `refresh_rewards(fresh)`: earlier observations re-scored by a later encoder replace the old;
 - `state_dict()` / `load_state_dict(d)`: JSON-serialisable state (observations, what was asked,
   the random generator), saved with the run so that a resumed run samples what it would have.
 """
@@ -134,6 +135,19 @@ class Policy(ABC):
         policy's own generator so that a resumed run asks the same queries."""
         return make_queries(self.sample(n), list(descriptors), share, self.rng)
 
+    def search_failed(self, concepts: list[str]) -> None:
+        """Searches that got no answer (the engine was unavailable): those concepts are not
+        asked, since nothing was learnt about them, and carry no observation."""
+        self._mark_asked(concepts, False)
+
+    def asked_again(self, concepts: list[str]) -> None:
+        """Failed searches the loop asks again: asked, so `sample` does not pick them twice."""
+        self._mark_asked(concepts, True)
+
+    def _mark_asked(self, concepts: list[str], asked: bool) -> None:
+        idx = [self.index[c] for c in concepts if c in self.index]
+        self.asked[np.asarray(idx, dtype=np.int64)] = asked
+
     def update(self, outcomes: list[QueryOutcome]) -> None:
         for o in outcomes:
             i = self.index.get(o.concept)
@@ -145,6 +159,19 @@ class Policy(ABC):
             self.obs_round.append(int(o.round))
             self.asked[i] = True
         self.fit()
+
+    def refresh_rewards(self, fresh: dict[tuple[str, int], float]) -> int:
+        """Replace the rewards of observed queries by values the current encoder gave them:
+        `fresh` maps (concept, round) to a reward. Observations it does not name keep theirs.
+        Does not refit: the next `update` conditions on the refreshed values. Returns how many
+        observations changed."""
+        changed = 0
+        for j, (i, round_) in enumerate(zip(self.obs_concept, self.obs_round)):
+            r = fresh.get((self.concepts[i], round_))
+            if r is not None and np.isfinite(r):
+                self.obs_reward[j] = float(r)
+                changed += 1
+        return changed
 
     def state_dict(self) -> dict:
         return {

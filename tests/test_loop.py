@@ -55,7 +55,7 @@ def db_rows(run: RunDir, sql: str):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("loop")
-    run, cfg = small_config(tmp_path, rounds=2)
+    run, cfg = small_config(tmp_path, 2, "reward.refresh_every=1")
     seen = {"obs": [], "background": []}   # at each sample: rewards learned, reward centre's sample
 
     def spy(explorer):
@@ -78,6 +78,31 @@ def test_each_round_is_chosen_knowing_every_earlier_rounds_rewards(finished_run)
     assert seen["background"][0] == []
     first_round = {str(run.cache_dir(cfg) / p) for (p,) in db_rows(run, "SELECT path FROM images WHERE round=0")}
     assert seen["background"][1] and set(seen["background"][1]) == first_round
+
+
+def test_round_one_refreshes_round_zero_and_the_policy_and_report_use_it(finished_run):
+    """reward.refresh_every=1: round 1 re-scores round 0's images with its encoder (trained
+    since); the checkpointed policy and `explore rewards` hold the fresh values."""
+    from explorer import report
+
+    run, *_ = finished_run
+    fresh = db_rows(run, "SELECT concept, round, reward, fresh_reward, fresh_round FROM queries ORDER BY id")
+    assert {(r, fr) for _, r, _, _, fr in fresh} == {(0, 1), (1, None)}
+    assert any(f != pytest.approx(o) for _, r, o, f, _ in fresh if r == 0)   # the encoder moved
+    refreshed = db_rows(run, "SELECT COUNT(*) FROM images WHERE round=0 AND fresh_round=1")[0][0]
+    assert refreshed == db_rows(run, "SELECT COUNT(*) FROM images WHERE round=0")[0][0] > 0
+
+    ck = torch.load(run.latest_checkpoint, map_location="cpu", weights_only=True)
+    policy = json.loads(ck["extra"]["explore"]["policy"])
+    now = {(c, r): f if f is not None else o for c, r, o, f, _ in fresh}
+    observed = [(r, w) for r, w in zip(policy["obs_round"], policy["obs_reward"])]
+    assert sorted(w for r, w in observed if r == 0) == pytest.approx(
+        sorted(v for (c, r), v in now.items() if r == 0))
+    by_concept = {c["concept"]: c for c in report.concept_rewards(run)}
+    for (concept, round_), value in now.items():
+        if round_ == 0 and concept not in {c for c, r in now if r == 1}:
+            assert by_concept[concept]["reward"] == pytest.approx(value)
+            assert by_concept[concept]["scored_round"] == 1
 
 
 def test_rounds_then_resume_continue_without_asking_again(finished_run):
@@ -111,28 +136,110 @@ def test_rounds_then_resume_continue_without_asking_again(finished_run):
     assert ck["step"] == 12 and json.loads(ck["extra"]["explore"]["policy"])
 
 
-class DeadEngine(Engine):
-    name = "dead"
+class DyingEngine(Engine):
+    """`engine` for its first `alive` searches, then an engine that is down."""
 
-    def __init__(self):
-        self.calls = 0
+    def __init__(self, engine, alive: int):
+        self.engine, self.alive, self.calls = engine, alive, 0
+        self.name = engine.name
 
     async def search(self, query: str, max_results: int) -> SearchOutcome:
         self.calls += 1
+        if self.calls <= self.alive:
+            return await self.engine.search(query, max_results)
         return SearchOutcome([], error="HTTP 503 after 5 tries", retryable=True, attempts=5)
 
+    async def aclose(self) -> None:
+        await self.engine.aclose()
 
-def test_a_dead_engine_pauses_crawling_not_training(tmp_path):
-    run, cfg = small_config(tmp_path, rounds=2)
-    engine = DeadEngine()
-    _, step = run_rounds(run, cfg, engine=engine)
-    assert engine.calls == 8
-    assert step == 2 * 3, "training went on on the target's own images"
-    statuses = db_rows(run, "SELECT status, reward, error FROM queries")
-    assert all(s == "failed" and r == cfg.reward.floor and "503" in e for s, r, e in statuses)
-    events = db_rows(run, "SELECT kind FROM events WHERE kind='search_failed'")
-    assert len(events) == 8
-    assert [r["kept"] for r in run.read_rounds()] == [0, 0]
+
+def test_a_dead_engine_pauses_crawling_not_training_then_stops_resumable(tmp_path):
+    from explorer import report
+    from explorer.errors import SearchUnavailable
+
+    run, cfg = small_config(tmp_path, 6, "crawl.search_pause_s=0.2", "crawl.search_patience_s=0.3")
+    dying = {}
+
+    def kill_after_round_0(explorer):
+        dying["engine"] = explorer.engine = DyingEngine(explorer.engine, alive=4)
+    with pytest.raises(SearchUnavailable):
+        run_rounds(run, cfg, prepare=kill_after_round_0)
+    done = [r["round"] for r in run.read_rounds()]
+    assert done[0] == 0 and run.read_rounds()[0]["kept"] > 0 and len(done) < 6
+    assert all(r["kept"] == 0 for r in run.read_rounds()[1:]), "training went on while paused"
+    failed = db_rows(run, "SELECT reward, error FROM queries WHERE status IN ('failed', 'retry')")
+    assert failed and all(r is None and "503" in e for r, e in failed), "no floor for a failure"
+    assert db_rows(run, "SELECT COUNT(*) FROM events WHERE kind='search_paused'")[0][0] >= 1
+    info = report.status(run)
+    assert info["queries_pending_retry"] > 0 and info["failed_queries"] == len(failed)
+    waiting = {c for (c,) in db_rows(run, "SELECT concept FROM queries WHERE status IN ('retry', 'pending')")}
+
+    # the engine is back: the resumed run asks every waiting concept, and scores it
+    cfg = apply_overrides(run.load_config(), [f"run.rounds={len(done) + 2}"])
+    run.save_config(cfg)
+    run_rounds(run, cfg)
+    rewarded = {c for (c,) in db_rows(run, "SELECT concept FROM queries WHERE reward IS NOT NULL")}
+    assert waiting <= rewarded
+    assert db_rows(run, "SELECT COUNT(*) FROM queries WHERE status='pending'")[0][0] == 0
+
+
+def test_a_throttled_concept_keeps_no_reward_and_is_asked_again(tmp_path):
+    """sandbox.profile=throttled: the first window of searches answers 429 or an empty 202 to
+    every try of round 0's four queries; they get no reward and no observation, and round 1
+    asks them again, in the open window."""
+    run, cfg = small_config(tmp_path, 2, "sandbox.profile=throttled", "crawl.search_retries=5")
+    obs_at_sample = []
+
+    def spy(explorer):
+        sample = explorer.policy.sample
+
+        def counted(n):
+            obs_at_sample.append(len(explorer.policy.obs_concept))
+            return sample(n)
+        explorer.policy.sample = counted
+
+    explorer, step = run_rounds(run, cfg, prepare=spy)
+    rows = db_rows(run, "SELECT round, concept, text, status, reward, error FROM queries ORDER BY id")
+    first = [r for r in rows if r[0] == 0]
+    second = [r for r in rows if r[0] == 1]
+    assert len(first) == 4 and all(r[3] == "failed" and r[4] is None and "rate limited" in r[5]
+                                   for r in first)
+    assert sorted(r[2] for r in second) == sorted(r[2] for r in first), "asked again"
+    assert all(r[3] == "done" and r[4] is not None for r in second)
+    assert obs_at_sample == [0, 0], "a throttled search is no observation"
+    assert len(explorer.policy.obs_concept) == 4
+    assert [r["failed_queries"] for r in run.read_rounds()] == [4, 0]
+    assert step == 2 * 3
+
+
+def test_a_down_engine_stops_the_run_within_its_patience_in_one_line(tmp_path):
+    """`explore run ... --set sandbox.profile=down`: exit 3, one error line, config and
+    database left for `explore resume`."""
+    import time
+
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    run = RunDir(tmp_path / "run")
+    patience = 2.0
+    sets = SMALL + [f"run.data_root={tmp_path / 'data'}", "sandbox.profile=down",
+                    f"crawl.search_patience_s={patience}", "crawl.search_pause_s=0.2"]
+    started = time.monotonic()
+    out = CliRunner().invoke(app, ["run", "--target", "sandbox-flowers", "--engine", "sandbox",
+                                   "--run-dir", str(run.root), "--quiet",
+                                   *[a for s in sets for a in ("--set", s)]])
+    took = time.monotonic() - started
+    assert out.exit_code == 3, out.output
+    errors = [line for line in out.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "unavailable" in errors[0] and "explore resume" in errors[0]
+    assert "Traceback" not in out.output and "Best concepts" not in out.output
+    down = db_rows(run, "SELECT message FROM events WHERE kind='search_unavailable'")
+    assert len(down) == 1 and patience <= json.loads(down[0][0])["down_s"] < patience + 5
+    assert took < 120   # start-up (target, vocabulary, model) and the patience, nothing more
+    assert run.load_config().sandbox.profile == "down" and run.read_rounds() == []
+    statuses = {s for (s,) in db_rows(run, "SELECT status FROM queries")}
+    assert statuses <= {"pending", "retry"} and db_rows(run, "SELECT COUNT(*) FROM queries WHERE reward IS NOT NULL") == [(0,)]
 
 
 def test_status_rewards_and_eval_read_the_run(finished_run):
