@@ -16,7 +16,7 @@ import numpy as np
 from rich.console import Console
 from rich.text import Text
 
-from explorer.config import Config, SandboxConfig, apply_overrides, is_sandbox_target
+from explorer.config import Config, SandboxConfig, apply_overrides, is_sandbox_target, resolve_init
 from explorer.errors import UserError
 from explorer.session import Budget, RunDir
 from explorer.terminal import plain
@@ -186,13 +186,32 @@ def settle_config(run: RunDir, fresh: Config | None, overrides: list[str], conso
     if fresh is not None:
         console.print(Text.assemble(plain(run.root, "bold"), plain(
             " exists: resuming it (its saved config wins; --set still applies).")))
-    return apply_overrides(run.load_config(), list(overrides))
+    cfg = apply_overrides(run.load_config(), list(overrides))
+    cfg.model.init = resolve_init(cfg)   # a hand-written config.toml may leave it "auto"
+    return cfg
+
+
+def settle_init(cfg: Config, console: Console) -> None:
+    """Resolve model.init and make sure its weights can be had and fit the model, so that a
+    missing download or a wrong file ends the command in one line (naming --init and the fix)
+    before the run directory is written."""
+    from explorer.mug import check_init
+
+    cfg.model.init = resolve_init(cfg)
+    report = check_init(cfg.model)
+    if report is not None:
+        console.print(plain(report.line(cfg.model.init)))
+    elif not is_sandbox_target(cfg.run.target):
+        console.print(plain(f"model.init=scratch: {cfg.model.name} starts from random weights "
+                            "(--init timm:NAME or file:PATH starts it pretrained)"))
 
 
 def run_exploration(run: RunDir, console: Console, quiet: bool = False, fresh: Config | None = None,
                     overrides: list[str] = ()) -> None:
     """Start or resume the run in `run`. Its lock is taken first and held throughout, so that a
     command refused because the run is live writes nothing, not even its config."""
+    if fresh is not None and not run.began():
+        settle_init(fresh, console)
     with run.lock():
         cfg = settle_config(run, fresh, overrides, console)
         run.save_config(cfg)

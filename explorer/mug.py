@@ -13,17 +13,21 @@ and initialises it from scratch, from a timm model's pretrained weights, or from
 """
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import PatchEmbed, build_sincos2d_pos_embed, trunc_normal_
+from timm.layers import PatchEmbed, build_sincos2d_pos_embed, resample_abs_pos_embed, trunc_normal_
 from timm.models.vision_transformer import Block
 
 from explorer.config import ModelConfig
 from explorer.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class WeightsUnavailable(UserError, RuntimeError):
@@ -277,24 +281,74 @@ class MUG(nn.Module):
 
 
 # ---- construction and initialisation ---------------------------------------------------------
+# What a pretrained encoder must supply: every tensor of ours under these names. The decoders
+# (pixel and caption) start fresh unless the weights hold ones that fit.
+ENCODER = ("patch_embed.", "cls_token", "pos_embed", "blocks.", "norm.")
+POS_EMBEDS = ("pos_embed", "decoder_pos_embed")
+FIX = "pass another --init timm:NAME or --init file:PATH, or --init scratch"
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What initial weights gave a model, by tensor count."""
+    loaded: int
+    fresh: int                  # ours that the weights did not give: they keep their init
+    unused: int                 # theirs we have no place for (a classifier head, ...)
+    resized: tuple[str, ...]    # position embeddings resampled to our grid
+
+    def line(self, init: str) -> str:
+        resized = f"; resampled {', '.join(self.resized)}" if self.resized else ""
+        return (f"model.init={init}: {self.loaded} tensors loaded, {self.fresh} start fresh, "
+                f"{self.unused} unused{resized}")
+
+
 def build_model(cfg: ModelConfig, vocab_size: int) -> MUG:
     """The named architecture, initialised as `cfg.init` says: "scratch", "timm:NAME" or
-    "file:PATH". Raises WeightsUnavailable (one line) when the weights cannot be had."""
+    "file:PATH" ("auto" should have been resolved with the run's target by
+    `explorer.config.resolve_init`; a config made in code that was not starts from scratch,
+    as its default sandbox target would). Raises WeightsUnavailable (one line) when the
+    weights cannot be had or do not fit."""
+    model = new_model(cfg, vocab_size)
+    state = initial_weights(cfg.init)
+    if state is not None:
+        take, report = fit_state(model.state_dict(), state, cfg.init, cfg.name)
+        model.load_state_dict(take, strict=False)
+        log.info(report.line(cfg.init))
+    return model
+
+
+def check_init(cfg: ModelConfig) -> LoadReport | None:
+    """What `build_model` would load, found before a run writes anything; raises
+    WeightsUnavailable as it would. None for a scratch start. Shapes are compared on a
+    meta-device model, so no memory is spent on it."""
+    state = initial_weights(cfg.init)
+    if state is None:
+        return None
+    # the caption vocabulary is the text model's, not the encoder's business: take theirs
+    embed = state.get("caption_decoder.token_embed.weight")
+    with torch.device("meta"):
+        model = new_model(cfg, embed.shape[0] if isinstance(embed, torch.Tensor) else 1)
+    return fit_state(model.state_dict(), state, cfg.init, cfg.name)[1]
+
+
+def new_model(cfg: ModelConfig, vocab_size: int) -> MUG:
     if cfg.name not in MODEL_CONFIGS:
         raise ValueError(f"unknown model {cfg.name!r}; choose from {', '.join(MODEL_CONFIGS)}")
-    model = MUG(MODEL_CONFIGS[cfg.name], vocab_size, mask_ratio=cfg.mask_ratio,
-                caption_weight=cfg.caption_weight, max_caption_tokens=cfg.max_caption_tokens,
-                norm_pix_loss=cfg.norm_pix_loss, drop_path=cfg.drop_path)
-    kind, _, arg = cfg.init.partition(":")
-    if kind == "scratch":
-        pass
-    elif kind == "timm" and arg:
-        load_timm_encoder(model, arg)
-    elif kind == "file" and arg:
-        load_weights_file(model, arg)
-    else:
-        raise ValueError(f"model.init must be scratch, timm:NAME or file:PATH, got {cfg.init!r}")
-    return model
+    return MUG(MODEL_CONFIGS[cfg.name], vocab_size, mask_ratio=cfg.mask_ratio,
+               caption_weight=cfg.caption_weight, max_caption_tokens=cfg.max_caption_tokens,
+               norm_pix_loss=cfg.norm_pix_loss, drop_path=cfg.drop_path)
+
+
+def initial_weights(init: str) -> dict[str, torch.Tensor] | None:
+    """The state dict `init` names, or None for a scratch start."""
+    kind, _, arg = init.partition(":")
+    if kind in ("scratch", "auto"):
+        return None
+    if kind == "timm" and arg:
+        return timm_weights(arg)
+    if kind == "file" and arg:
+        return file_weights(arg)
+    raise ValueError(f"model.init must be scratch, timm:NAME or file:PATH, got {init!r}")
 
 
 def _first_line(e: BaseException) -> str:
@@ -302,41 +356,79 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
-def load_timm_encoder(model: MUG, timm_name: str) -> int:
-    """Copy the encoder weights of timm's pretrained `timm_name` whose names and shapes match
-    ours (patch_embed, cls_token, pos_embed, blocks, norm). Returns the number copied."""
+def timm_weights(name: str) -> dict[str, torch.Tensor]:
+    """timm's pretrained weights `name`, from the Hugging Face cache or downloaded into it."""
     import timm
 
+    if not timm.is_model_pretrained(name):
+        raise WeightsUnavailable(f"--init timm:{name}: timm has no pretrained weights by that "
+                                 f"name (timm.list_pretrained() lists them); {FIX}")
     try:
-        src = timm.create_model(timm_name, pretrained=True).state_dict()
-    except Exception as e:  # no hub, unknown name, no cached file: all one answer for the user
+        return timm.create_model(name, pretrained=True).state_dict()
+    except Exception as e:  # no network, offline hub, a broken cache: one answer for the user
         raise WeightsUnavailable(
-            f"cannot load pretrained timm weights {timm_name!r} ({_first_line(e)})") from None
-    own = model.state_dict()
-    matched = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
-    encoder = [k for k in own if k.startswith(("patch_embed.", "blocks.", "norm.", "cls_token"))]
-    if not any(k in matched for k in encoder):
-        raise WeightsUnavailable(f"timm model {timm_name!r} has no encoder weights matching "
-                                 f"{model.arch.width}-wide, patch {model.arch.patch_size}")
-    model.load_state_dict(matched, strict=False)
-    return len(matched)
+            f"--init timm:{name}: the weights cannot be downloaded (no network?) "
+            f"({_first_line(e)}); put them in the Hugging Face cache (HF_HOME), "
+            f"pass --init file:PATH, or --init scratch") from None
 
 
-def load_weights_file(model: MUG, path: str | Path) -> None:
-    """Load our checkpoint (a dict with "model") or a bare state dict of this architecture."""
+def file_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a file: our checkpoint (a dict with "model"), a bare state dict (of a
+    MUG or of a timm ViT), torch-saved or .safetensors."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise WeightsUnavailable(f"no weights file at {path}")
+        raise WeightsUnavailable(f"--init file:{path}: no such file; {FIX}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise WeightsUnavailable(f"cannot read weights file {path} ({_first_line(e)})") from None
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(path, device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # not a checkpoint, truncated, pickled objects: all unreadable
+        raise WeightsUnavailable(f"--init file:{path}: cannot read it ({_first_line(e)}); {FIX}") from None
     state = obj.get("model", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict):
-        raise WeightsUnavailable(f"{path} holds no state dict")
-    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise WeightsUnavailable(f"{path} does not fit model {model.arch} "
-                                 f"({_first_line(e)})") from None
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsUnavailable(f"--init file:{path}: holds no state dict; {FIX}")
+    # DDP and torch.compile wrap the names they save
+    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()
+            if isinstance(v, torch.Tensor)}
+
+
+def fit_state(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], init: str,
+              name: str) -> tuple[dict[str, torch.Tensor], LoadReport]:
+    """The tensors of `state` that fit `own` (names and shapes; position embeddings of another
+    grid resampled), and the count. Raises WeightsUnavailable unless the whole encoder fits."""
+    take, resized = {}, []
+    for k, v in state.items():
+        if k not in own:
+            continue
+        if k in POS_EMBEDS and v.shape != own[k].shape:
+            v = _resample_pos_embed(v, own[k].shape)
+            resized += [k] if v.shape == own[k].shape else []
+        if v.shape == own[k].shape:
+            take[k] = v
+    misfit = [k for k in own if k.startswith(ENCODER) and k not in take]
+    if misfit:
+        k = misfit[0]
+        theirs = f"is {tuple(state[k].shape)} there" if k in state else "is missing there"
+        raise WeightsUnavailable(
+            f"--init {init}: does not fit model.name={name}: {len(misfit)} encoder tensors "
+            f"do not fit ({k} {theirs}, {tuple(own[k].shape)} here); pick the --model it was "
+            f"made for, or {FIX.removeprefix('pass ')}")
+    report = LoadReport(loaded=len(take), fresh=len(own) - len(take),
+                        unused=len(state) - len(take), resized=tuple(resized))
+    return take, report
+
+
+def _resample_pos_embed(pe: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """[1, 1+g*g, D] -> [1, 1+G*G, D] for our grid G (one class-token slot kept), or `pe`
+    unchanged when it is not a square grid of the same width."""
+    def grid(tokens: int) -> int:
+        g = math.isqrt(max(tokens - 1, 0))
+        return g if g and g * g + 1 == tokens else 0
+
+    if pe.ndim != 3 or pe.shape[2] != shape[2] or not grid(pe.shape[1]) or not grid(shape[1]):
+        return pe
+    old, new = grid(pe.shape[1]), grid(shape[1])
+    return resample_abs_pos_embed(pe, [new, new], [old, old], num_prefix_tokens=1)

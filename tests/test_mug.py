@@ -1,9 +1,12 @@
 """MUG model: shapes, masking invariants, losses, embeddings, initialisation."""
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from explorer.config import ModelConfig
-from explorer.mug import MODEL_CONFIGS, MUG, Arch, WeightsUnavailable, build_model
+from explorer.config import PRETRAINED_INIT, ModelConfig
+from explorer.mug import (ENCODER, MODEL_CONFIGS, MUG, Arch, LoadReport, WeightsUnavailable,
+                          build_model, check_init, fit_state)
 
 VOCAB = 30522
 # A 224-px, patch-16 model as narrow as can be: the vit-s16/b16 geometry at test cost.
@@ -134,40 +137,136 @@ def test_init_from_file_checkpoint_or_state_dict(tmp_path):
             assert torch.equal(v, w), k
 
 
-@pytest.mark.parametrize("init,needle", [("file:/no/such/weights.pt", "no weights file"),
-                                         ("timm:no_such_model_xyz", "no_such_model_xyz")])
-def test_unavailable_weights_are_one_clear_line(init, needle):
-    with pytest.raises(WeightsUnavailable) as err:
-        build_model(ModelConfig(name="tiny-64", init=init), VOCAB)
-    assert needle in str(err.value) and "\n" not in str(err.value)
+# ---- pretrained starts: timm encoders, files, what does not fit -------------------------------
 
-
-def test_timm_init_offline_hub_is_one_clear_line(monkeypatch):
-    # The hub in offline mode: answered from the local cache or refused, no connection made.
-    import huggingface_hub.constants as hf
-
-    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(WeightsUnavailable) as err:
-        build_model(ModelConfig(name="vit-s16", init="timm:vit_small_patch16_224.augreg_in1k"),
-                    VOCAB)
-    assert "vit_small_patch16_224" in str(err.value) and "\n" not in str(err.value)
-
-
-def test_timm_init_copies_matching_encoder_weights(monkeypatch):
+def timm_tiny(img_size: int = 64):
+    """A timm ViT of tiny-64's encoder shape (random weights; no download)."""
     import timm
 
     torch.manual_seed(7)
-    src = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64,
-                            patch_size=8, embed_dim=192, depth=6, num_heads=3)
-    other = timm.create_model("vit_tiny_patch16_224", pretrained=False, embed_dim=96,
-                              depth=1, num_heads=3)
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=img_size,
+                             patch_size=8, embed_dim=192, depth=6, num_heads=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_shapes() -> dict[str, torch.Tensor]:
+    """tiny-64's own tensors, shapes only (meta device)."""
+    with torch.device("meta"):
+        return MUG(MODEL_CONFIGS["tiny-64"], VOCAB).state_dict()
+
+
+@pytest.fixture(scope="module")
+def timm_tiny_state() -> dict[str, torch.Tensor]:
+    return timm_tiny().state_dict()
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_file_init_loads_a_timm_encoder_and_starts_the_decoders_fresh(tmp_path, suffix, timm_tiny_state):
+    from safetensors.torch import save_file
+
+    path = tmp_path / f"vit{suffix}"
+    if suffix == ".pt":
+        torch.save(timm_tiny_state, path)
+    else:
+        save_file(timm_tiny_state, path)
+    scratch = tiny()
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="tiny-64", init=f"file:{path}"), VOCAB)
+    own = model.state_dict()
+    encoder = [k for k in own if k.startswith(ENCODER)]
+    assert encoder and all(torch.equal(own[k], timm_tiny_state[k]) for k in encoder)
+    decoders = [k for k in own if k not in encoder]
+    assert all(torch.equal(own[k], scratch.state_dict()[k]) for k in decoders)
+    report = check_init(ModelConfig(name="tiny-64", init=f"file:{path}"))
+    assert report == LoadReport(loaded=len(encoder), fresh=len(decoders),
+                                unused=2, resized=())   # timm's head.weight, head.bias
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(grid=st.integers(1, 24))
+def test_a_pos_embed_of_any_square_grid_is_resampled_to_ours(tiny_shapes, timm_tiny_state, grid):
+    state = dict(timm_tiny_state, pos_embed=torch.randn(1, 1 + grid * grid, 192))
+    take, report = fit_state(tiny_shapes, state, "file:x", "tiny-64")
+    assert take["pos_embed"].shape == tiny_shapes["pos_embed"].shape
+    assert torch.equal(take["pos_embed"][:, 0], state["pos_embed"][:, 0])   # class token kept
+    assert report.resized == (() if grid == 8 else ("pos_embed",))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), how=st.sampled_from(["drop", "wider", "narrower"]))
+def test_any_encoder_tensor_that_does_not_fit_is_refused_in_one_line(tiny_shapes, timm_tiny_state,
+                                                                     data, how):
+    key = data.draw(st.sampled_from(sorted(k for k in tiny_shapes if k.startswith(ENCODER))))
+    state = dict(timm_tiny_state)
+    if how == "drop":
+        del state[key]
+    else:
+        v = state[key]
+        state[key] = torch.zeros(*v.shape[:-1], v.shape[-1] + (8 if how == "wider" else -1))
+    with pytest.raises(WeightsUnavailable) as err:
+        fit_state(tiny_shapes, state, "file:x.pt", "tiny-64")
+    message = str(err.value)
+    assert "\n" not in message and key in message and "--init" in message and "scratch" in message
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_decoder_tensors_that_do_not_fit_start_fresh(tiny_shapes, data):
+    own = {k: torch.zeros(v.shape) for k, v in tiny_shapes.items()}
+    decoder = sorted(k for k in own if not k.startswith(ENCODER))
+    bad = data.draw(st.sets(st.sampled_from(decoder), min_size=1, max_size=5))
+    state = {k: (torch.zeros(*v.shape, 2) if k in bad else v) for k, v in own.items()}
+    take, report = fit_state(tiny_shapes, state, "file:x.pt", "tiny-64")
+    assert set(take) == set(own) - bad
+    assert (report.loaded, report.fresh, report.unused) == (len(own) - len(bad), len(bad), len(bad))
+
+
+@pytest.mark.parametrize("init,needle", [("file:/no/such/weights.pt", "no such file"),
+                                         ("timm:no_such_model_xyz", "no_such_model_xyz")])
+def test_unavailable_weights_are_one_clear_line(init, needle):
+    for attempt in (lambda: build_model(ModelConfig(name="tiny-64", init=init), VOCAB),
+                    lambda: check_init(ModelConfig(name="tiny-64", init=init))):
+        with pytest.raises(WeightsUnavailable) as err:
+            attempt()
+        message = str(err.value)
+        assert needle in message and "\n" not in message
+        assert f"--init {init}" in message and "--init scratch" in message
+
+
+def test_unreadable_or_empty_files_are_one_clear_line(tmp_path):
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    torch.save({"step": 3}, tmp_path / "nothing.pt")
+    for name in ("text.pt", "nothing.pt"):
+        with pytest.raises(WeightsUnavailable) as err:
+            check_init(ModelConfig(name="tiny-64", init=f"file:{tmp_path / name}"))
+        assert name in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_CONFIGS))
+def test_every_model_has_a_default_start_that_fits_it(name):
+    """Each pretrained default is a timm checkpoint whose architecture fits ours (shapes only,
+    on the meta device: nothing is downloaded)."""
+    import timm
+
+    init = PRETRAINED_INIT[name]
+    if init == "scratch":
+        return
+    arch = init.removeprefix("timm:")
+    assert timm.is_model_pretrained(arch)
+    with torch.device("meta"):
+        theirs = timm.create_model(arch.partition(".")[0], pretrained=False).state_dict()
+        ours = MUG(MODEL_CONFIGS[name], VOCAB).state_dict()
+    _, report = fit_state(ours, theirs, init, name)
+    assert report.loaded == sum(k.startswith(ENCODER) for k in ours)
+
+
+def test_timm_init_copies_the_encoder_weights(monkeypatch, timm_tiny_state):
+    import timm
+
+    src = timm_tiny()
+    monkeypatch.setattr(timm, "is_model_pretrained", lambda name: True)
     monkeypatch.setattr(timm, "create_model", lambda name, pretrained: src)
     model = build_model(ModelConfig(name="tiny-64", init="timm:whatever"), VOCAB)
-    sd = src.state_dict()
     for k in ("patch_embed.proj.weight", "cls_token", "pos_embed", "blocks.5.mlp.fc2.weight",
               "norm.weight"):
-        assert torch.equal(model.state_dict()[k], sd[k]), k
-    monkeypatch.setattr(timm, "create_model", lambda name, pretrained: other)
-    with pytest.raises(WeightsUnavailable, match="no encoder weights matching"):
-        build_model(ModelConfig(name="tiny-64", init="timm:narrow"), VOCAB)
+        assert torch.equal(model.state_dict()[k], timm_tiny_state[k]), k
