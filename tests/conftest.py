@@ -1,4 +1,10 @@
+import os
+
 import pytest
+
+# No test downloads: the Hugging Face hub (timm weights, text models) answers from the local
+# cache or refuses, before anything imports it.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 @pytest.fixture(scope="module")

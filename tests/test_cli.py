@@ -140,7 +140,8 @@ def test_a_first_run_that_failed_does_not_pin_its_config(tmp_path, monkeypatch):
     real = tmp_path / "real"
     (real / "a").mkdir(parents=True)
     run_dir = tmp_path / "run"
-    common = ["--run-dir", str(run_dir), "--engine", "none", "--data-root", str(tmp_path / "data")]
+    common = ["--run-dir", str(run_dir), "--engine", "none", "--data-root", str(tmp_path / "data"),
+              "--init", "scratch"]   # a real target's default would be pretrained weights
     result = runner.invoke(app, ["run", "--target", f"folder:{tmp_path / 'missing'}", *common], env=WIDE)
     _one_error(result, "missing")
 
