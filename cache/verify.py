@@ -196,7 +196,7 @@ def check_rounds(con: sqlite3.Connection) -> list[str]:
     for q in queries.values():
         if q["round"] not in rounds:
             out.add("query of a round that has no row", f"query {q['id']} (round {q['round']})")
-        elif rounds[q["round"]]["status"] == "done" and q["status"] not in ("done", "failed"):
+        elif rounds[q["round"]]["status"] == "done" and q["status"] not in ("done", "failed", "retry"):
             out.add("round done with a query unfinished", f"query {q['id']} {q['status']} (round {q['round']})")
         if q["status"] in ("searched", "done") and q["n_results"] is None:
             out.add("query searched without a result count", f"query {q['id']}")

@@ -21,6 +21,13 @@ class CheckpointNotSaved(UserError):
     """A checkpoint could not be written (a full disk, a read-only folder)."""
 
 
+class SearchUnavailable(UserError):
+    """The search engine kept failing past crawl.search_patience_s: the run stops, resumable,
+    with its own exit code so that a script can tell "try later" from a mistake."""
+
+    exit_code = 3
+
+
 class BadSetting(UserError):
     """A config value that this machine cannot honour (a device it does not have)."""
 

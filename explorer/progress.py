@@ -67,7 +67,7 @@ class RunProgress:
 
     def searched(self, results: int) -> None:
         if self.bars is not None:
-            self.bars.advance(self._search)
+            self.bars.update(self._search, advance=1, info="")   # clears a pause's note
             self._download_total += results
             self.bars.update(self._download, total=self._download_total)
 
@@ -79,6 +79,14 @@ class RunProgress:
         self._fetched_at = (started, done)
         rate = done / max(time.monotonic() - started, 1e-6)
         self.bars.update(self._download, advance=attempts, info=f"{rate:.0f} img/s")
+
+    def search_paused(self, engine: str, seconds: float, error: str) -> None:
+        """The search engine is down: the crawl waits (training goes on)."""
+        line = f"search engine {visible(engine)} unavailable ({visible(error)}): crawl paused {seconds:.0f} s"
+        if self.quiet:
+            print(time.strftime("%H:%M:%S"), line, flush=True)
+        elif self._search is not None:
+            self.bars.update(self._search, info=f"engine unavailable: paused {seconds:.0f} s")
 
     # ---- training (from the training thread) -----------------------------------------------
     def train_started(self, round_: int, steps: int) -> None:

@@ -5,6 +5,7 @@ import asyncio
 import gzip
 import io
 import ipaddress
+import json
 import math
 import struct
 import time
@@ -300,3 +301,39 @@ def test_only_loopback_addresses_are_served(host):
         start_sandbox(host=host)
     with pytest.raises(ValueError):
         start_sandbox(forbidden_hosts=(host,))
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_outage_profiles_fail_searches_by_count_not_by_query(seed):
+    """throttled: windows of THROTTLE_WINDOW searches, the first shut (429 or an empty 202),
+    the next open, and so on; down: every search a 503; the other profiles: no outage."""
+    w = faults.THROTTLE_WINDOW
+    for n in range(6 * w):
+        shut = faults.search_outage(seed, "throttled", n)
+        assert (shut in ("http_429", "http_202")) if (n // w) % 2 == 0 else shut is None, n
+        assert faults.search_outage(seed, "down", n) == "http_503"
+        assert all(faults.search_outage(seed, p, n) is None for p in ("none", "realistic", "hostile"))
+    kinds = Counter(faults.search_outage(seed, "throttled", n) for n in range(w))
+    assert kinds["http_429"] and kinds["http_202"]   # both ways of saying "not now"
+
+
+def test_throttled_and_down_are_served_over_http():
+    async def statuses(server, n: int) -> list[int]:
+        out = []
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as s:
+            for i in range(n):   # a different query each time: the outage is the engine's
+                async with s.get(f"{server.url}/search", params={"q": f"rose {i}", "max_results": "3"}) as r:
+                    body = await r.read()
+                    out.append(r.status)
+                    if r.status == 200:
+                        assert isinstance(json.loads(body), list)
+        return out
+
+    w = faults.THROTTLE_WINDOW
+    with start_sandbox(seed=0, profile="throttled") as server:
+        got = asyncio.run(statuses(server, 3 * w))
+        served = server.stats()["faults"]
+    assert set(got[:w]) <= {429, 202} and set(got[w:2 * w]) == {200} and set(got[2 * w:]) <= {429, 202}
+    assert served["http_429"] + served["http_202"] == 2 * w
+    with start_sandbox(seed=0, profile="down") as server:
+        assert set(asyncio.run(statuses(server, 5))) == {503}

@@ -187,3 +187,60 @@ class RetryingEngine(Engine):
                         result.error)
         results = clean_results(result.rows, max_results, self.schemes, default_source=self.name)
         return SearchOutcome(results, result.error, result.retryable, attempts)
+
+
+class SearchWatch:
+    """Tells an engine that is unavailable from queries that fail: `streak` failed searches in a
+    row (or a round whose every search failed) mean the engine is down. While it is down the
+    crawl pauses, each pause twice the last (from `pause_s`, at most `pause_max_s`); once it has
+    been down `patience_s` (counted from the first failure since the last answer) it is given
+    up on. A search that answers, even with no results, means the engine is up."""
+
+    def __init__(self, streak: int, pause_s: float, pause_max_s: float, patience_s: float, *,
+                 clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep):
+        self.streak = streak
+        self.pause_s = pause_s
+        self.pause_max_s = pause_max_s
+        self.patience_s = patience_s
+        self.clock = clock
+        self.sleep = sleep
+        self.failures = 0                 # failed searches since the last answer
+        self.down_since: float | None = None
+        self.pauses = 0
+        self.last_error = ""
+
+    def answered(self) -> None:
+        self.failures, self.down_since, self.pauses = 0, None, 0
+
+    def failed(self, error: str) -> None:
+        if self.down_since is None:
+            self.down_since = self.clock()
+        self.failures += 1
+        self.last_error = error
+
+    def round_failed(self) -> None:
+        """Every search of a round failed: down, however few they were."""
+        self.failures = max(self.failures, self.streak)
+
+    @property
+    def down(self) -> bool:
+        return self.failures >= self.streak
+
+    def down_for(self) -> float:
+        return 0.0 if self.down_since is None else self.clock() - self.down_since
+
+    def out_of_patience(self) -> bool:
+        return self.down and self.down_for() >= self.patience_s
+
+    def next_pause(self) -> float:
+        """The next pause: doubling, capped, and never past the patience."""
+        grown = self.pause_s * 2.0 ** min(self.pauses, 60)
+        return max(0.0, min(grown, self.pause_max_s, self.patience_s - self.down_for()))
+
+    async def pause(self) -> float:
+        """Wait out the next pause; afterwards one more failure means down again (a probe)."""
+        delay = self.next_pause()
+        self.pauses += 1
+        await self.sleep(delay)
+        self.failures = self.streak - 1
+        return delay

@@ -4,7 +4,8 @@ A fault is a property of the URL: `image_fault(seed, profile, path)` hashes (see
 number in [0, 1) and walks the profile's cumulative rates, so the same image URL always gets the
 same fault and tests can compute the expected share of each kind without any HTTP. Searches are
 rate-limited per attempt instead (`search_fault(..., attempt)`), so that a retried search
-eventually gets through, as it does on a real engine.
+eventually gets through, as it does on a real engine; the outage profiles count every search
+the server answers instead (`search_outage`), so that retries do not get through.
 """
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ IMAGE_FAULTS = (
     "x_robots",            # a good image with X-Robots-Tag: noai
 )
 SEARCH_FAULTS = ("http_429", "http_202")
+# Profiles in which the search engine itself is unavailable, whatever the query: "throttled"
+# alternates windows of THROTTLE_WINDOW searches that all answer 429 or an empty 202 (the
+# first window shut) with windows that answer; "down" fails every search with a 503.
+SEARCH_OUTAGES = ("throttled", "down")
+THROTTLE_WINDOW = 24
 
 PROFILES: dict[str, dict[str, float]] = {
     "none": {},
@@ -45,6 +51,8 @@ PROFILES: dict[str, dict[str, float]] = {
         "redirect_forbidden": 0.04, "redirect_ok": 0.03, "x_robots": 0.03,
         "http_429": 0.2, "http_202": 0.1,
     },
+    "throttled": {},
+    "down": {},
 }
 
 
@@ -71,6 +79,18 @@ def image_fault(seed: int, profile: str, path: str) -> str | None:
 def search_fault(seed: int, profile: str, query_key: str, attempt: int) -> str | None:
     """The fault of the `attempt`-th request (0-based) of one search, or None."""
     return _pick(unit(seed, "search-fault", query_key, attempt), SEARCH_FAULTS, check_profile(profile))
+
+
+def search_outage(seed: int, profile: str, n: int, window: int = THROTTLE_WINDOW) -> str | None:
+    """The fault of the server's `n`-th search request (0-based, any query) when the profile
+    makes the engine unavailable, or None. Counting requests, not seconds, keeps it
+    deterministic."""
+    check_profile(profile)
+    if profile == "down":
+        return "http_503"
+    if profile == "throttled" and (n // window) % 2 == 0:
+        return ("http_429", "http_202")[int(unit(seed, "throttle", n) * 2)]
+    return None
 
 
 def variant(seed: int, path: str, choices: int) -> int:

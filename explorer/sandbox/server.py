@@ -94,6 +94,7 @@ class Sandbox:
         self.index = SearchIndex(self.world)
         self.stats = Stats()
         self._search_attempts: Counter = Counter()
+        self._searches = 0   # every search request answered, for the outage profiles
         self._images: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._cached_bytes = 0
         self._runners: list[web.AppRunner] = []
@@ -161,13 +162,18 @@ class Sandbox:
         key = f"{query}\x1f{max_results}"
         attempt = self._search_attempts[key]
         self._search_attempts[key] += 1
-        fault = faults.search_fault(self.options.seed, self.options.profile, key, attempt)
+        fault = faults.search_outage(self.options.seed, self.options.profile, self._searches) \
+            or faults.search_fault(self.options.seed, self.options.profile, key, attempt)
+        self._searches += 1
         if fault == "http_429":
             self.stats.faults[fault] += 1
             return web.Response(status=429, text="Too Many Requests", headers={"Retry-After": "1"})
         if fault == "http_202":  # DuckDuckGo's way of saying "slow down"
             self.stats.faults[fault] += 1
             return web.Response(status=202, text="")
+        if fault == "http_503":
+            self.stats.faults[fault] += 1
+            return web.Response(status=503, text="Service Unavailable")
         base = f"http://{request.host}"
         results = []
         for hit in self.index.search(query, max_results):
