@@ -241,7 +241,8 @@ def read_checkpoint(path: str | Path) -> dict:
     except pickle.UnpicklingError as e:  # torch's own message offers to unpickle it unsafely
         raise BadCheckpoint(f"cannot load checkpoint {path}: it is damaged, or holds objects that a "
                             f"weights-only load refuses to build; {CHECKPOINT_ADVICE}") from e
-    except (OSError, EOFError, RuntimeError) as e:
+    except Exception as e:  # noqa: BLE001 - the weights-only unpickler meets damaged bytes with any
+        # error (IndexError, KeyError, struct.error, ...): each means this file cannot be loaded
         raise BadCheckpoint(f"cannot load checkpoint {path} ({type(e).__name__}: {first_line(e)}); "
                             f"{CHECKPOINT_ADVICE}") from e
     if not isinstance(ck, dict):

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 import os
+import random
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -99,7 +102,7 @@ def _torch_bytes(obj) -> bytes:
 
 BAD_CHECKPOINTS = {
     "empty": lambda: b"",
-    "garbage": lambda: os.urandom(5000),
+    "garbage": lambda: random.Random(5000).randbytes(5000),
     "truncated": lambda: _torch_bytes({"model": {"w": torch.zeros(1000)}})[:3000],
     "not weights-only": lambda: _torch_bytes({"model": NotWeights()}),
     "a bare tensor": lambda: _torch_bytes(torch.zeros(3)),
@@ -122,6 +125,17 @@ def trainer(one_torch_thread):
 def test_a_checkpoint_that_cannot_be_loaded_is_a_bad_checkpoint(trainer, tmp_path, kind):
     path = tmp_path / "latest.pt"
     path.write_bytes(BAD_CHECKPOINTS[kind]())
+    with pytest.raises(BadCheckpoint, match="latest.pt"):
+        trainer.load_checkpoint(path)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.one_of(st.binary(max_size=3000),
+                      st.binary(max_size=3000).map(lambda b: b"\x80\x02" + b),   # a pickle's start
+                      st.binary(max_size=3000).map(lambda b: b"PK\x03\x04" + b)))  # a zip's start
+def test_any_damaged_checkpoint_bytes_are_a_bad_checkpoint(trainer, tmp_path, body):
+    path = tmp_path / "latest.pt"
+    path.write_bytes(body)
     with pytest.raises(BadCheckpoint, match="latest.pt"):
         trainer.load_checkpoint(path)
 
