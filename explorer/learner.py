@@ -88,7 +88,8 @@ class Learner:
         """r(image) for this round's (sha256, path, caption) candidates with the current
         encoder, before it trains on them (Internet Explorer's order): the policy learns from
         round t before it picks round t+1. `background`: paths of the web sample that places
-        the centre (reward.centre = "web"); the candidates themselves when it is empty."""
+        the centre (reward.centre = "web"); the candidates themselves when it is empty.
+        The loop's refresh re-scores earlier rounds' images through here too."""
         if not candidates:
             return {}
         target_emb = self.embed(self.target_train)
