@@ -19,7 +19,7 @@ from explorer.config import Config
 from explorer.data import ImageRecord, embed_paths, eval_transform, mixed_batches
 from explorer.errors import BadSetting
 from explorer.images import to_rgb
-from explorer.mug import MODEL_CONFIGS, build_model
+from explorer.mug import MODEL_CONFIGS, build_model, new_model
 from explorer.reward import image_rewards, web_centre, web_contrast
 from explorer.session import RunDir
 from explorer.train import Trainer
@@ -62,7 +62,10 @@ class Learner:
         self.device = pick_device(cfg.run.device)
         self.tokenizer = load_tokenizer(cfg.policy.text_model)
         torch.manual_seed(cfg.run.seed)
-        self.model = build_model(cfg.model, vocab_size=self.tokenizer.vocab_size)
+        checkpoint = checkpoint or run.latest_checkpoint
+        # a checkpoint holds every weight: the starting ones (a download, a file) are not needed again
+        make = new_model if checkpoint.exists() else build_model
+        self.model = make(cfg.model, vocab_size=self.tokenizer.vocab_size)
         self.trainer = Trainer(cfg, self.model, self.device)
         self.image_size = MODEL_CONFIGS[cfg.model.name].image_size
         self.target = [ImageRecord(p, None) for p in target_train]
@@ -72,7 +75,6 @@ class Learner:
         self.progress = None                    # RunProgress: train_started / trained_step hooks
         self.policy_state: dict | None = None
         self.last_report: dict | None = None    # the record of the last checkpointed round
-        checkpoint = checkpoint or run.latest_checkpoint
         if checkpoint.exists():
             self._restore(checkpoint)
 

@@ -169,3 +169,22 @@ def test_run_from_a_file_loads_it(tmp_path):
     assert "resampled pos_embed" in output
     saved = tomllib.loads((run_dir / "config.toml").read_text())
     assert saved["model"]["init"] == f"file:{path}"
+
+
+def test_a_run_with_a_checkpoint_resumes_without_its_starting_weights(tmp_path):
+    """resume and eval restore every weight from the checkpoint: the --init weights (a download,
+    a file since moved) are not asked for again."""
+    from explorer.config import apply_overrides
+    from explorer.learner import Learner
+
+    cfg = apply_overrides(Config(), ["model.name=tiny-64", "run.device=cpu", "model.init=scratch"])
+    run = RunDir(tmp_path / "run")
+    first = Learner(cfg, run, [])
+    first.trainer.save_checkpoint(run.latest_checkpoint, extra={"explore": {"round": 0}})
+    cfg.model.init = f"file:{tmp_path / 'moved-away.pt'}"
+    again = Learner(cfg, run, [])
+    assert again.rounds_done == 1
+    for (name, a), b in zip(first.model.state_dict().items(), again.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(WeightsUnavailable, match="moved-away.pt"):
+        Learner(cfg, RunDir(tmp_path / "fresh"), [])  # with no checkpoint they are needed
