@@ -215,9 +215,9 @@ def test_a_bogus_device_is_one_line(tmp_path, command):
 
 
 def test_model_init_from_a_missing_file_is_one_line(tmp_path, one_torch_thread):
+    """(With a checkpoint the starting weights are not needed: tests/test_init.py.)"""
     run = make_run(tmp_path / "run", "model.name=tiny-64", f"model.init=file:{tmp_path / 'nowhere.pt'}")
-    _any_checkpoint(run)
-    one_line_error(["eval", str(run.root)], "nowhere.pt")
+    one_line_error(["resume", str(run.root)], "nowhere.pt")
 
 
 # ---- folder: targets ---------------------------------------------------------------------------
