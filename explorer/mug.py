@@ -25,7 +25,7 @@ from timm.layers import PatchEmbed, build_sincos2d_pos_embed, resample_abs_pos_e
 from timm.models.vision_transformer import Block
 
 from explorer.config import ModelConfig
-from explorer.errors import UserError
+from explorer.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -351,11 +351,6 @@ def initial_weights(init: str) -> dict[str, torch.Tensor] | None:
     raise ValueError(f"model.init must be scratch, timm:NAME or file:PATH, got {init!r}")
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"
-
-
 def timm_weights(name: str) -> dict[str, torch.Tensor]:
     """timm's pretrained weights `name`, from the Hugging Face cache or downloaded into it."""
     import timm
@@ -368,7 +363,7 @@ def timm_weights(name: str) -> dict[str, torch.Tensor]:
     except Exception as e:  # no network, offline hub, a broken cache: one answer for the user
         raise WeightsUnavailable(
             f"--init timm:{name}: the weights cannot be downloaded (no network?) "
-            f"({_first_line(e)}); put them in the Hugging Face cache (HF_HOME), "
+            f"({type(e).__name__}: {first_line(e)}); put them in the Hugging Face cache (HF_HOME), "
             f"pass --init file:PATH, or --init scratch") from None
 
 
@@ -386,7 +381,7 @@ def file_weights(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # not a checkpoint, truncated, pickled objects: all unreadable
-        raise WeightsUnavailable(f"--init file:{path}: cannot read it ({_first_line(e)}); {FIX}") from None
+        raise WeightsUnavailable(f"--init file:{path}: cannot read it ({type(e).__name__}: {first_line(e)}); {FIX}") from None
     state = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsUnavailable(f"--init file:{path}: holds no state dict; {FIX}")
