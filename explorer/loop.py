@@ -180,7 +180,7 @@ class Explorer:
         async def one(q) -> str:
             nonlocal fetched
             async with semaphore:
-                if watch.down:
+                if not watch.admit():
                     return "skipped"  # stays pending: asked once the pause is over
                 outcome = await self.engine.search(q["text"], self.cfg.crawl.results_per_query)
             if outcome.error and not outcome.results:
@@ -199,13 +199,12 @@ class Explorer:
             self.db.set_query_status(q["id"], "done")
             return "answered"
 
-        while todo:
+        while todo:  # until every query is asked: skipped ones (engine down, or behind a probe) again
             ends = await asyncio.gather(*(one(q) for q in todo))
             if "failed" in ends and "answered" not in ends:
                 watch.round_failed()
-            if not watch.down:
-                break
-            await self.pause_search(round_)
+            if watch.down:
+                await self.pause_search(round_)
             todo = self.db.queries(round=round_, status="pending")
         self.db.set_round_status(round_, "crawled")
         return {"queries": len(queries), "fetched": fetched, "seconds": time.monotonic() - started}

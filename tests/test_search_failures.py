@@ -211,3 +211,22 @@ def test_past_patience_the_crawl_stops_with_one_line_and_the_queries_stay_pendin
     assert e.value.exit_code == 3
     assert "pending" in statuses and set(statuses) <= {"pending", "retry"}
     assert "search_paused" in kinds and kinds[-1] == "search_unavailable"
+
+
+def test_after_a_pause_one_search_at_a_time_probes_the_engine():
+    """A burst after each pause would fail whole batches of queries while the engine is still down
+    (and let a round end without the patience ever being reached)."""
+    t = FakeTime()
+    watch = SearchWatch(2, 1.0, 8.0, 100.0, clock=t.clock, sleep=t.sleep)
+    assert watch.admit() and watch.admit()          # up: no limit
+    watch.failed("x")
+    watch.failed("x")
+    assert not watch.admit()                        # down
+    asyncio.run(watch.pause())
+    assert watch.admit() and not watch.admit()      # one probe, the rest wait for it
+    watch.failed("x")
+    assert watch.down and not watch.admit()
+    asyncio.run(watch.pause())
+    assert watch.admit()
+    watch.answered()
+    assert watch.admit() and watch.admit()          # up again: no limit

@@ -208,11 +208,23 @@ class SearchWatch:
         self.down_since: float | None = None
         self.pauses = 0
         self.last_error = ""
+        self.probe = "none"               # after a pause: "open" (one search may try), "out" (it is trying)
+
+    def admit(self) -> bool:
+        """May a search be sent now? Not while down; after a pause, one probe at a time, so that
+        an engine still down costs one failed search per pause, not a burst of them."""
+        if self.down or self.probe == "out":
+            return False
+        if self.probe == "open":
+            self.probe = "out"
+        return True
 
     def answered(self) -> None:
-        self.failures, self.down_since, self.pauses = 0, None, 0
+        self.failures, self.down_since, self.pauses, self.probe = 0, None, 0, "none"
 
     def failed(self, error: str) -> None:
+        if self.probe == "out":
+            self.probe = "none"
         if self.down_since is None:
             self.down_since = self.clock()
         self.failures += 1
@@ -242,5 +254,5 @@ class SearchWatch:
         delay = self.next_pause()
         self.pauses += 1
         await self.sleep(delay)
-        self.failures = self.streak - 1
+        self.failures, self.probe = self.streak - 1, "open"
         return delay
