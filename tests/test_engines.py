@@ -15,7 +15,7 @@ from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
 
 from explorer.config import CrawlConfig
 from explorer.engines import (Backoff, CachedEngine, CorpusEngine, DDGSEngine, Engine, RateLimiter,
-                              SandboxEngine, SearchOutcome, clean_results, make_engine)
+                              SandboxEngine, SearchOutcome, search_key, clean_results, make_engine)
 from explorer.records import SearchResult
 
 DATA = Path(__file__).parent / "data"
@@ -128,7 +128,7 @@ def test_ddgs_results_map_to_search_results():
     assert (lincoln.width, lincoln.height) == (1024, 768)        # ddgs strings become ints
     call = fake.calls[0]
     assert call["query"] == "red rose"
-    assert call["kwargs"] == {"region": "uk-en", "safesearch": "off", "max_results": 50,
+    assert call["kwargs"] == {"region": "uk-en", "safesearch": "off", "max_results": 50, "page": 1,
                               "backend": "auto"}
     assert call["thread"] != threading.get_ident()                # ran in a worker thread
 
@@ -251,6 +251,33 @@ def test_real_ddgs_images_through_a_recorded_duckduckgo_answer(monkeypatch, back
     assert ijs_params["q"] == "tabby cat" and ijs_params["l"] == "us-en" and ijs_params["p"] == "1"
 
 
+def test_real_ddgs_second_page_from_one_backend(monkeypatch):
+    """A "next page" refinement on the "duckduckgo" backend reaches the real ddgs as DuckDuckGo's
+    offset of 100 results (its page size), and asks no other backend."""
+    ijs = (DATA / "ddgs_ijs_tabby_cat.json").read_text()
+    requests = []
+
+    class Answer:
+        def __init__(self, text):
+            self.status_code, self.text, self.content = 200, text, text.encode()
+
+    def recorded(self, method, url, *args, **kwargs):
+        requests.append((url, kwargs.get("params")))
+        if url == "https://duckduckgo.com":
+            return Answer('<script>vqd="4-118263907541728136425613487653219850112";</script>')
+        if url == "https://duckduckgo.com/i.js":
+            return Answer(ijs)
+        raise DDGSException(f"no recorded answer for {url}")
+
+    monkeypatch.setattr(ddgs.http_client.HttpClient, "request", recorded)
+    engine = DDGSEngine(crawl_cfg(search_backend="auto"))
+    out = asyncio.run(engine.search("tabby cat", max_results=10, page=2, backend="duckduckgo"))
+    assert out.ok, out.error
+    assert {u for u, _ in requests} == {"https://duckduckgo.com", "https://duckduckgo.com/i.js"}
+    ijs_params = next(p for u, p in requests if u.endswith("i.js"))
+    assert ijs_params["s"] == "100"
+
+
 # --- sandbox over HTTP ----------------------------------------------------------------------
 
 def sandbox_rows(q: str, n: int) -> list[dict]:
@@ -322,7 +349,28 @@ def test_sandbox_search_returns_clean_results():
     assert out.ok and out.attempts == 1 and sleeps == []
     assert [r.title for r in out.results] == ["red rose 0", "red rose 1", "red rose 2", "red rose 3"]
     assert all(r.source == "sandbox" and r.width == 96 for r in out.results)
-    assert params == [{"q": "red rose", "max_results": "4"}]
+    assert params == [{"q": "red rose", "max_results": "4", "page": "1"}]
+
+
+def test_sandbox_engine_sends_the_page_and_refuses_what_it_does_not_offer():
+    t = FakeTime()
+
+    async def main():
+        runner, url, _, params = await start_search_server(asyncio.Event())
+        engine = SandboxEngine(url, crawl_cfg(), sleep=t.sleep)
+        try:
+            out = await engine.search("red rose", 3, page=4)
+            with pytest.raises(ValueError, match="no backend"):
+                await engine.search("red rose", 3, backend="bing")
+            with pytest.raises(ValueError, match="no results page 0"):
+                await engine.search("red rose", 3, page=0)
+        finally:
+            await engine.aclose()
+            await runner.cleanup()
+        return out, params
+
+    out, params = asyncio.run(main())
+    assert out.ok and params == [{"q": "red rose", "max_results": "3", "page": "4"}]
 
 
 def test_sandbox_large_answer_arrives_whole():
@@ -396,7 +444,7 @@ class ScriptedEngine(Engine):
         self.calls = []
         self.gate: asyncio.Event | None = None
 
-    async def search(self, query, max_results):
+    async def search(self, query, max_results, page=1, backend=""):
         self.calls.append(query)
         if self.gate is not None:
             await self.gate.wait()
@@ -426,6 +474,41 @@ def test_cached_engine_never_sends_a_query_twice():
     assert again.results == rose_results(2) and again.attempts == 0
     assert empty.ok and empty_again.ok and empty_again.results == [] and empty_again.attempts == 0
     assert store.data[("scripted", "red rose")][0]["image"] == VALID_RED_ROSE[0]["image"]
+
+
+def test_cached_engine_keeps_each_page_and_backend_apart():
+    """Page 2, or another backend, is another request: never answered by page 1's results,
+    and each is cached under its own key (page 1 from the default backend keeps the bare text,
+    as in databases made before refinements)."""
+    store = DictStore()
+    inner = ScriptedEngine([SearchOutcome(rose_results(1)), SearchOutcome(rose_results(2)),
+                            SearchOutcome(rose_results(3))])
+    inner.pages, inner.backends = True, ("bing",)
+    engine = CachedEngine(inner, store)
+
+    async def main():
+        return [await engine.search("red rose", 10), await engine.search("red rose", 10, page=2),
+                await engine.search("red rose", 10, backend="bing"),
+                await engine.search("red rose", 10, page=2)]
+
+    one, two, bing, two_again = asyncio.run(main())
+    assert [len(one.results), len(two.results), len(bing.results)] == [1, 2, 3]
+    assert two_again.attempts == 0 and two_again.results == two.results
+    assert set(store.data) == {("scripted", "red rose"), ("scripted", search_key("red rose", 2)),
+                               ("scripted", search_key("red rose", backend="bing"))}
+    with pytest.raises(ValueError):
+        asyncio.run(CachedEngine(ScriptedEngine([]), store).search("red rose", 10, page=2))
+
+
+def test_ddgs_asks_the_page_and_backend_it_is_given():
+    fake = FakeDDGS([[VALID_RED_ROSE[0]]])
+    engine = DDGSEngine(crawl_cfg(search_backend="auto"), fake)
+    assert engine.pages and engine.backends == ("bing", "duckduckgo")
+    out = asyncio.run(engine.search("red rose", 35, page=3, backend="bing"))
+    assert out.ok and fake.calls[0]["kwargs"]["page"] == 3 and fake.calls[0]["kwargs"]["backend"] == "bing"
+    asyncio.run(engine.search("red rose", 35))
+    assert fake.calls[1]["kwargs"]["page"] == 1 and fake.calls[1]["kwargs"]["backend"] == "auto"
+    assert DDGSEngine(crawl_cfg(search_backend="bing"), fake).backends == ("duckduckgo",)
 
 
 def test_cached_engine_does_not_cache_errors_and_shares_in_flight_queries():

@@ -143,10 +143,10 @@ class DyingEngine(Engine):
         self.engine, self.alive, self.calls = engine, alive, 0
         self.name = engine.name
 
-    async def search(self, query: str, max_results: int) -> SearchOutcome:
+    async def search(self, query: str, max_results: int, page: int = 1, backend: str = "") -> SearchOutcome:
         self.calls += 1
         if self.calls <= self.alive:
-            return await self.engine.search(query, max_results)
+            return await self.engine.search(query, max_results, page, backend)
         return SearchOutcome([], error="HTTP 503 after 5 tries", retryable=True, attempts=5)
 
     async def aclose(self) -> None:

@@ -36,7 +36,7 @@ class ScriptedEngine(Engine):
         self.empty = empty
         self.tries: dict[str, int] = {}
 
-    async def search(self, query: str, max_results: int) -> SearchOutcome:
+    async def search(self, query: str, max_results: int, page: int = 1, backend: str = "") -> SearchOutcome:
         n = self.tries.get(query, 0)
         self.tries[query] = n + 1
         if self.fails(query, n):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from explorer.config import CrawlConfig
 from explorer.engines.base import (Attempt, Backoff, Engine, RateLimiter, RetryingEngine,
-                                   SearchOutcome, clean_results)
+                                   SearchOutcome, clean_results, search_key)
 from explorer.engines.cached import CachedEngine, SearchStore
 from explorer.engines.corpus import CorpusEngine
 from explorer.engines.ddgs_engine import DDGSEngine
@@ -17,7 +17,7 @@ from explorer.engines.sandbox import SandboxEngine
 
 __all__ = ["Attempt", "Backoff", "CachedEngine", "CorpusEngine", "DDGSEngine", "Engine",
            "NoEngine", "RateLimiter", "RetryingEngine", "SandboxEngine", "SearchOutcome", "SearchStore",
-           "clean_results", "make_engine"]
+           "clean_results", "make_engine", "search_key"]
 
 SPECS = "ddgs, sandbox, corpus:PATH, none"
 
@@ -27,7 +27,8 @@ class NoEngine(Engine):
 
     name = "none"
 
-    async def search(self, query: str, max_results: int) -> SearchOutcome:
+    async def search(self, query: str, max_results: int, page: int = 1,
+                     backend: str = "") -> SearchOutcome:
         return SearchOutcome([], attempts=0)
 
 

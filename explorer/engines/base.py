@@ -1,7 +1,9 @@
 """What every search engine shares: the outcome record, result cleaning, backoff with full
 jitter, a rate cap, and the retry loop (DESIGN.md §5, "Engines").
 
-An engine answers `search(query, max_results) -> SearchOutcome`. Expected failures (rate limit,
+An engine answers `search(query, max_results, page=1, backend="") -> SearchOutcome`: `page` is
+the engine's results page (2 = the results after the first page's), `backend` one of the
+engine's `backends` (its image sources; "" = its default). Expected failures (rate limit,
 timeout, HTTP error, bad JSON, no results) come back as a value with a reason, after retries;
 only bugs and the user's own mistakes raise.
 """
@@ -89,6 +91,23 @@ def clean_results(rows, max_results: int, schemes: tuple[str, ...] = ("http", "h
     return kept
 
 
+def check_refinement(engine: "Engine", page: int, backend: str) -> None:
+    """A page or backend the engine does not offer is the caller's bug, not a failed search."""
+    if page < 1 or (page > 1 and not engine.pages):
+        raise ValueError(f"engine {engine.name} has no results page {page}")
+    if backend and backend not in engine.backends:
+        raise ValueError(f"engine {engine.name} has no backend {backend!r} "
+                         f"(it has: {', '.join(engine.backends) or 'none'})")
+
+
+def search_key(query: str, page: int = 1, backend: str = "") -> str:
+    """How one request is named in the search cache: the query text alone for its first page
+    from the default backend (as before refinements existed), else text, page and backend."""
+    if page == 1 and not backend:
+        return query
+    return f"{query}\x1fpage={page}\x1fbackend={backend}"
+
+
 @dataclass
 class Backoff:
     """Exponential backoff with full jitter: before retry `i` (0-based) wait
@@ -140,10 +159,16 @@ class Engine(abc.ABC):
     name: ClassVar[str]
     # URL schemes a result's `image` may have; only the corpus engine adds "file".
     schemes: ClassVar[tuple[str, ...]] = ("http", "https")
+    # Whether page 2, 3, ... bring further results (the policy's "next page" refinement).
+    pages: ClassVar[bool] = False
+    # Image sources a query may be sent to besides the default (the "backend" refinement).
+    backends: tuple[str, ...] = ()
 
     @abc.abstractmethod
-    async def search(self, query: str, max_results: int) -> SearchOutcome:
-        """Up to `max_results` cleaned results for `query`, or an error value."""
+    async def search(self, query: str, max_results: int, page: int = 1,
+                     backend: str = "") -> SearchOutcome:
+        """Up to `max_results` cleaned results for `query` (results page `page`, from
+        `backend`, "" = the default), or an error value."""
 
     async def aclose(self) -> None:
         """Release connections and threads; the engine is not used afterwards."""
@@ -168,14 +193,16 @@ class RetryingEngine(Engine):
         self.limiter = RateLimiter(min_interval_s, clock=clock, sleep=sleep)
 
     @abc.abstractmethod
-    async def attempt(self, query: str, max_results: int) -> Attempt:
+    async def attempt(self, query: str, max_results: int, page: int, backend: str) -> Attempt:
         """Send one request; never raise for an expected failure."""
 
-    async def search(self, query: str, max_results: int) -> SearchOutcome:
+    async def search(self, query: str, max_results: int, page: int = 1,
+                     backend: str = "") -> SearchOutcome:
+        check_refinement(self, page, backend)
         attempts = 0
         while True:
             await self.limiter.wait()
-            result = await self.attempt(query, max_results)
+            result = await self.attempt(query, max_results, page, backend)
             attempts += 1
             if not result.error or not result.retryable or attempts > self.backoff.retries:
                 break

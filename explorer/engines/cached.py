@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 from typing import Protocol
 
-from explorer.engines.base import Engine, SearchOutcome, clean_results
+from explorer.engines.base import Engine, SearchOutcome, check_refinement, clean_results, search_key
 
 
 class SearchStore(Protocol):
@@ -30,14 +30,19 @@ class CachedEngine(Engine):
         self.store = store
         self.name = engine.name
         self.schemes = engine.schemes
+        self.pages = engine.pages
+        self.backends = engine.backends
         self._in_flight: dict[str, asyncio.Future] = {}
 
-    async def search(self, query: str, max_results: int) -> SearchOutcome:
-        cached = self.store.get_search_results(self.name, query)
+    async def search(self, query: str, max_results: int, page: int = 1,
+                     backend: str = "") -> SearchOutcome:
+        check_refinement(self, page, backend)
+        key = search_key(query, page, backend)
+        cached = self.store.get_search_results(self.name, key)
         if cached is not None:
             return SearchOutcome(clean_results(cached, max_results, self.schemes, self.name),
                                  attempts=0)
-        while (pending := self._in_flight.get(query)) is not None:
+        while (pending := self._in_flight.get(key)) is not None:
             await asyncio.wait([pending])
             if not pending.cancelled() and pending.exception() is None:
                 outcome = pending.result()
@@ -45,9 +50,9 @@ class CachedEngine(Engine):
                                            attempts=0)
             # the first asker failed or was cancelled: ask ourselves
         future = asyncio.get_running_loop().create_future()
-        self._in_flight[query] = future
+        self._in_flight[key] = future
         try:
-            outcome = await self.engine.search(query, max_results)
+            outcome = await self.engine.search(query, max_results, page, backend)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -56,11 +61,11 @@ class CachedEngine(Engine):
             future.exception()            # marked as retrieved: no "never retrieved" log
             raise
         finally:
-            del self._in_flight[query]
+            del self._in_flight[key]
         future.set_result(outcome)
         if outcome.ok:
             self.store.put_search_results(
-                self.name, query, [dataclasses.asdict(r) for r in outcome.results])
+                self.name, key, [dataclasses.asdict(r) for r in outcome.results])
         return outcome
 
     async def aclose(self) -> None:

@@ -33,7 +33,7 @@ import numpy as np
 from explorer.atomic import atomic_write
 
 from explorer.config import CrawlConfig
-from explorer.engines.base import Engine, SearchOutcome, clean_results
+from explorer.engines.base import Engine, SearchOutcome, check_refinement, clean_results
 from explorer.text import embed_texts
 
 log = logging.getLogger(__name__)
@@ -188,8 +188,11 @@ class CorpusIndex:
 
 
 class CorpusEngine(Engine):
+    """Pages are the next `max_results` captions by similarity."""
+
     name = "corpus"
     schemes = ("http", "https", "file")
+    pages = True
 
     def __init__(self, path: str, cfg: CrawlConfig):
         self.path = Path(path).expanduser()
@@ -210,10 +213,13 @@ class CorpusEngine(Engine):
             self._index = CorpusIndex(self.items, emb, self.cfg.corpus_text_model)
         return self._index
 
-    async def search(self, query: str, max_results: int) -> SearchOutcome:
+    async def search(self, query: str, max_results: int, page: int = 1,
+                     backend: str = "") -> SearchOutcome:
+        check_refinement(self, page, backend)
         async with self._lock:
             index = self._index or await asyncio.to_thread(self.build)
-        hits = await asyncio.to_thread(index.search, query, max_results)
+        skip = (page - 1) * max_results
+        hits = (await asyncio.to_thread(index.search, query, skip + max_results))[skip:]
         rows = [{"title": item.caption, "image": item.image, "width": item.width,
                  "height": item.height, "source": self.name} for item, _ in hits]
         return SearchOutcome(clean_results(rows, max_results, self.schemes, self.name))

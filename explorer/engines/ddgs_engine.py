@@ -20,10 +20,16 @@ from explorer.config import CrawlConfig
 from explorer.engines.base import Attempt, Clock, RetryingEngine, Sleep
 
 SAFESEARCH = ("on", "moderate", "off")
+IMAGE_BACKENDS = ("bing", "duckduckgo")   # ddgs's image sources (ddgs/engines/*_images.py)
 
 
 class DDGSEngine(RetryingEngine):
+    """ddgs's `images()`. Pages are real (each backend's next page: Bing 35 results a page,
+    DuckDuckGo 100); the backends a query may be asked on besides the configured one are
+    ddgs's image sources (with `auto`, one of them often answers alone)."""
+
     name = "ddgs"
+    pages = True
 
     def __init__(self, cfg: CrawlConfig, ddgs_factory: Callable[..., object] = ddgs.DDGS, *,
                  sleep: Sleep = asyncio.sleep, clock: Clock = time.monotonic,
@@ -35,17 +41,19 @@ class DDGSEngine(RetryingEngine):
         self.ddgs_factory = ddgs_factory
         # ddgs's own per-request timeout; our deadline below covers the whole attempt.
         self.ddgs_timeout = max(1, math.ceil(cfg.search_timeout_s / 2))
+        self.backends = tuple(b for b in IMAGE_BACKENDS if b != cfg.search_backend)
 
-    def _images(self, query: str, max_results: int) -> list:
+    def _images(self, query: str, max_results: int, page: int, backend: str) -> list:
         client = self.ddgs_factory(timeout=self.ddgs_timeout)
         return client.images(query, region=self.cfg.search_region,
                              safesearch=self.cfg.search_safesearch, max_results=max_results,
-                             backend=self.cfg.search_backend)
+                             page=page, backend=backend or self.cfg.search_backend)
 
-    async def attempt(self, query: str, max_results: int) -> Attempt:
+    async def attempt(self, query: str, max_results: int, page: int = 1, backend: str = "") -> Attempt:
         try:
-            rows = await asyncio.wait_for(asyncio.to_thread(self._images, query, max_results),
-                                          timeout=self.cfg.search_timeout_s)
+            rows = await asyncio.wait_for(
+                asyncio.to_thread(self._images, query, max_results, page, backend),
+                timeout=self.cfg.search_timeout_s)
         except asyncio.TimeoutError:
             # The worker thread cannot be cancelled; ddgs's own timeout ends it soon.
             return Attempt(error=f"timeout: no answer in {self.cfg.search_timeout_s:g} s",

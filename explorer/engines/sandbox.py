@@ -1,6 +1,6 @@
 """The sandbox web's search endpoint, over HTTP like any engine (DESIGN.md §7).
 
-`GET {base_url}/search?q=QUERY&max_results=N` answers a JSON list of dicts with the ddgs keys.
+`GET {base_url}/search?q=QUERY&max_results=N&page=P` answers a JSON list of dicts with the ddgs keys.
 429 and 202 mean "rate limited" (202 is how DuckDuckGo says it), 5xx and timeouts are retried
 with backoff; other statuses and bodies that are not a JSON list are errors.
 """
@@ -22,6 +22,7 @@ RATE_LIMIT_STATUSES = (429, 202)
 
 class SandboxEngine(RetryingEngine):
     name = "sandbox"
+    pages = True
 
     def __init__(self, base_url: str, cfg: CrawlConfig, *, min_interval_s: float = 0.0,
                  sleep: Sleep = asyncio.sleep, clock: Clock = time.monotonic,
@@ -39,8 +40,8 @@ class SandboxEngine(RetryingEngine):
                 timeout=timeout, headers={"User-Agent": self.cfg.user_agent}, trust_env=False)
         return self._session
 
-    async def attempt(self, query: str, max_results: int) -> Attempt:
-        params = {"q": query, "max_results": str(max_results)}
+    async def attempt(self, query: str, max_results: int, page: int = 1, backend: str = "") -> Attempt:
+        params = {"q": query, "max_results": str(max_results), "page": str(page)}
         try:
             async with self._client().get(self.search_url, params=params,
                                           allow_redirects=False) as resp:
