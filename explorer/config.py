@@ -140,6 +140,9 @@ class PolicyConfig:
     vocab: str = "imagenet21k"            # imagenet21k, wordnet, file:PATH, sandbox
     descriptors: str = ""                 # file of words combined with concepts; "" = none
     descriptor_share: float = 0.0         # share of queries that get a descriptor
+    concept_descriptors: str = ""         # file of `concept<TAB>descriptor` lines (file: vocabs); "" = none
+    reask_share: float = 0.25             # most of a round's queries that re-ask concepts that paid off
+    max_page: int = 5                     # results pages a concept is asked for at most
     temperature: float = 0.15             # tau in p(c) ∝ exp(z(c)/tau), z = r̂ z-scored over the vocab
     epsilon: float = 0.1                  # share of uniformly random concepts
     ucb_beta: float = 1.0                 # ucb policy: score = r̂ + beta * posterior std
@@ -162,6 +165,8 @@ class SandboxConfig:
     gzip_bomb_bytes: int = 30_000_000     # inflated length of the gzip-bomb fault
     forbidden_hosts: tuple[str, ...] = ("127.0.0.2", "::1")  # loopback listeners off the allow-list
     cache_bytes: int = 200_000_000        # encoded images the server keeps in memory (LRU)
+    page_size: int = 0                    # results a search answers at most, as real engines page them (Bing 35); 0 = as many as asked
+    page_decay: float = 0.75              # with page_size: page p holds page_decay**(p-1) of page 1's on-topic share
 
 
 @dataclass
@@ -559,6 +564,9 @@ RULES: dict[str, object] = {
                          "imagenet21k, wordnet, sandbox or file:PATH"),
     "policy.descriptors": Form(r"[^\x00\n]*", "a path, or empty for none"),
     "policy.descriptor_share": SHARE,
+    "policy.concept_descriptors": Form(r"[^\x00\n]*", "a path, or empty for none"),
+    "policy.reask_share": SHARE,
+    "policy.max_page": Ints(1, 1000),
     "policy.temperature": Num(0, 1000, above=True),
     "policy.epsilon": SHARE,
     "policy.ucb_beta": Num(0, 1000),
@@ -578,6 +586,8 @@ RULES: dict[str, object] = {
     "sandbox.gzip_bomb_bytes": Ints(1, 10_000_000_000),
     "sandbox.forbidden_hosts": Each(Loopback(), 0, 16),
     "sandbox.cache_bytes": Ints(0, 10**12),
+    "sandbox.page_size": Ints(0, 500, "0 = as many as asked"),
+    "sandbox.page_decay": SHARE,
 
     "eval.label_fractions": Each(Num(0, 1, above=True), 1, 100),
     "eval.knn_k": Ints(1, 10_000),
