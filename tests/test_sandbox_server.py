@@ -65,6 +65,27 @@ def test_search_answers_ddgs_keys_and_relates_to_the_query(clean):
     asyncio.run(go())
 
 
+
+def test_search_pages_and_page_size_from_the_config(clean):
+    async def get(s, url, **params):
+        async with s.get(f"{url}/search", params={"q": "red rose", **params}) as r:
+            return r.status, await r.json()
+
+    async def go():
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as s:
+            for bad in ("0", "abc", "-2", "1001", "1.5"):
+                status, body = await get(s, clean.url, max_results="10", page=bad)
+                assert status == 400 and "page" in body["error"], bad
+            status, first = await get(s, clean.url, max_results="40")
+            assert status == 200 and (await get(s, clean.url, max_results="40", page="1"))[1] == first
+            second = (await get(s, clean.url, max_results="40", page="2"))[1]
+            assert len(second) == 40 and not {r["image"] for r in first} & {r["image"] for r in second}
+            with start_sandbox(seed=0, profile="none", page_size=35) as paged:
+                pages = [(await get(s, paged.url, max_results="100", page=str(p)))[1] for p in (1, 2)]
+            assert [len(p) for p in pages] == [35, 35]
+            assert not {r["image"] for r in pages[0]} & {r["image"] for r in pages[1]}
+    asyncio.run(go())
+
 def test_fault_rates_match_each_profile():
     paths = [f"/img/c{i % 2688}v{i // 2688}.jpg" for i in range(20000)]
     assert all(faults.image_fault(0, "none", p) is None for p in paths[:2000])

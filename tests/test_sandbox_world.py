@@ -141,6 +141,38 @@ def test_unmatched_queries_return_few_results(index):
     assert len(index.search("qwxzv plmkj", 50)) <= 10
 
 
+
+def test_pages_continue_one_list_and_drift_off_topic(world, index):
+    """With page_size an answer holds at most that many; a query's pages never repeat each other,
+    page 1 is the answer of page_size results without pages, and the best concept's share falls."""
+    paged = SearchIndex(world, page_size=35, page_decay=0.75)
+    queries = random.Random(3).sample(world.concepts, 12)
+    share = Counter()
+    for q in queries:
+        pages = [paged.search(q, 100, p) for p in (1, 2, 3)]
+        assert 30 <= len(pages[0]) <= 35 and [len(p) for p in pages[1:]] == [35, 35]
+        ids = [h.image_id for hits in pages for h in hits]
+        assert len(ids) == len(set(ids)), q
+        assert pages[0] == index.search(q, 35)
+        best = world.concepts[index.match(q)[0][0]]
+        for p, hits in enumerate(pages, 1):
+            share[p] += sum(world.image_info(h.image_id).concept == best for h in hits) / len(hits) / len(queries)
+    assert share[1] > share[2] > share[3], share
+    assert share[1] > share[3] + 0.15, share
+    assert paged.search("red rose", 10, 2) == paged.search("red rose", 10, 2)  # deterministic
+    assert len(paged.search("red rose", 10, 2)) == 10
+
+
+def test_pages_without_page_size_and_of_unmatched_queries(index):
+    first, second = index.search("red rose", 50), index.search("red rose", 50, page=2)
+    assert len(second) == 50 and not {h.image_id for h in first} & {h.image_id for h in second}
+    assert index.search("red rose", 50, page=1) == first
+    assert index.search("qwxzv plmkj", 50, page=2) == []
+    assert index.search("red rose", 500, page=11) == []  # the ranked list ends at MAX_DEPTH
+    for page in (0, -1, 1001):
+        with pytest.raises(ValueError):
+            index.search("red rose", 10, page=page)
+
 def test_related_names_are_close_in_text_embedding(world):
     from explorer.text import embed_texts
 

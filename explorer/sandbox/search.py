@@ -4,7 +4,15 @@ A query is matched to concepts by idf-weighted word overlap, after fuzzy correct
 world does not know ("roses" -> "rose", "tulpi" -> "tulip"). Results are mostly pictures of the
 best concept, with ranking noise: pictures of related concepts (the same ids they get under their
 own queries), near-copies, unrelated junk, and, for queries about a target's classes, near-copies
-of that target's test images. Everything is deterministic for (seed, query, max_results).
+of that target's test images. Everything is deterministic for (seed, query, max_results, page).
+
+Pages, as real engines serve them: with `page_size` > 0 an answer holds at most page_size results
+(Bing: 35). Page P holds ranks (P-1)*L .. P*L-1 of one ranked list, L the page's length, so pages
+never repeat each other; the list ends at MAX_DEPTH ranks. Page 1 is what an answer of L results
+was before pages existed. Later pages are less on-topic: page P gives the best concept
+page_decay**(P-1) of page 1's share of slots and the rest to unrelated junk, while related
+concepts, near-copies and leaks keep their shares; the best concept's pictures carry on from where
+the earlier pages stopped. A query that matches nothing has no page 2.
 """
 from __future__ import annotations
 
@@ -25,6 +33,8 @@ SHARE_RELATED = 0.15   # ... to related concepts (same noun or family)
 SHARE_COPY = 0.05      # ... to near-copies (re-encoded, resized) of either
 LEAK_RATE = 0.04       # ... to near-copies of target test images, when the query is about a class
 MAX_RESULTS = 500
+MAX_PAGE = 1000       # deepest page asked for; the server refuses deeper ones
+MAX_DEPTH = 5000      # ranks a query's pages reach at most, as real engines stop; deeper pages are empty
 
 
 @dataclass(frozen=True)
@@ -37,9 +47,46 @@ def tokens(text: str) -> list[str]:
     return [t for t in re.findall(r"[a-z0-9]+", text.lower()) if t not in STOP_WORDS]
 
 
+def unique(ids: list[str]) -> list[str]:
+    """ids without repeats, first come first kept."""
+    return list(dict.fromkeys(ids))
+
+
+class Slots:
+    """Draws a query's result slots one rank at a time: which picture each rank shows.
+
+    The best concept's pictures come in a shuffled order, each once, then again as near-copies."""
+
+    def __init__(self, world: World, r: random.Random, best: int, related: list[int],
+                 variants: list[int], leak_class: tuple[str, int] | None):
+        self.world, self.r = world, r
+        self.best, self.related, self.variants, self.leak_class = best, related, variants, leak_class
+        self.next_variant = 0
+
+    def draw(self, on_topic: float = 1.0) -> str:
+        """One slot's image id; on_topic < 1 hands that part of the best concept's share to junk."""
+        w, r, V = self.world, self.r, self.world.images_per_concept
+        u = r.random()
+        floor = LEAK_RATE if self.leak_class else 0.0
+        if self.leak_class and u < LEAK_RATE:
+            target, y = self.leak_class
+            return w.leak_image_id(target, y, r.randrange(w.test_per_class), r.randint(1, 3))
+        if u < SHARE_BEST - (SHARE_BEST - floor) * (1.0 - on_topic):  # exactly SHARE_BEST at on_topic 1
+            image_id = w.web_image_id(self.best, self.variants[self.next_variant % V], self.next_variant // V)
+            self.next_variant += 1
+            return image_id
+        if SHARE_BEST <= u < SHARE_BEST + SHARE_RELATED:
+            return w.web_image_id(r.choice(self.related), r.randrange(V))
+        if SHARE_BEST + SHARE_RELATED <= u < SHARE_BEST + SHARE_RELATED + SHARE_COPY:
+            return w.web_image_id(r.choice([self.best, r.choice(self.related)]), r.randrange(V), r.randint(1, 3))
+        return w.web_image_id(r.randrange(len(w.concepts)), r.randrange(V))
+
+
 class SearchIndex:
-    def __init__(self, world: World):
+    def __init__(self, world: World, page_size: int = 0, page_decay: float = 0.75):
         self.world = world
+        self.page_size = page_size      # results an answer holds at most; 0 = as many as asked
+        self.page_decay = page_decay    # page P's share of on-topic slots: page_decay**(P-1) of page 1's
         self._postings: dict[str, list[int]] = defaultdict(list)
         for i, name in enumerate(world.concepts):
             for t in sorted(set(tokens(name))):
@@ -75,50 +122,56 @@ class SearchIndex:
                         key=lambda x: (-round(x[1], 9), stable_hash(seed, query, x[0])))
         return ranked
 
-    def search(self, query: str, max_results: int) -> list[Hit]:
-        w = self.world
+    def search(self, query: str, max_results: int, page: int = 1) -> list[Hit]:
+        """Page `page` (1 = first) of the results for `query`: at most max_results, and at most
+        page_size when pages are on."""
+        if not 1 <= page <= MAX_PAGE:
+            raise ValueError(f"page must be between 1 and {MAX_PAGE}, not {page}")
         n = max(0, min(int(max_results), MAX_RESULTS))
-        r = random.Random(stable_hash(w.seed, "search", query, n))
+        length = min(n, self.page_size) if self.page_size > 0 else n
+        return [Hit(i, self.title(i)) for i in self._ranked(query, length, page)]
+
+    def _ranked(self, query: str, n: int, page: int) -> list[str]:
+        """The ids on page `page` of n results. One generator draws page 1 at full shares, then
+        each later page in turn at its decayed on-topic share, skipping ids already drawn."""
+        r = random.Random(stable_hash(self.world.seed, "search", query, n))
         matches = self.match(query)
-        V = w.images_per_concept
-        if not matches:  # nothing matches: a few unrelated results
-            return self._dedup([self._junk(r) for _ in range(n // 5)], r)
-        best, score = matches[0]
-        if score < 0.5:
+        if not matches:  # nothing matches: a few unrelated results, and no second page
+            return unique([self._junk(r) for _ in range(n // 5)]) if page == 1 else []
+        if matches[0][1] < 0.5:
             n = n // 2
+        if (page - 1) * n >= MAX_DEPTH:
+            return []
+        slots = self._slots(r, matches)
+        drawn = []
+        for _ in range(n * 2):
+            if len(drawn) >= n:
+                break
+            drawn.append(slots.draw())
+        ids, seen = unique(drawn), set(drawn)
+        for p in range(2, page + 1):
+            on_topic = self.page_decay ** (p - 1)
+            ids, goal = [], min(n, MAX_DEPTH - (p - 1) * n)
+            for _ in range(goal * 3):
+                if len(ids) >= goal:
+                    break
+                image_id = slots.draw(on_topic)
+                if image_id not in seen:
+                    seen.add(image_id)
+                    ids.append(image_id)
+        return ids
+
+    def _slots(self, r: random.Random, matches: list[tuple[int, float]]) -> Slots:
+        w = self.world
+        best = matches[0][0]
         related = [i for i, _ in matches[1:40]] or [best]
-        variants = list(range(V))
+        variants = list(range(w.images_per_concept))
         r.shuffle(variants)
         leak_class = self._class_of.get((w.concept(best).family, w.concept(best).noun))
-        ids, next_variant = [], 0
-        for _ in range(n * 2):
-            if len(ids) >= n:
-                break
-            u = r.random()
-            if leak_class and u < LEAK_RATE:
-                target, y = leak_class
-                ids.append(w.leak_image_id(target, y, r.randrange(w.test_per_class), r.randint(1, 3)))
-            elif u < SHARE_BEST:
-                ids.append(w.web_image_id(best, variants[next_variant % V], next_variant // V))
-                next_variant += 1
-            elif u < SHARE_BEST + SHARE_RELATED:
-                ids.append(w.web_image_id(r.choice(related), r.randrange(V)))
-            elif u < SHARE_BEST + SHARE_RELATED + SHARE_COPY:
-                ids.append(w.web_image_id(r.choice([best, r.choice(related)]), r.randrange(V), r.randint(1, 3)))
-            else:
-                ids.append(self._junk(r))
-        return self._dedup(ids, r)[:n]
+        return Slots(w, r, best, related, variants, leak_class)
 
     def _junk(self, r: random.Random) -> str:
         return self.world.web_image_id(r.randrange(len(self.world.concepts)), r.randrange(self.world.images_per_concept))
-
-    def _dedup(self, ids: list[str], r: random.Random) -> list[Hit]:
-        seen, out = set(), []
-        for i in ids:
-            if i not in seen:
-                seen.add(i)
-                out.append(Hit(i, self.title(i)))
-        return out
 
     def title(self, image_id: str) -> str:
         """The page title around an image: its concept's name with realistic noise."""

@@ -1,8 +1,12 @@
 """The sandbox web over HTTP: an aiohttp image search engine on loopback, with faults.
 
 Routes (on the main listener, 127.0.0.1 by default):
-    GET /search?q=...&max_results=N   JSON list of ddgs-style results
-                                      {title, image, thumbnail, url, height, width, source}
+    GET /search?q=...&max_results=N&page=P
+                                      JSON list of ddgs-style results
+                                      {title, image, thumbnail, url, height, width, source};
+                                      page P (default 1, at most 1000) of the query's ranked
+                                      list; with sandbox.page_size an answer holds at most that
+                                      many, and later pages are less on-topic (sandbox/search.py)
     GET /img/<id>.<ext>               the image (jpg, png or webp), or its fault
     GET /thumb/<id>.jpg               a small JPEG of the image (never faulty)
     GET /page/<id>.html               the page an image "comes from"
@@ -32,7 +36,7 @@ from aiohttp import web
 
 from explorer.config import SandboxConfig
 from explorer.sandbox import faults
-from explorer.sandbox.search import SearchIndex
+from explorer.sandbox.search import MAX_PAGE, SearchIndex
 from explorer.sandbox.world import World, encode_image
 
 CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
@@ -91,7 +95,7 @@ class Sandbox:
                 raise ValueError(f"the sandbox web listens on loopback addresses only, not {host!r}")
         self.options = options
         self.world = World(options.seed, test_per_class=options.test_per_class)
-        self.index = SearchIndex(self.world)
+        self.index = SearchIndex(self.world, page_size=options.page_size, page_decay=options.page_decay)
         self.stats = Stats()
         self._search_attempts: Counter = Counter()
         self._searches = 0   # every search request answered, for the outage profiles
@@ -159,7 +163,13 @@ class Sandbox:
             max_results = int(request.query.get("max_results", "50"))
         except ValueError:
             return web.json_response({"error": "max_results must be an integer"}, status=400)
-        key = f"{query}\x1f{max_results}"
+        try:
+            page = int(request.query.get("page", "1"))
+        except ValueError:
+            return web.json_response({"error": "page must be an integer"}, status=400)
+        if not 1 <= page <= MAX_PAGE:
+            return web.json_response({"error": f"page must be between 1 and {MAX_PAGE}"}, status=400)
+        key = f"{query}\x1f{max_results}" + (f"\x1f{page}" if page > 1 else "")  # page 1: its faults as before pages
         attempt = self._search_attempts[key]
         self._search_attempts[key] += 1
         fault = faults.search_outage(self.options.seed, self.options.profile, self._searches) \
@@ -176,7 +186,7 @@ class Sandbox:
             return web.Response(status=503, text="Service Unavailable")
         base = f"http://{request.host}"
         results = []
-        for hit in self.index.search(query, max_results):
+        for hit in self.index.search(query, max_results, page):
             info = self.world.image_info(hit.image_id)
             results.append({
                 "title": hit.title,
