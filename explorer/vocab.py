@@ -61,23 +61,34 @@ def _timm_info_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data" / "_info"
 
 
-def imagenet21k_concepts() -> list[str]:
-    """One lemma per ImageNet-21k synset, in synset order (see the module docstring)."""
-    info = _timm_info_dir()
+def imagenet_synset_lemmas() -> dict[str, list[str]]:
+    """Each ImageNet synset's lemmas, normalised, in timm's order: {"n12620196": ["rose", "rosebush"]}."""
     lemmas: dict[str, list[str]] = {}
-    for line in (info / "imagenet_synset_to_lemma.txt").read_text().splitlines():
+    for line in (_timm_info_dir() / "imagenet_synset_to_lemma.txt").read_text().splitlines():
         synset, _, names = line.partition("\t")
-        lemmas[synset] = [normalise_concept(n) for n in names.split(",") if normalise_concept(n)]
-    synsets = (info / "imagenet21k_goog_synsets.txt").read_text().split()
+        lemmas[synset] = [name for name in map(normalise_concept, names.split(",")) if name]
+    return lemmas
+
+
+def imagenet21k_synsets(lemmas: dict[str, list[str]] | None = None) -> list[tuple[str, str]]:
+    """(concept, synset) for each ImageNet-21k synset that gets a concept, in synset order
+    (see the module docstring); `lemmas`: `imagenet_synset_lemmas()` when the caller has them."""
+    lemmas = imagenet_synset_lemmas() if lemmas is None else lemmas
+    synsets = (_timm_info_dir() / "imagenet21k_goog_synsets.txt").read_text().split()
     taken: set[str] = set()
-    out: list[str] = []
+    out: list[tuple[str, str]] = []
     for synset in synsets:
         for name in lemmas.get(synset, []):
             if name.casefold() not in taken:
                 taken.add(name.casefold())
-                out.append(name)
+                out.append((name, synset))
                 break
     return out
+
+
+def imagenet21k_concepts() -> list[str]:
+    """One lemma per ImageNet-21k synset, in synset order (see the module docstring)."""
+    return [concept for concept, _ in imagenet21k_synsets()]
 
 
 def wordnet_concepts() -> list[str]:

@@ -112,6 +112,13 @@ class World:
             return self._concepts[name_or_index]
         return self._by_name[name_or_index]
 
+    def descriptors(self, concept: str) -> list[str]:
+        """Refined queries for a concept: its name after each of its family's adjectives that it
+        does not carry ("red rose" -> "wild red rose", "garden red rose", ...). The search engine
+        still matches them best to a concept of the same noun."""
+        c = self._by_name[concept]
+        return [f"{adjective} {c.name}" for adjective in vocab.FAMILIES[c.family][1] if adjective != c.adjective]
+
     @property
     def families(self) -> list[str]:
         return list(vocab.FAMILIES)
