@@ -45,6 +45,11 @@ CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, time REAL, kind TEXT,
 # row got when its round scored it: (table, column, type). Added to databases made before them.
 FRESH_COLUMNS = (("images", "fresh_reward", "REAL"), ("images", "fresh_round", "INTEGER"),
                  ("queries", "fresh_reward", "REAL"), ("queries", "fresh_round", "INTEGER"))
+# How a query re-asks its concept (policies/refine.py): "" = its first ask, "page:P",
+# "backend:NAME", "desc:TEXT"; the results page and engine backend it was sent with.
+REFINEMENT_COLUMNS = (("queries", "refinement", "TEXT NOT NULL DEFAULT ''"),
+                      ("queries", "page", "INTEGER NOT NULL DEFAULT 1"),
+                      ("queries", "backend", "TEXT NOT NULL DEFAULT ''"))
 
 # "retry": the search failed (the engine was unavailable) and is asked again in a later round
 QUERY_STATUSES = ("pending", "searched", "done", "failed", "retry")
@@ -140,7 +145,7 @@ class MetaDB:
         self._depth = 0
 
     def _add_fresh_columns(self) -> None:
-        for table, column, kind in FRESH_COLUMNS:
+        for table, column, kind in FRESH_COLUMNS + REFINEMENT_COLUMNS:
             have = {r["name"] for r in self.conn.execute(f"PRAGMA table_info({table})")}
             if column not in have:
                 self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
@@ -194,10 +199,12 @@ class MetaDB:
         return [dict(r) | {"info": json.loads(r["info"] or "{}")} for r in rows]
 
     # -- queries -------------------------------------------------------------------------------
-    def add_query(self, round: int, concept: str, text: str, engine: str) -> int:
+    def add_query(self, round: int, concept: str, text: str, engine: str, refinement: str = "",
+                  page: int = 1, backend: str = "") -> int:
         cur = self.conn.execute(
-            "INSERT INTO queries(round, concept, text, engine, status, created_at) VALUES (?, ?, ?, ?, 'pending', ?)",
-            (round, concept, text, engine, time.time()))
+            "INSERT INTO queries(round, concept, text, engine, status, created_at, refinement, page,"
+            " backend) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+            (round, concept, text, engine, time.time(), refinement, int(page), backend))
         return int(cur.lastrowid)
 
     def set_query_status(self, query_id: int, status: str, **fields) -> None:

@@ -73,6 +73,19 @@ def load_concepts(cfg: Config, sandbox) -> list[str]:
         raise UserError(str(e)) from e
 
 
+def load_concept_descriptors(cfg: Config, concepts: list[str], sandbox) -> dict[str, list[str]]:
+    """Each concept's descriptor queries (explorer/descriptors.py), for the policy's re-asks."""
+    from explorer.descriptors import concept_descriptors
+    from explorer.vocab import VocabError
+
+    world = sandbox.world.descriptors if sandbox is not None and cfg.policy.vocab == "sandbox" else None
+    try:
+        return concept_descriptors(cfg.policy.vocab, concepts, cfg.policy.concept_descriptors,
+                                   world_descriptors=world)
+    except VocabError as e:
+        raise UserError(str(e)) from e
+
+
 def leak_vectors(paths: list[str]) -> np.ndarray:
     """Near-dup embeddings of the target's test images: the web's copies of them are dropped."""
     from explorer.images import embed_bytes
@@ -102,6 +115,7 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
     from explorer.progress import RunProgress
     from explorer.vocab import concept_embeddings
     from policies.base import load_descriptors, make_policy
+    from policies.refine import Refinements
 
     pick_device(cfg.run.device)  # a device this machine lacks: said before anything starts
     target = resolve_target(cfg, sandbox.world if sandbox else None)
@@ -133,6 +147,10 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
                              relevance=relevance)
     except ValueError as e:
         raise UserError(str(e)) from e
+
+    policy.offer = Refinements(pages=engine.pages, backends=tuple(engine.backends),
+                               descriptors=load_concept_descriptors(cfg, concepts, sandbox),
+                               max_page=cfg.policy.max_page)
 
     learner = Learner(cfg, run, train_paths, target)
     if learner.policy_state is not None:

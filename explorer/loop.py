@@ -30,7 +30,7 @@ from explorer.engines.base import SearchWatch
 from explorer.errors import SearchUnavailable
 from explorer.learner import RoundImages
 from explorer.progress import RunProgress
-from explorer.records import Outcome, QueryOutcome
+from explorer.records import Outcome, Query, QueryOutcome
 from explorer.session import Budget, RunDir
 from explorer.terminal import visible
 
@@ -182,7 +182,8 @@ class Explorer:
             async with semaphore:
                 if not watch.admit():
                     return "skipped"  # stays pending: asked once the pause is over
-                outcome = await self.engine.search(q["text"], self.cfg.crawl.results_per_query)
+                outcome = await self.engine.search(q["text"], self.cfg.crawl.results_per_query,
+                                                   page=q["page"], backend=q["backend"])
             if outcome.error and not outcome.results:
                 watch.failed(outcome.error)
                 self.search_failed(q, outcome)
@@ -211,44 +212,51 @@ class Explorer:
 
     # ---- failed searches: unavailable is not useless ---------------------------------------
     def choose_queries(self, round_: int) -> None:
-        """The round's queries: failed searches whose wait is over first, then the policy's."""
+        """The round's queries: failed searches whose wait is over first, then the policy's
+        (re-asks of concepts that paid off, and new concepts)."""
         n = self.cfg.crawl.queries_per_round
         again = self.due_retries(round_)[:n]
-        self.policy.asked_again([q["concept"] for q in again])
-        pairs = self.policy.sample_queries(n - len(again), self.descriptors,
-                                           self.cfg.policy.descriptor_share)
-        # a waiting concept is not asked, so the policy may pick it itself: then it is asked now
-        picked = {concept for concept, _ in pairs}
+        self.policy.asked_again([as_query(q) for q in again])
+        picked = self.policy.sample_queries(n - len(again), self.descriptors,
+                                            self.cfg.policy.descriptor_share)
+        # a waiting query is not asked, so the policy may pick it itself: then it is asked now
+        chosen = {(q.concept, q.refinement) for q in picked}
         again += [q for q in self.db.queries(status="retry")
-                  if q["concept"] in picked and q not in again]
+                  if (q["concept"], q["refinement"]) in chosen and q not in again]
         with self.db.transaction():
             for q in again:   # the old row stays as the record of a failure
                 self.db.set_query_status(q["id"], "failed")
-                if q["concept"] not in picked:
-                    self.db.add_query(round_, q["concept"], q["text"], self.engine.name)
-            for concept, text in pairs:
-                self.db.add_query(round_, concept, text, self.engine.name)
+                if (q["concept"], q["refinement"]) not in chosen:
+                    self.add_query(round_, as_query(q))
+            for q in picked:
+                self.add_query(round_, q)
 
-    def failures_of(self, text: str) -> int:
-        """How many times the search for `text` has failed in this run."""
-        return sum(1 for status in ("failed", "retry") for q in self.db.queries(status=status)
-                   if q["text"] == text)
+    def add_query(self, round_: int, q: Query) -> None:
+        self.db.add_query(round_, q.concept, q.text, self.engine.name, refinement=q.refinement,
+                          page=q.page, backend=q.backend)
+
+    def failures_of(self, q: dict) -> int:
+        """How many times the search `q` asks (its text, page and backend) has failed in this run."""
+        key = (q["text"], q["page"], q["backend"])
+        return sum(1 for status in ("failed", "retry") for r in self.db.queries(status=status)
+                   if (r["text"], r["page"], r["backend"]) == key)
 
     def due_retries(self, round_: int) -> list[dict]:
         """Failed searches to ask again in `round_`: the k-th failure waits 2**(k-1) rounds."""
         return [q for q in self.db.queries(status="retry")
-                if round_ - q["round"] >= 2 ** min(self.failures_of(q["text"]) - 1, 6)]
+                if round_ - q["round"] >= 2 ** min(self.failures_of(q) - 1, 6)]
 
     def search_failed(self, q: dict, outcome) -> None:
         """No answer is no evidence: the query gets no reward, the policy no observation and the
-        concept is not asked; it is asked again in a later round, `crawl.search_reasks` times."""
-        again = self.failures_of(q["text"]) < self.cfg.crawl.search_reasks
+        concept (or refinement) is not asked; it is asked again in a later round,
+        `crawl.search_reasks` times."""
+        again = self.failures_of(q) < self.cfg.crawl.search_reasks
         self.db.set_query_status(q["id"], "retry" if again else "failed", error=outcome.error,
                                  n_results=0)
-        self.db.log_event("search_failed", query=q["text"], error=outcome.error,
-                          attempts=outcome.attempts, again=again)
+        self.db.log_event("search_failed", query=q["text"], refinement=q["refinement"],
+                          error=outcome.error, attempts=outcome.attempts, again=again)
         if again:
-            self.policy.search_failed([q["concept"]])
+            self.policy.search_failed([as_query(q)])
         self.progress.searched(0)
 
     async def pause_search(self, round_: int) -> None:
@@ -292,12 +300,12 @@ class Explorer:
                              mean, std, rng)
 
     # ---- fresh rewards: earlier rounds re-scored by the current encoder -----------------------
-    async def refresh_rewards(self, round_: int) -> dict[tuple[str, int], float]:
+    async def refresh_rewards(self, round_: int) -> dict[tuple[str, int, str], float]:
         """Every reward.refresh_every rounds, re-score with the current encoder (the scoring
         path of a round) a bounded sample of every scored query's kept images and the replay
         pool; store the fresh image and query rewards (one transaction: a kill leaves the old
         ones, and the resumed round, with the same encoder, computes the same again).
-        Returns the fresh query rewards by (concept, round), for the policy."""
+        Returns the fresh query rewards by (concept, round, refinement), for the policy."""
         every = self.cfg.reward.refresh_every
         if not every or round_ == 0 or round_ % every:
             return {}
@@ -332,7 +340,7 @@ class Explorer:
             out.update(query_rewards(of_round, self.floor(of_round)))
         return out
 
-    def update_policy(self, outcomes: list[QueryOutcome], fresh: dict[tuple[str, int], float]) -> None:
+    def update_policy(self, outcomes: list[QueryOutcome], fresh: dict[tuple[str, int, str], float]) -> None:
         """The policy learns this round's outcomes, its earlier observations refreshed first
         (one fit, on rewards of one encoder)."""
         if fresh:
@@ -373,7 +381,8 @@ class Explorer:
                 self.db.set_query_status(q["id"], q["status"], reward=r, n_kept=kept)
                 outcomes.append(QueryOutcome(concept=q["concept"], text=q["text"], round=round_,
                                              n_results=q["n_results"] or 0, n_kept=kept, reward=r,
-                                             image_rewards=per_query[q["id"]]))
+                                             image_rewards=per_query[q["id"]],
+                                             refinement=q["refinement"]))
         return outcomes
 
     def floor(self, per_query: dict[int, list[float]]) -> float:
@@ -397,11 +406,17 @@ class Explorer:
         )
 
 
-def observation_rewards(queries: list[dict], query_reward: dict[int, float]) -> dict[tuple[str, int], float]:
-    """Query rewards keyed as the policy's observations are, (concept, round); the mean where a
-    concept was asked more than once in a round."""
-    by_key: dict[tuple[str, int], list[float]] = {}
+def as_query(row: dict) -> Query:
+    """A queries row as the policy's Query."""
+    return Query(row["concept"], row["text"], row["refinement"], page=row["page"],
+                 backend=row["backend"])
+
+
+def observation_rewards(queries: list[dict], query_reward: dict[int, float]) -> dict[tuple[str, int, str], float]:
+    """Query rewards keyed as the policy's observations are, (concept, round, refinement); the
+    mean where one was asked more than once in a round."""
+    by_key: dict[tuple[str, int, str], list[float]] = {}
     for q in queries:
         if q["id"] in query_reward:
-            by_key.setdefault((q["concept"], q["round"]), []).append(query_reward[q["id"]])
+            by_key.setdefault((q["concept"], q["round"], q["refinement"]), []).append(query_reward[q["id"]])
     return {key: float(np.mean(r)) for key, r in by_key.items()}

@@ -1,6 +1,6 @@
 """The small records that flow one way through the loop (DESIGN.md §2).
 
-policy -> (concept, query text) -> engine -> SearchResult -> downloader -> FetchResult -> images -> Candidate
+policy -> Query (concept, text, refinement) -> engine -> SearchResult -> downloader -> FetchResult -> images -> Candidate
 -> cache (an Outcome per URL attempt) -> reward -> QueryOutcome -> policy.
 """
 from __future__ import annotations
@@ -95,6 +95,19 @@ class Candidate:
     query_id: int | None = None
 
 
+@dataclass(frozen=True)
+class Query:
+    """What the policy asks: a concept, the text sent, and how it refines an earlier ask of
+    that concept (policies/refine.py): "" for its first ask, "page:P" (results page P),
+    "backend:NAME" (another image source of the engine), "desc:TEXT" (a descriptor's text)."""
+
+    concept: str
+    text: str
+    refinement: str = ""
+    page: int = 1
+    backend: str = ""
+
+
 @dataclass
 class QueryOutcome:
     """A finished query, as the policy sees it."""
@@ -106,3 +119,4 @@ class QueryOutcome:
     n_kept: int
     reward: float                         # mean over kept images, or the floor
     image_rewards: list[float] = field(default_factory=list)
+    refinement: str = ""                  # as in Query

@@ -4,7 +4,11 @@ A policy sees concepts, their text embeddings and the rewards of finished querie
 network or the model. Every policy:
 - `sample(n)`: n distinct concepts, none asked before while untried ones remain (a repeated
   query brings back the engine's same results, i.e. duplicates);
-- `update(outcomes)`: learns from finished queries (rewards may be a round old);
+- `sample_queries(n, ...)`: a round's queries: up to `reask_share` of them re-ask concepts that
+  paid off with the refinement expected to pay most (policies/refine.py), the rest first asks
+  of concepts from `sample`;
+- `update(outcomes)`: learns from finished queries: first asks are what the scores model (the
+  value of a concept not asked yet); refined ones teach what refinements pay;
 - `refresh_rewards(fresh)`: earlier observations re-scored by a later encoder replace the old;
 - `state_dict()` / `load_state_dict(d)`: JSON-serialisable state (observations, what was asked,
   the random generator), saved with the run so that a resumed run samples what it would have.
@@ -19,7 +23,8 @@ from typing import ClassVar
 import numpy as np
 
 from explorer.config import PolicyConfig
-from explorer.records import QueryOutcome
+from explorer.records import Query, QueryOutcome
+from policies import refine
 
 
 def softmax_sample(scores: np.ndarray, n: int, temperature: float, epsilon: float,
@@ -46,15 +51,16 @@ def softmax_sample(scores: np.ndarray, n: int, temperature: float, epsilon: floa
 
 
 def make_queries(concepts: list[str], descriptors: list[str], share: float,
-                 rng: np.random.Generator) -> list[tuple[str, str]]:
-    """(concept, text) pairs: a `share` of the concepts get a random descriptor
-    ("<descriptor> <concept>", e.g. "watercolor tulip") to diversify what the engine returns."""
+                 rng: np.random.Generator) -> list[Query]:
+    """First asks of `concepts`: a `share` of them get a random word of the global descriptor
+    list ("<descriptor> <concept>", e.g. "watercolor tulip") to diversify what the engine
+    returns."""
     out = []
     for concept in concepts:
         if descriptors and share > 0 and rng.random() < share:
-            out.append((concept, f"{descriptors[rng.integers(len(descriptors))]} {concept}"))
+            out.append(Query(concept, f"{descriptors[rng.integers(len(descriptors))]} {concept}"))
         else:
-            out.append((concept, concept))
+            out.append(Query(concept, concept))
     return out
 
 
@@ -71,6 +77,7 @@ class Policy(ABC):
     """Chooses concepts; learns from query rewards. Subclasses implement `scores`."""
 
     name: ClassVar[str] = ""
+    reasks: ClassVar[bool] = True   # the baselines (random, oracle) only ever ask new concepts
 
     def __init__(self, concepts: list[str], embeddings: np.ndarray, cfg: PolicyConfig, seed: int):
         if len(concepts) != len(embeddings):
@@ -87,6 +94,10 @@ class Policy(ABC):
         self.obs_concept: list[int] = []                   # one entry per finished query
         self.obs_reward: list[float] = []
         self.obs_round: list[int] = []
+        self.obs_refinement: list[str] = []                # "" = a first ask
+        self.obs_results: list[int] = []                   # results the engine answered
+        self.refined: dict[int, set[str]] = {}             # refinements asked, by concept
+        self.offer = refine.Refinements()                  # what the engine and vocab offer
         self.ignored_outcomes = 0     # concept not in the vocabulary, or reward not finite
 
     # -- what subclasses decide -------------------------------------------------------------
@@ -130,23 +141,72 @@ class Policy(ABC):
         self.asked[picked] = True
         return [self.concepts[i] for i in picked]
 
-    def sample_queries(self, n: int, descriptors: list[str] = (), share: float = 0.0) -> list[tuple[str, str]]:
-        """`sample(n)` as (concept, query text) pairs, a `share` with a descriptor; uses the
-        policy's own generator so that a resumed run asks the same queries."""
-        return make_queries(self.sample(n), list(descriptors), share, self.rng)
+    def sample_queries(self, n: int, descriptors: list[str] = (), share: float = 0.0) -> list[Query]:
+        """A round's n queries: re-asks of concepts that paid off (at most `cfg.reask_share`
+        of n), then first asks of `sample`'s concepts, a `share` of those with a word of the
+        global descriptor list. Uses the policy's own generator so that a resumed run asks
+        the same queries."""
+        again = self.sample_reasks(int(round(self.cfg.reask_share * n)), n)
+        return again + make_queries(self.sample(n - len(again)), list(descriptors), share, self.rng)
 
-    def search_failed(self, concepts: list[str]) -> None:
-        """Searches that got no answer (the engine was unavailable): those concepts are not
-        asked, since nothing was learnt about them, and carry no observation."""
-        self._mark_asked(concepts, False)
+    def sample_reasks(self, k: int, n: int | None = None) -> list[Query]:
+        """Up to k refinements of distinct concepts that paid off, drawn with p ∝ exp(z/τ) of
+        what each is expected to pay; only those expected to pay more than the n new concepts
+        the policy would ask instead (their mean prediction); marked asked."""
+        if k <= 0 or not self.reasks:
+            return []
+        by_concept = refine.observed(self.obs_concept, self.obs_reward, self.obs_refinement,
+                                     self.obs_results)
+        floor = max(0.0, self.new_query_value(n or k))
+        options = refine.candidates(self.concepts, by_concept, self.refined, self.offer, floor)
+        if not options:
+            return []
+        values = np.array([v for v, _ in options])
+        picked = softmax_sample(values, k, self.cfg.temperature, 0.0, self.rng)
+        queries = [options[i][1] for i in picked]
+        self._mark_asked(queries, True)
+        return queries
 
-    def asked_again(self, concepts: list[str]) -> None:
+    def new_query_value(self, k: int) -> float:
+        """What the k best new concepts are expected to pay, in z over first asks' rewards
+        (-inf where the policy has no prediction: only the average first ask bounds re-asks)."""
+        predicted = self.predicted_reward()
+        if predicted is None:
+            return -np.inf
+        _, rewards, _ = self.first_asks()
+        if len(rewards) < 2:
+            return -np.inf
+        pool = predicted[self.candidates() & ~self.asked]
+        if not len(pool):
+            return -np.inf
+        best = np.partition(pool, len(pool) - min(k, len(pool)))[-min(k, len(pool)):]
+        sd = float(rewards.std()) or 1.0
+        return float((best.mean() - rewards.mean()) / sd)
+
+    def predicted_reward(self) -> np.ndarray | None:
+        """The reward this policy predicts for each concept's first ask [N], if it predicts."""
+        return None
+
+    def search_failed(self, queries: list[Query]) -> None:
+        """Searches that got no answer (the engine was unavailable): not asked, since nothing
+        was learnt about them, and no observation."""
+        self._mark_asked(queries, False)
+
+    def asked_again(self, queries: list[Query]) -> None:
         """Failed searches the loop asks again: asked, so `sample` does not pick them twice."""
-        self._mark_asked(concepts, True)
+        self._mark_asked(queries, True)
 
-    def _mark_asked(self, concepts: list[str], asked: bool) -> None:
-        idx = [self.index[c] for c in concepts if c in self.index]
-        self.asked[np.asarray(idx, dtype=np.int64)] = asked
+    def _mark_asked(self, queries: list[Query], asked: bool) -> None:
+        for q in queries:
+            i = self.index.get(q.concept)
+            if i is None:
+                continue
+            if not q.refinement:
+                self.asked[i] = asked
+            elif asked:
+                self.refined.setdefault(i, set()).add(q.refinement)
+            else:
+                self.refined.get(i, set()).discard(q.refinement)
 
     def update(self, outcomes: list[QueryOutcome]) -> None:
         for o in outcomes:
@@ -157,17 +217,30 @@ class Policy(ABC):
             self.obs_concept.append(i)
             self.obs_reward.append(float(o.reward))
             self.obs_round.append(int(o.round))
-            self.asked[i] = True
+            self.obs_refinement.append(o.refinement)
+            self.obs_results.append(int(o.n_results))
+            if o.refinement:
+                self.refined.setdefault(i, set()).add(o.refinement)
+            else:
+                self.asked[i] = True
         self.fit()
 
-    def refresh_rewards(self, fresh: dict[tuple[str, int], float]) -> int:
+    def first_asks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The observations the scores model: (concept [m], reward [m], round [m]) of first asks
+        (a concept's later page pays less, which says nothing of its neighbours)."""
+        keep = np.array([not r for r in self.obs_refinement], dtype=bool)
+        return (np.asarray(self.obs_concept, dtype=np.int64)[keep],
+                np.asarray(self.obs_reward, dtype=np.float64)[keep],
+                np.asarray(self.obs_round, dtype=np.int64)[keep])
+
+    def refresh_rewards(self, fresh: dict[tuple[str, int, str], float]) -> int:
         """Replace the rewards of observed queries by values the current encoder gave them:
-        `fresh` maps (concept, round) to a reward. Observations it does not name keep theirs.
-        Does not refit: the next `update` conditions on the refreshed values. Returns how many
-        observations changed."""
+        `fresh` maps (concept, round, refinement) to a reward. Observations it does not name
+        keep theirs. Does not refit: the next `update` conditions on the refreshed values.
+        Returns how many observations changed."""
         changed = 0
-        for j, (i, round_) in enumerate(zip(self.obs_concept, self.obs_round)):
-            r = fresh.get((self.concepts[i], round_))
+        for j, (i, round_, ref) in enumerate(zip(self.obs_concept, self.obs_round, self.obs_refinement)):
+            r = fresh.get((self.concepts[i], round_, ref))
             if r is not None and np.isfinite(r):
                 self.obs_reward[j] = float(r)
                 changed += 1
@@ -183,6 +256,9 @@ class Policy(ABC):
             "obs_concept": list(self.obs_concept),
             "obs_reward": list(self.obs_reward),
             "obs_round": list(self.obs_round),
+            "obs_refinement": list(self.obs_refinement),
+            "obs_results": list(self.obs_results),
+            "refined": {str(i): sorted(r) for i, r in self.refined.items() if r},
             "ignored_outcomes": self.ignored_outcomes,
             "extra": self.extra_state(),
         }
@@ -198,6 +274,12 @@ class Policy(ABC):
         self.obs_concept = [int(i) for i in d["obs_concept"]]
         self.obs_reward = [float(r) for r in d["obs_reward"]]
         self.obs_round = [int(r) for r in d["obs_round"]]
+        # states saved before refinements: every observation was a first ask
+        self.obs_refinement = [str(r) for r in d.get("obs_refinement", [""] * len(self.obs_concept))]
+        self.obs_results = [int(n) for n in d.get("obs_results", [0] * len(self.obs_concept))]
+        if not len(self.obs_concept) == len(self.obs_refinement) == len(self.obs_results):
+            raise ValueError("policy state has observation lists of different lengths")
+        self.refined = {int(i): set(r) for i, r in d.get("refined", {}).items()}
         self.ignored_outcomes = int(d.get("ignored_outcomes", 0))
         self.load_extra_state(d.get("extra", {}))
         self.fit()

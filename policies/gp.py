@@ -77,10 +77,8 @@ class GPPolicy(Policy):
         self.std: np.ndarray | None = None      # [N] posterior standard deviation
 
     def training_set(self) -> tuple[np.ndarray, np.ndarray]:
-        """Observed concepts with their mean reward, capped: (idx [m], y [m])."""
-        obs = np.asarray(self.obs_concept, dtype=np.int64)
-        reward = np.asarray(self.obs_reward, dtype=np.float64)
-        rounds = np.asarray(self.obs_round, dtype=np.int64)
+        """Concepts observed by a first ask with their mean reward, capped: (idx [m], y [m])."""
+        obs, reward, rounds = self.first_asks()
         idx, inverse = np.unique(obs, return_inverse=True)
         y = np.bincount(inverse, weights=reward) / np.bincount(inverse)
         last = np.full(len(idx), np.iinfo(np.int64).min)
@@ -99,7 +97,7 @@ class GPPolicy(Policy):
         super().update(outcomes)
 
     def fit(self) -> None:
-        if not self.obs_concept:
+        if not any(not r for r in self.obs_refinement):
             self.mean = self.std = None
             return
         idx, y = self.training_set()
@@ -145,6 +143,9 @@ class GPPolicy(Policy):
 
     def scores(self) -> np.ndarray | None:
         return None if self.mean is None else zscore(self.mean)
+
+    def predicted_reward(self) -> np.ndarray | None:
+        return self.mean
 
     def extra_state(self) -> dict:
         return {"theta": self.theta}

@@ -12,6 +12,7 @@ from policies.base import Policy, register
 @register
 class OraclePolicy(Policy):
     name = "oracle"
+    reasks = False     # draws relevant concepts only: the bound of asking each concept once
 
     def __init__(self, concepts, embeddings, cfg, seed, relevance: dict[str, float] | None = None):
         if relevance is None:

@@ -1,4 +1,4 @@
-"""The baseline: concepts uniformly at random (still without repeats)."""
+"""The baseline: concepts uniformly at random (still without repeats, and no re-asks)."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,6 +9,7 @@ from policies.base import Policy, register
 @register
 class RandomPolicy(Policy):
     name = "random"
+    reasks = False
 
     def scores(self) -> np.ndarray | None:
         return None

@@ -126,8 +126,8 @@ def test_rounds_then_resume_continue_without_asking_again(finished_run):
     _, step = run_rounds(run, cfg)
     assert step == 4 * 3
     assert [r["round"] for r in run.read_rounds()] == [0, 1, 2, 3]
-    texts = [t for (t,) in db_rows(run, "SELECT text FROM queries")]
-    assert len(texts) == 16 and len(set(texts)) == 16, "a query was asked twice"
+    asked = db_rows(run, "SELECT text, page, backend FROM queries")
+    assert len(asked) == 16 and len(set(asked)) == 16, "a query was asked twice"
     # nothing fetched twice: an URL appears in more than one attempt row only for another query
     dup = db_rows(run, "SELECT url, query_id, COUNT(*) FROM attempts GROUP BY url, query_id HAVING COUNT(*) > 1")
     assert dup == []
@@ -376,8 +376,8 @@ def test_ctrl_c_stops_after_a_checkpoint_and_the_run_resumes(tmp_path):
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out
     assert [r["round"] for r in run.read_rounds()] == [0, 1, 2]
-    texts = [t for (t,) in db_rows(run, "SELECT text FROM queries")]
-    assert len(texts) == len(set(texts)) == 3 * 4
+    asked = db_rows(run, "SELECT text, page, backend FROM queries")
+    assert len(asked) == len(set(asked)) == 3 * 4
 
 
 def test_an_unlabelled_folder_target_explores_without_evaluation(tmp_path):

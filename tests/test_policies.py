@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from explorer.config import PolicyConfig
-from explorer.records import QueryOutcome
+from explorer.records import Query, QueryOutcome
 from policies.base import make_policy, make_queries, softmax_sample
 from policies.gp import GPPolicy
 
@@ -91,6 +91,7 @@ def test_gp_averages_repeats_and_caps_its_training_set():
     policy.obs_concept = [0, 0, 1] + list(range(2, 100))
     policy.obs_reward = [1.0, 3.0, 5.0] + [0.0] * 98
     policy.obs_round = [0, 1, 0] + list(range(2, 100))
+    policy.obs_refinement = [""] * 101
     idx, y = policy.training_set()
     assert len(idx) == 40
     assert 1 in idx and 0 in idx                # the best kept although old
@@ -158,11 +159,11 @@ def test_make_queries_adds_descriptors_to_the_configured_share():
     rng = np.random.default_rng(0)
     concepts = [f"c{i}" for i in range(2000)]
     queries = make_queries(concepts, ["red", "old"], 0.25, rng)
-    with_desc = [t for c, t in queries if t != c]
+    with_desc = [q.text for q in queries if q.text != q.concept]
     assert 0.22 < len(with_desc) / 2000 < 0.28
     assert all(t.split(" ", 1)[0] in {"red", "old"} for t in with_desc)
-    assert [c for c, _ in queries] == concepts
-    assert make_queries(concepts[:5], [], 1.0, rng) == [(c, c) for c in concepts[:5]]
+    assert [q.concept for q in queries] == concepts and not any(q.refinement for q in queries)
+    assert make_queries(concepts[:5], [], 1.0, rng) == [Query(c, c) for c in concepts[:5]]
 
 
 # -- simulated policy quality (a cheap proxy for bench/policy.py on the sandbox) --------------
@@ -227,7 +228,7 @@ def test_sample_queries_uses_the_policy_generator_and_descriptors():
     b = make_policy("random", concepts, emb, PolicyConfig(), seed=1)
     qa, qb = a.sample_queries(50, ["red", "old"], 0.5), b.sample_queries(50, ["red", "old"], 0.5)
     assert qa == qb
-    assert 10 < sum(text != concept for concept, text in qa) < 40
+    assert 10 < sum(q.text != q.concept for q in qa) < 40
 
 
 def test_ucb_counts_pending_concepts_as_explored():

@@ -111,7 +111,7 @@ def test_refresh_gives_every_scored_query_what_the_current_encoder_says(layout, 
             for q in of_round:
                 assert q["fresh_round"] == now
                 assert q["fresh_reward"] == pytest.approx(means.get(q["id"], floor))
-                assert fresh[(q["concept"], round_)] == pytest.approx(q["fresh_reward"])
+                assert fresh[(q["concept"], round_, "")] == pytest.approx(q["fresh_reward"])
         assert len(fresh) == len(queries)
 
 
@@ -166,12 +166,12 @@ def test_the_policy_is_conditioned_on_refreshed_rewards(tmp_path):
     policy.update(outcomes(0, lambda i: old[f"concept 0-{i}"]))
     learner.version = 5
     fresh = asyncio.run(ex.refresh_rewards(1))
-    assert fresh and all(fresh[(c, 0)] != pytest.approx(old[c]) for c, _ in fresh)
+    assert fresh and all(fresh[(c, 0, "")] != pytest.approx(old[c]) for c, _, _ in fresh)
     ex.update_policy(outcomes(1, lambda i: 0.1 * i), fresh)
-    assert policy.obs_reward[:4] == pytest.approx([fresh[(f"concept 0-{i}", 0)] for i in range(4)])
+    assert policy.obs_reward[:4] == pytest.approx([fresh[(f"concept 0-{i}", 0, "")] for i in range(4)])
 
     seen_fresh = make_policy("gp", concepts, emb, cfg.policy, seed=1)
-    seen_fresh.update(outcomes(0, lambda i: fresh[(f"concept 0-{i}", 0)]))
+    seen_fresh.update(outcomes(0, lambda i: fresh[(f"concept 0-{i}", 0, "")]))
     seen_fresh.update(outcomes(1, lambda i: 0.1 * i))
     np.testing.assert_allclose(policy.mean, seen_fresh.mean, rtol=1e-6, atol=1e-9)
 

@@ -19,7 +19,7 @@ from explorer.config import Config, apply_overrides
 from explorer.engines.base import Engine, SearchOutcome, SearchWatch
 from explorer.errors import SearchUnavailable
 from explorer.loop import Explorer
-from explorer.records import SearchResult
+from explorer.records import Query, SearchResult
 from explorer.session import RunDir
 from policies.base import make_policy
 
@@ -125,7 +125,7 @@ def test_an_empty_answer_is_an_observation_a_failure_is_not():
 
         def first(n, *args):        # the policy's choice, made plain: concepts 0 to n-1
             ex.policy.asked[:n] = True
-            return [(c, c) for c in CONCEPTS[:n]]
+            return [Query(c, c) for c in CONCEPTS[:n]]
         ex.policy.sample_queries = first
         ex.engine = ScriptedEngine(lambda text, n: text == CONCEPTS[0] and n == 0,
                                    empty={CONCEPTS[1]})

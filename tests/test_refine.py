@@ -1,0 +1,219 @@
+"""Re-asking what paid off (policies/refine.py): a concept's next page, another backend, a
+descriptor; what each is expected to pay is measured in the run; failed refinements are asked
+again; the scores model first asks only; all of it survives a resume."""
+import asyncio
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cache.db import MetaDB
+from explorer.config import Config, PolicyConfig, apply_overrides
+from explorer.engines.base import Engine, SearchOutcome
+from explorer.loop import Explorer
+from explorer.records import Query, QueryOutcome, SearchResult
+from explorer.session import RunDir
+from policies import refine
+from policies.base import make_policy
+from policies.refine import Observed, Refinements
+
+CONCEPTS = [f"c{i}" for i in range(200)]
+
+
+def unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+EMB = unit(np.random.default_rng(0).normal(size=(len(CONCEPTS), 16)))
+
+
+def outcome(concept, reward, rnd=0, refinement="", n_results=35):
+    return QueryOutcome(concept=concept, text=concept, round=rnd, n_results=n_results, n_kept=5,
+                        reward=reward, refinement=refinement)
+
+
+def policy_with(name="gp", offer=None, **cfg):
+    p = make_policy(name, CONCEPTS, EMB, PolicyConfig(**cfg), seed=0,
+                    relevance={c: 1.0 for c in CONCEPTS[:50]} if name == "oracle" else None)
+    p.offer = offer or Refinements(pages=True, backends=("bing",), max_page=3,
+                                   descriptors={c: [f"wild {c}", f"garden {c}"] for c in CONCEPTS})
+    return p
+
+
+# -- what is offered ----------------------------------------------------------------------------
+
+def test_options_are_the_next_page_each_unasked_backend_and_the_next_descriptor():
+    offer = Refinements(pages=True, backends=("bing", "duckduckgo"), max_page=3,
+                        descriptors={"rose": ["wild rose", "garden rose"]})
+    first = offer.options("rose", set())
+    assert [q.refinement for q in first] == ["page:2", "backend:bing", "backend:duckduckgo", "desc:wild rose"]
+    assert first[0] == Query("rose", "rose", "page:2", page=2)
+    assert first[1].backend == "bing" and first[1].page == 1 and first[1].text == "rose"
+    assert first[3].text == "wild rose"
+    later = offer.options("rose", {"page:2", "page:3", "backend:bing", "desc:wild rose"})
+    assert [q.refinement for q in later] == ["backend:duckduckgo", "desc:garden rose"]  # page 4 > max_page
+    assert Refinements().options("rose", set()) == []   # an engine without pages or backends
+
+
+def test_page_change_is_measured_and_shrunk_to_its_prior():
+    assert refine.changes({}) == refine.PRIOR_CHANGE   # nothing measured: the priors
+    many = {i: Observed(z={"": 1.0, "page:2": -1.0, "page:3": -3.0}) for i in range(200)}
+    change = refine.changes(many)
+    assert change["page"] == pytest.approx(-2.0, abs=0.05)       # each page pays 2 z less here
+    assert change["desc"] == refine.PRIOR_CHANGE["desc"]
+    good = {i: Observed(z={"": 0.0, "desc:x": 1.0}) for i in range(3)}
+    assert refine.PRIOR_CHANGE["desc"] < refine.changes(good)["desc"] < 1.0   # a few: shrunk
+
+
+def test_a_page_after_a_short_or_unmeasured_page_is_not_expected_to_pay():
+    change = refine.PRIOR_CHANGE
+    full = Observed(z={"": 2.0, "page:2": 1.0}, results={"": 35, "page:2": 35})
+    assert refine.expected(Query("a", "a", "page:3", page=3), full, change) == pytest.approx(0.5)
+    short = Observed(z={"": 2.0, "page:2": 1.0}, results={"": 35, "page:2": 10})
+    assert refine.expected(Query("a", "a", "page:3", page=3), short, change) is None
+    unmeasured = Observed(z={"": 2.0}, results={"": 35})
+    assert refine.expected(Query("a", "a", "page:3", page=3), unmeasured, change) is None
+    assert refine.expected(Query("a", "a", "backend:bing", backend="bing"), full, change) == pytest.approx(1.5)
+
+
+# -- the policy ---------------------------------------------------------------------------------
+
+def observed_round(policy, rewards: dict[str, float]):
+    for c in rewards:
+        policy.asked[policy.index[c]] = True
+    policy.update([outcome(c, r) for c, r in rewards.items()])
+
+
+def test_concepts_that_paid_off_are_reasked_with_their_best_refinement_within_the_share():
+    policy = policy_with(reask_share=0.25)
+    policy.new_query_value = lambda n: -np.inf       # whatever new concepts would pay
+    observed_round(policy, {c: (3.0 if i < 6 else 0.0) for i, c in enumerate(CONCEPTS[:40])})
+    queries = policy.sample_queries(16)
+    again = [q for q in queries if q.refinement]
+    assert len(again) == 4 and len({q.concept for q in again}) == 4
+    assert {q.concept for q in again} <= set(CONCEPTS[:6])       # only those that paid off
+    assert all(q.refinement == "page:2" and q.page == 2 for q in again)   # a page beats a side query
+    fresh = [q for q in queries if not q.refinement]
+    assert len(fresh) == 12 and not {q.concept for q in fresh} & set(CONCEPTS[:40])
+
+
+def test_measured_decay_moves_reasks_from_pages_to_descriptors():
+    """Pages that paid far less than their first page: the next re-ask of a good concept is
+    its descriptor, not its page 2."""
+    policy = policy_with(reask_share=0.5)
+    policy.new_query_value = lambda n: -np.inf
+    observed_round(policy, {c: (3.0 if i < 20 else 0.0) for i, c in enumerate(CONCEPTS[:60])})
+    policy.update([outcome(c, -3.0, 1, "page:2") for c in CONCEPTS[:10]])   # page 2 paid nothing
+    again = [q for q in policy.sample_queries(8) if q.refinement]
+    assert again and all(q.refinement.startswith(("desc:", "backend:")) for q in again)
+
+
+def test_no_reask_where_new_concepts_are_expected_to_pay_more():
+    policy = policy_with(reask_share=0.5)
+    observed_round(policy, {c: (1.0 if i < 6 else 0.0) for i, c in enumerate(CONCEPTS[:40])})
+    policy.new_query_value = lambda n: 10.0
+    assert not any(q.refinement for q in policy.sample_queries(16))
+
+
+def test_the_baselines_and_a_zero_share_never_reask():
+    for name, cfg in (("random", {}), ("oracle", {}), ("gp", {"reask_share": 0.0})):
+        policy = policy_with(name, **cfg)
+        policy.new_query_value = lambda n: -np.inf
+        observed_round(policy, {c: (3.0 if i < 6 else 0.0) for i, c in enumerate(CONCEPTS[:40])})
+        assert not any(q.refinement for q in policy.sample_queries(16)), name
+
+
+def test_the_gp_models_first_asks_only():
+    """A later page that paid less says nothing of the concept's neighbours: the GP's training
+    set is the same with or without it."""
+    a, b = policy_with(), policy_with()
+    for p in (a, b):
+        observed_round(p, {c: float(i % 5) for i, c in enumerate(CONCEPTS[:30])})
+    b.update([outcome(c, -10.0, 1, "page:2") for c in CONCEPTS[:10]])
+    ia, ya = a.training_set()
+    ib, yb = b.training_set()
+    assert np.array_equal(ia, ib) and np.allclose(ya, yb)
+    assert np.allclose(a.mean, b.mean)
+
+
+def test_a_failed_refinement_is_not_asked_and_comes_back():
+    policy = policy_with(reask_share=0.25)
+    policy.new_query_value = lambda n: -np.inf
+    observed_round(policy, {c: (3.0 if i < 1 else 0.0) for i, c in enumerate(CONCEPTS[:40])})
+    (again,) = [q for q in policy.sample_queries(4) if q.refinement]
+    assert again.refinement in policy.refined[policy.index[again.concept]]
+    policy.search_failed([again])
+    assert again.refinement not in policy.refined.get(policy.index[again.concept], set())
+    assert again in [q for q in policy.sample_queries(4) if q.refinement]   # offered again
+    policy.asked_again([again])
+    assert again.refinement in policy.refined[policy.index[again.concept]]
+
+
+def test_refinement_state_survives_a_resume_and_old_states_load():
+    policy = policy_with(reask_share=0.25)
+    policy.new_query_value = lambda n: -np.inf
+    observed_round(policy, {c: (3.0 if i < 6 else 0.0) for i, c in enumerate(CONCEPTS[:40])})
+    policy.update([outcome(CONCEPTS[0], 1.0, 1, "page:2", n_results=20)])
+    policy.sample_queries(16)
+    state = json.loads(json.dumps(policy.state_dict()))
+    resumed = policy_with(reask_share=0.25)
+    resumed.new_query_value = lambda n: -np.inf
+    resumed.load_state_dict(state)
+    assert resumed.refined == policy.refined and resumed.obs_refinement == policy.obs_refinement
+    assert resumed.obs_results == policy.obs_results
+    assert resumed.sample_queries(16) == policy.sample_queries(16)
+    old = {k: v for k, v in state.items() if k not in ("obs_refinement", "obs_results", "refined")}
+    old["obs_concept"], old["obs_reward"], old["obs_round"] = [0, 1, 2], [1.0, 0.0, 0.5], [0, 0, 0]
+    legacy = policy_with()
+    legacy.load_state_dict(old)
+    assert legacy.obs_refinement == ["", "", ""] and legacy.refined == {}
+    broken = dict(state, obs_results=[1])
+    with pytest.raises(ValueError, match="different lengths"):
+        policy_with().load_state_dict(broken)
+
+
+# -- the loop: a re-ask is sent as what it is ---------------------------------------------------
+
+class RecordingEngine(Engine):
+    """Answers every search with the same two URLs plus one per (text, page, backend)."""
+
+    name = "recording"
+    pages = True
+    backends = ("bing",)
+
+    def __init__(self):
+        self.calls = []
+
+    async def search(self, query, max_results, page=1, backend=""):
+        self.calls.append((query, page, backend))
+        own = f"http://127.0.0.1:9/{abs(hash((query, page, backend)))}.jpg"
+        return SearchOutcome([SearchResult(title=query, image=u)
+                              for u in ("http://127.0.0.1:9/seen-a.jpg", own)])
+
+
+class NoFetch:
+    async def crawl(self, items):
+        return []
+
+
+def test_the_loop_sends_a_reask_with_its_page_and_backend_and_records_it():
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = apply_overrides(Config(), ["crawl.queries_per_round=4", "policy.reask_share=0.5"])
+        policy = policy_with(reask_share=0.5)
+        policy.new_query_value = lambda n: -np.inf
+        observed_round(policy, {c: (3.0 if i < 2 else 0.0) for i, c in enumerate(CONCEPTS[:40])})
+        engine = RecordingEngine()
+        ex = Explorer(cfg, RunDir(Path(tmp) / "run"), MetaDB(Path(tmp) / "explore.db"), engine,
+                      NoFetch(), policy, learner=None, budget=None)
+        asyncio.run(ex.crawl_round(1))
+        rows = ex.db.queries(round=1)
+        outcomes = ex.score_round(1, {})
+        ex.db.close()
+    again = [r for r in rows if r["refinement"]]
+    assert len(again) == 2 and {r["concept"] for r in again} == set(CONCEPTS[:2])
+    for r in again:
+        assert (r["text"], r["page"], r["backend"]) in engine.calls
+        assert r["refinement"] == ("page:2" if r["page"] == 2 else f"backend:{r['backend']}")
+    assert sorted(o.refinement for o in outcomes if o.refinement) == sorted(r["refinement"] for r in again)
