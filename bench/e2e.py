@@ -64,7 +64,8 @@ from sandbox_runs import run_sandbox  # noqa: E402
 from explorer.assemble import evaluate_run  # noqa: E402
 
 ARMS = {"target-only": ["crawl.engine=none"], "random": ["policy.name=random"],
-        "explore": ["policy.name=gp"]}
+        "explore": ["policy.name=gp"],
+        "explore-once": ["policy.name=gp", "policy.reask_share=0"]}   # each concept asked once
 METRICS = [("linear", 1.0), ("linear", 0.1), ("knn", 1.0), ("knn", 0.1)]
 
 
@@ -105,7 +106,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, help="one seed (the same as --seeds N)")
     ap.add_argument("--test-per-class", type=int, default=100,
                     help="sandbox test images a class (the default target has 20: +-3.5 points of noise)")
-    ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--arms", default="target-only,random,explore",
+                    help=f"among {', '.join(ARMS)}; explore-once = explore without re-asks")
     args = ap.parse_args()
     seeds = [args.seed] if args.seed is not None else [int(s) for s in args.seeds.split(",")]
     arms = args.arms.split(",")
@@ -122,7 +124,8 @@ def main() -> None:
         """a's lead over b in points on METRICS[metric], one value a seed."""
         return np.array([r[a]["acc"][metric] - r[b]["acc"][metric] for r in by_seed.values()])
 
-    pairs = [(a, b) for a, b in (("explore", "random"), ("explore", "target-only")) if a in arms and b in arms]
+    pairs = [(a, b) for a, b in (("explore", "random"), ("explore", "target-only"),
+                                 ("explore", "explore-once")) if a in arms and b in arms]
     if len(seeds) > 1:
         print(f"\nmean over seeds {','.join(map(str, seeds))} (standard error), each metric's lead:")
         for a, b in pairs:
@@ -134,7 +137,8 @@ def main() -> None:
             print(f"  {a} - {b}: " + "; ".join(cells))
     last = {b: f"{leads(a, b, 0).mean():+.1f}" for a, b in pairs}  # linear probe, 100% labels
     print(f"explore-vs-random={last.get('random', 'nan')} "
-          f"explore-vs-target-only={last.get('target-only', 'nan')}")
+          f"explore-vs-target-only={last.get('target-only', 'nan')}"
+          + (f" explore-vs-once={last['explore-once']}" if "explore-once" in last else ""))
 
 if __name__ == "__main__":
     main()

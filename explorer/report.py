@@ -46,6 +46,8 @@ def status(run: RunDir) -> dict:
         # a failed search is a row each time; "retry" ones are asked again in a later round
         failed = con.execute("SELECT COUNT(*) FROM queries WHERE status IN ('failed', 'retry')").fetchone()[0]
         retry = con.execute("SELECT COUNT(*) FROM queries WHERE status='retry'").fetchone()[0]
+        reasks = con.execute("SELECT COUNT(*) FROM queries WHERE refinement != ''").fetchone()[0] \
+            if _has_refinements(con) else 0
         # crawled ahead, while the last round trained: rewarded once a round trains on them
         awaiting = con.execute("SELECT COUNT(*) FROM queries WHERE reward IS NULL "
                                "AND status NOT IN ('failed', 'retry')").fetchone()[0]
@@ -67,6 +69,7 @@ def status(run: RunDir) -> dict:
         "queries": queries,
         "failed_queries": failed,
         "queries_pending_retry": retry,
+        "queries_reasking": reasks,
         "queries_awaiting_reward": awaiting,
         "images_kept": images,
         "outcomes": outcomes,
@@ -84,28 +87,42 @@ def _has_fresh(con: sqlite3.Connection) -> bool:
     return any(r["name"] == "fresh_reward" for r in con.execute("PRAGMA table_info(queries)"))
 
 
+def _has_refinements(con: sqlite3.Connection) -> bool:
+    """Whether the database records refinements (one written before them has none)."""
+    return any(r["name"] == "refinement" for r in con.execute("PRAGMA table_info(queries)"))
+
+
 def concept_rewards(run: RunDir, fresh: bool = True) -> list[dict]:
-    """Every concept asked, with its mean reward over its queries, best first. `fresh`: each
-    query's latest reward (re-scored by a later encoder where the run refreshed it), else the
-    reward of its own round; `scored_round` is the latest round whose encoder scored one."""
+    """Every concept asked, best first: `reward` is the mean over its first asks (what the
+    concept itself paid; a later page pays less by design), `reasks` how many times it was
+    re-asked (another page, backend or descriptor) and `reask_reward` their mean; `n` and
+    `kept` count all its queries. `fresh`: each query's latest reward (re-scored by a later
+    encoder where the run refreshed it), else the reward of its own round; `scored_round` is
+    the latest round whose encoder scored one."""
     with _connect(run) as con:
         reward, scored = ("COALESCE(fresh_reward, reward)", "COALESCE(fresh_round, round)") \
             if fresh and _has_fresh(con) else ("reward", "round")
+        first = "refinement = ''" if _has_refinements(con) else "1"
         rows = con.execute(
-            f"SELECT concept, COUNT(*) AS n, AVG({reward}) AS reward, SUM(n_kept) AS kept, "
-            f"MAX({scored}) AS scored_round "
-            "FROM queries WHERE reward IS NOT NULL GROUP BY concept ORDER BY reward DESC"
+            f"SELECT concept, COUNT(*) AS n, AVG(CASE WHEN {first} THEN {reward} END) AS reward, "
+            f"SUM(NOT ({first})) AS reasks, AVG(CASE WHEN NOT ({first}) THEN {reward} END) AS reask_reward, "
+            f"SUM(n_kept) AS kept, MAX({scored}) AS scored_round "
+            "FROM queries WHERE reward IS NOT NULL GROUP BY concept "
+            "HAVING AVG(CASE WHEN {first} THEN {reward} END) IS NOT NULL ORDER BY reward DESC"
+            .replace("{first}", first).replace("{reward}", reward)
         ).fetchall()
     return [dict(r) for r in rows]
 
 
 def query_rows(run: RunDir) -> list[dict]:
-    """Every query; `reward` is the one of its own round, `fresh_reward` a later encoder's."""
+    """Every query; `reward` is the one of its own round, `fresh_reward` a later encoder's;
+    `refinement` how it re-asked its concept ("" = a first ask), with its `page` and `backend`."""
     with _connect(run) as con:
         fresh = ", fresh_reward, fresh_round" if _has_fresh(con) else ""
+        refined = ", refinement, page, backend" if _has_refinements(con) else ""
         rows = con.execute(
             "SELECT id, round, concept, text, engine, status, n_results, n_kept, reward, error"
-            f"{fresh} FROM queries ORDER BY round, id").fetchall()
+            f"{fresh}{refined} FROM queries ORDER BY round, id").fetchall()
     return [dict(r) for r in rows]
 
 
@@ -130,10 +147,13 @@ def rounds_table(rounds: list[dict]) -> Table:
 
 def concepts_table(concepts: list[dict], title: str) -> Table:
     table = Table(title=title)
-    for col in ("concept", "queries", "images kept", "mean reward", "encoder of round"):
+    for col in ("concept", "queries", "images kept", "reward", "re-asks", "re-ask reward",
+                "encoder of round"):
         table.add_column(col, justify="left" if col == "concept" else "right")
     for c in concepts:
+        again = c.get("reask_reward")
         table.add_row(plain(c["concept"]), str(c["n"]), str(c["kept"] or 0), f"{c['reward']:.3f}",
+                      str(c.get("reasks") or 0), f"{again:.3f}" if again is not None else "-",
                       str(c.get("scored_round", "-")))
     return table
 

@@ -217,3 +217,31 @@ def test_the_loop_sends_a_reask_with_its_page_and_backend_and_records_it():
         assert (r["text"], r["page"], r["backend"]) in engine.calls
         assert r["refinement"] == ("page:2" if r["page"] == 2 else f"backend:{r['backend']}")
     assert sorted(o.refinement for o in outcomes if o.refinement) == sorted(r["refinement"] for r in again)
+
+
+# -- what the user reads -------------------------------------------------------------------------
+
+def test_rewards_report_a_concept_by_its_first_asks_and_its_reasks_apart(tmp_path):
+    """`explore rewards`: a concept's reward is what its first ask paid (a later page pays less
+    by design), beside how often it was re-asked and what that paid; the export names each
+    query's refinement."""
+    from explorer import report
+
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir(parents=True)
+    with MetaDB(run.db_path) as db:
+        for concept, reward, refinement, page in (("rose", 0.9, "", 1), ("rose", 0.3, "page:2", 2),
+                                                  ("rose", 0.1, "desc:wild rose", 1),
+                                                  ("tulip", 0.5, "", 1), ("oak", 0.2, "", 1)):
+            qid = db.add_query(0, concept, concept, "sandbox", refinement=refinement, page=page)
+            db.set_query_status(qid, "done", reward=reward, n_kept=3)
+        db.conn.commit()
+    rows = report.concept_rewards(run)
+    assert [r["concept"] for r in rows] == ["rose", "tulip", "oak"]
+    rose = rows[0]
+    assert rose["reward"] == pytest.approx(0.9) and rose["reasks"] == 2
+    assert rose["reask_reward"] == pytest.approx(0.2) and rose["n"] == 3 and rose["kept"] == 9
+    assert rows[1]["reasks"] == 0 and rows[1]["reask_reward"] is None
+    exported = report.query_rows(run)
+    assert [(q["refinement"], q["page"]) for q in exported if q["concept"] == "rose"] == \
+        [("", 1), ("page:2", 2), ("desc:wild rose", 1)]
