@@ -147,18 +147,28 @@ class Policy(ABC):
         global descriptor list. Uses the policy's own generator so that a resumed run asks
         the same queries."""
         again = self.sample_reasks(int(round(self.cfg.reask_share * n)), n)
+        # a vocabulary nearly all asked: the best refinements rather than repeated first asks
+        # (a repeat is answered from the search cache with images already fetched)
+        unasked = int((self.candidates() & ~self.asked).sum())
+        if unasked < n - len(again):
+            again += self.sample_reasks(n - len(again) - unasked, n, floor=-np.inf,
+                                        skip={q.concept for q in again})
         return again + make_queries(self.sample(n - len(again)), list(descriptors), share, self.rng)
 
-    def sample_reasks(self, k: int, n: int | None = None) -> list[Query]:
-        """Up to k refinements of distinct concepts that paid off, drawn with p ∝ exp(z/τ) of
-        what each is expected to pay; only those expected to pay more than the n new concepts
-        the policy would ask instead (their mean prediction); marked asked."""
+    def sample_reasks(self, k: int, n: int | None = None, floor: float | None = None,
+                      skip: set[str] = frozenset()) -> list[Query]:
+        """Up to k refinements of distinct concepts (none in `skip`) that paid off, drawn with
+        p ∝ exp(z/τ) of what each is expected to pay; only those expected to pay more than
+        `floor`, by default what the n new concepts the policy would ask instead are (their
+        mean prediction), and at least the average first ask; marked asked."""
         if k <= 0 or not self.reasks:
             return []
         by_concept = refine.observed(self.obs_concept, self.obs_reward, self.obs_refinement,
                                      self.obs_results)
-        floor = max(0.0, self.new_query_value(n or k))
-        options = refine.candidates(self.concepts, by_concept, self.refined, self.offer, floor)
+        if floor is None:
+            floor = max(0.0, self.new_query_value(n or k))
+        options = [(v, q) for v, q in refine.candidates(self.concepts, by_concept, self.refined,
+                                                        self.offer, floor) if q.concept not in skip]
         if not options:
             return []
         values = np.array([v for v, _ in options])

@@ -245,3 +245,18 @@ def test_rewards_report_a_concept_by_its_first_asks_and_its_reasks_apart(tmp_pat
     exported = report.query_rows(run)
     assert [(q["refinement"], q["page"]) for q in exported if q["concept"] == "rose"] == \
         [("", 1), ("page:2", 2), ("desc:wild rose", 1)]
+
+
+def test_a_vocabulary_all_asked_gets_refinements_instead_of_repeats():
+    """Twenty concepts, all asked: the round's queries are refinements (even of concepts that
+    did not pay off), not first asks repeated into the search cache."""
+    concepts = CONCEPTS[:20]
+    policy = make_policy("gp", concepts, EMB[:20], PolicyConfig(reask_share=0.25), seed=0)
+    policy.offer = Refinements(pages=True, max_page=5)
+    observed_round(policy, {c: float(i % 4) for i, c in enumerate(concepts)})
+    queries = policy.sample_queries(12)
+    assert len(queries) == 12 and all(q.refinement.startswith("page:") for q in queries)
+    assert len({q.concept for q in queries}) == 12
+    no_pages = make_policy("gp", concepts, EMB[:20], PolicyConfig(reask_share=0.25), seed=0)
+    observed_round(no_pages, {c: float(i % 4) for i, c in enumerate(concepts)})
+    assert len(no_pages.sample_queries(12)) == 12      # nothing to refine: repeats, as before
