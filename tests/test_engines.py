@@ -251,6 +251,18 @@ def test_real_ddgs_images_through_a_recorded_duckduckgo_answer(monkeypatch, back
     assert ijs_params["q"] == "tabby cat" and ijs_params["l"] == "us-en" and ijs_params["p"] == "1"
 
 
+def test_ddgs_no_results_past_the_first_page_is_an_empty_answer():
+    """A concept's pages ran out: an answer with no results (no retries, no failure that would
+    pause the crawl); on page 1 the same exception is still a failure (a rate limit looks so)."""
+    t = FakeTime()
+    fake = FakeDDGS([DDGSException("No results found.")])
+    engine = DDGSEngine(crawl_cfg(search_retries=2), fake, sleep=t.sleep, rng=MaxJitter())
+    later = asyncio.run(engine.search("red rose", 35, page=3))
+    assert later.ok and later.results == [] and later.attempts == 1 and t.sleeps == []
+    first = asyncio.run(engine.search("red rose", 35))
+    assert not first.ok and first.retryable and first.attempts == 3
+
+
 def test_real_ddgs_second_page_from_one_backend(monkeypatch):
     """A "next page" refinement on the "duckduckgo" backend reaches the real ddgs as DuckDuckGo's
     offset of 100 results (its page size), and asks no other backend."""

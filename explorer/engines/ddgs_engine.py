@@ -3,7 +3,9 @@
 ddgs is synchronous, so each request runs in a worker thread (`asyncio.to_thread`). ddgs 9
 swallows its backends' errors and raises a plain `DDGSException("No results found.")` or
 `TimeoutException` instead, so a rate limit looks like "no results": every ddgs exception is
-retried with backoff, and searches are capped to one per `cfg.search_interval_s`.
+retried with backoff, and searches are capped to one per `cfg.search_interval_s`. Past a
+query's first page, "no results" is taken for what it says (the pages ran out): an empty
+answer, which the policy learns from, rather than a failed search that would pause the crawl.
 """
 from __future__ import annotations
 
@@ -64,6 +66,8 @@ class DDGSEngine(RetryingEngine):
             return Attempt(error=f"timeout: {e}", retryable=True)
         except DDGSException as e:
             if "no results" in str(e).lower():
+                if page > 1:   # past a query's last page: an answer, not an unavailable engine
+                    return Attempt(rows=[])
                 return Attempt(error="no results (ddgs also answers this when rate-limited)",
                                retryable=True)
             return Attempt(error=f"ddgs error: {e}", retryable=True)
