@@ -215,11 +215,10 @@ def test_ddgs_bad_safesearch_is_a_clear_error():
         DDGSEngine(crawl_cfg(search_safesearch="strict"))
 
 
-@pytest.mark.parametrize("backend", ["duckduckgo", "auto"])
-def test_real_ddgs_images_through_a_recorded_duckduckgo_answer(monkeypatch, backend):
-    """The real `ddgs.DDGS().images()` (backend choice, payload, parsing, ranking) with only its
-    HTTP client replaced by recorded answers: checks our call matches the installed ddgs. Any
-    other request (bing, under "auto") fails as if that backend were down."""
+def recorded_duckduckgo(monkeypatch) -> tuple[str, list]:
+    """ddgs's HTTP client answering from a recording of DuckDuckGo's image search (any other
+    request fails as if that backend were down); returns the answer's JSON text and the list
+    of (method, url, params) requests it gets."""
     ijs = (DATA / "ddgs_ijs_tabby_cat.json").read_text()
     requests = []
 
@@ -236,6 +235,15 @@ def test_real_ddgs_images_through_a_recorded_duckduckgo_answer(monkeypatch, back
         raise DDGSException(f"no recorded answer for {url}")
 
     monkeypatch.setattr(ddgs.http_client.HttpClient, "request", recorded)
+    return ijs, requests
+
+
+@pytest.mark.parametrize("backend", ["duckduckgo", "auto"])
+def test_real_ddgs_images_through_a_recorded_duckduckgo_answer(monkeypatch, backend):
+    """The real `ddgs.DDGS().images()` (backend choice, payload, parsing, ranking) with only its
+    HTTP client replaced by recorded answers: checks our call matches the installed ddgs. Any
+    other request (bing, under "auto") fails as if that backend were down."""
+    ijs, requests = recorded_duckduckgo(monkeypatch)
     engine = DDGSEngine(crawl_cfg(search_backend=backend))   # the default factory: ddgs.DDGS
     out = asyncio.run(engine.search("tabby cat", max_results=10))
     assert out.ok, out.error
@@ -266,27 +274,12 @@ def test_ddgs_no_results_past_the_first_page_is_an_empty_answer():
 def test_real_ddgs_second_page_from_one_backend(monkeypatch):
     """A "next page" refinement on the "duckduckgo" backend reaches the real ddgs as DuckDuckGo's
     offset of 100 results (its page size), and asks no other backend."""
-    ijs = (DATA / "ddgs_ijs_tabby_cat.json").read_text()
-    requests = []
-
-    class Answer:
-        def __init__(self, text):
-            self.status_code, self.text, self.content = 200, text, text.encode()
-
-    def recorded(self, method, url, *args, **kwargs):
-        requests.append((url, kwargs.get("params")))
-        if url == "https://duckduckgo.com":
-            return Answer('<script>vqd="4-118263907541728136425613487653219850112";</script>')
-        if url == "https://duckduckgo.com/i.js":
-            return Answer(ijs)
-        raise DDGSException(f"no recorded answer for {url}")
-
-    monkeypatch.setattr(ddgs.http_client.HttpClient, "request", recorded)
+    _, requests = recorded_duckduckgo(monkeypatch)
     engine = DDGSEngine(crawl_cfg(search_backend="auto"))
     out = asyncio.run(engine.search("tabby cat", max_results=10, page=2, backend="duckduckgo"))
     assert out.ok, out.error
-    assert {u for u, _ in requests} == {"https://duckduckgo.com", "https://duckduckgo.com/i.js"}
-    ijs_params = next(p for u, p in requests if u.endswith("i.js"))
+    assert {u for _, u, _ in requests} == {"https://duckduckgo.com", "https://duckduckgo.com/i.js"}
+    ijs_params = next(p for _, u, p in requests if u.endswith("i.js"))
     assert ijs_params["s"] == "100"
 
 
