@@ -6,7 +6,9 @@ again from its id alone:
 
     c<concept>v<variant>[k<copy>]      picture `variant` of a concept; k>0: a near-copy of it
                                        (cropped, recoloured a little, resized, re-encoded)
-    t<target>y<class>n<index>k<copy>   a near-copy of a target's *test* image (a leak)
+    t<target>y<class>n<index>k<copy>   a copy of a target's *test* image (a leak), re-posted as the
+                                       web does (repost.py): flipped, cropped, greyed, framed,
+                                       recompressed, resized, turned or recoloured, by the id
 
 Pictures are drawn small (long side <= 128 px) and resized to the size the id claims.
 """
@@ -27,6 +29,7 @@ from PIL import Image, ImageEnhance
 
 from explorer.sandbox import vocab
 from explorer.sandbox.draw import draw_picture
+from explorer.sandbox.repost import KINDS, repost
 
 FORMATS = ("jpg", "png", "webp")
 FORMAT_SHARES = (0.7, 0.15, 0.15)   # as on the web, mostly JPEG
@@ -246,9 +249,15 @@ class World:
             base = self.target_image(target, "test", self.target_classes(target).index(noun), index)
         else:
             base = self._render_base(info)
-        if info.copy:
+        if info.leak is not None:
+            base = repost(base, self.repost_kind(image_id), random.Random(stable_hash(self.seed, "copy", image_id)))
+        elif info.copy:
             base = self._near_copy(base, image_id)
         return base.resize((info.width, info.height), Image.BILINEAR)
+
+    def repost_kind(self, image_id: str) -> str:
+        """How a leak of a test image was re-posted (one of repost.KINDS), chosen by its id."""
+        return KINDS[stable_hash(self.seed, "repost", image_id) % len(KINDS)]
 
     def _render_base(self, info: ImageInfo) -> Image.Image:
         c = self._by_name[info.concept]
