@@ -12,7 +12,6 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.text import Text
 
@@ -86,11 +85,14 @@ def load_concept_descriptors(cfg: Config, concepts: list[str], sandbox) -> dict[
         raise UserError(str(e)) from e
 
 
-def leak_vectors(paths: list[str]) -> np.ndarray:
-    """Near-dup embeddings of the target's test images: the web's copies of them are dropped."""
-    from explorer.images import embed_bytes
+def removed_test_copies(db_path: Path) -> int:
+    """Crawl attempts dropped as copies of the target's test images (outcome test_leak)."""
+    from cache.db import MetaDB
 
-    return np.stack([embed_bytes(Path(p).read_bytes()) for p in paths])
+    if not Path(db_path).exists():
+        return 0
+    with MetaDB(db_path) as db:
+        return db.outcome_counts().get("test_leak", 0)
 
 
 @dataclass
@@ -106,8 +108,8 @@ class Parts:
 
 
 def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
-    from cache.index import VectorIndex
     from explorer.crawl import Crawler, open_cache
+    from explorer.decontam import LeakIndex
     from explorer.engines import CorpusEngine, make_engine
     from explorer.engines.cached import CachedEngine
     from explorer.learner import Learner, pick_device
@@ -128,7 +130,7 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
         engine = make_engine(cfg.crawl.engine, cfg.crawl, sandbox_url=sandbox.url if sandbox else None)
     except ValueError as e:
         raise UserError(str(e)) from e
-    leak = VectorIndex.from_vectors(leak_vectors(test_paths)) if test_paths else None
+    leak = LeakIndex.from_paths(test_paths) if test_paths else None  # the web's copies of them are dropped
     crawler = Crawler.for_cache(cache, cfg.crawl, allow=allow, leak_index=leak,
                                 corpus_root=engine.root if isinstance(engine, CorpusEngine) else None,
                                 stop_when_full=True)
@@ -186,6 +188,7 @@ def finish(run: RunDir, cfg: Config, parts: Parts, console: Console, stopped: bo
         results = evaluate_target(parts.learner.encode_images, target, cfg.eval,
                                   feature_cache=run.root / "features",
                                   ckpt_id=checkpoint_id(run.latest_checkpoint))
+        results["test_copies_removed"] = parts.cache.db.outcome_counts().get("test_leak", 0)
         (run.root / "eval.json").write_text(json.dumps(results, indent=1, default=str))
         out.print(format_table(results))
     out.print(Text.assemble("run directory: ", plain(run.root, "bold"),
@@ -291,6 +294,8 @@ def evaluate_run(run: RunDir, checkpoint: Path | None, protocols: tuple[str, ...
         raise UserError(f"no checkpoint at {path} (has the run finished a round?)")
     target = resolve_target(cfg)
     learner = Learner(cfg, run, [], target, checkpoint=Path(path))
-    return evaluate_target(learner.encode_images, target, cfg.eval, protocols=protocols,
-                           fractions=fractions, feature_cache=run.root / "features",
-                           ckpt_id=checkpoint_id(path))  # a TargetError is a UserError already
+    results = evaluate_target(learner.encode_images, target, cfg.eval, protocols=protocols,
+                              fractions=fractions, feature_cache=run.root / "features",
+                              ckpt_id=checkpoint_id(path))  # a TargetError is a UserError already
+    results["test_copies_removed"] = removed_test_copies(run.db_path)
+    return results

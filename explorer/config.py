@@ -76,6 +76,8 @@ class CrawlConfig:
     jpeg_quality: int = 90
     near_dup_threshold: float = 0.95      # cosine similarity at or above which an image is a near-copy
     leak_threshold: float = 0.92          # near-copies of target *test* images are dropped at this
+    leak_hamming: int = 170               # ... or when a copy hash is within this many of 1024 bits
+                                          # of a test image's (explorer/decontam.py); -1: hashes off
     cache_max_bytes: int = 50_000_000_000
     pool: str = "process"                 # process: fetch+prepare in worker processes, each with its own GIL;
                                           # thread: in this process, threads prepare (explorer/fetchers.py)
@@ -515,6 +517,7 @@ RULES: dict[str, object] = {
     "crawl.jpeg_quality": Ints(1, 100, "Pillow's JPEG quality scale"),
     "crawl.near_dup_threshold": COSINE,
     "crawl.leak_threshold": COSINE,
+    "crawl.leak_hamming": Ints(-1, 1024, "-1 = the copy hash check off"),
     "crawl.cache_max_bytes": Ints(1, 10**15),
     "crawl.pool": Choice(("process", "thread")),
     "crawl.workers": WORKERS,

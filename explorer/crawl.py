@@ -20,6 +20,7 @@ from cache.index import VectorIndex
 from cache.store import ImageStore, StoreError
 from explorer import images
 from explorer.config import CrawlConfig
+from explorer.decontam import HASH_BYTES, LeakIndex
 from explorer.errors import UserError
 from explorer.fetchers import Fetched, LocalFetcher, ProcessFetcher, make_fetcher
 from explorer.records import Candidate, Outcome
@@ -105,10 +106,10 @@ def open_cache(cache_dir: str | Path, cfg: CrawlConfig, db_path: str | Path | No
 class Crawler:
     """Downloads, prepares, dedups and records a list of CrawlItems.
 
-    `embed_fn` maps candidates to unit vectors for near-dup and leak checks; by default the
-    cheap embedding computed in the worker. `leak_index` holds the target's test embeddings
-    (same embedding). `file://` URLs are read only from under `corpus_root` (the local corpus
-    engine's folder; anywhere with crawl.corpus_allow_outside), never when it is None.
+    `embed_fn` maps candidates to unit vectors for the near-dup check; by default the
+    cheap embedding computed in the worker. `leak_index` holds the target's test images
+    (explorer/decontam.py) and judges each image's copy hashes and cheap embedding.
+    `file://` URLs are read only from under `corpus_root` (the local corpus engine's folder; anywhere with crawl.corpus_allow_outside), never when it is None.
     When the store cannot write (cap reached, disk full, read-only), the images get `disk_full`
     (retryable) attempts; with `stop_when_full`, `crawl` then raises that StoreError once the
     batch is recorded, so a run stops with one clear error and resumes once space returns.
@@ -116,7 +117,7 @@ class Crawler:
 
     def __init__(self, cfg: CrawlConfig, store: ImageStore, db: MetaDB, index: VectorIndex,
                  allow: Iterable[str] = (), embed_fn: EmbedFn | None = None,
-                 leak_index: VectorIndex | None = None, corpus_root: Path | None = None,
+                 leak_index: LeakIndex | None = None, corpus_root: Path | None = None,
                  index_path: str | Path | None = None, stop_when_full: bool = False) -> None:
         self.cfg, self.store, self.db, self.index = cfg, store, db, index
         self.allow = list(allow)
@@ -304,14 +305,13 @@ class Crawler:
         # Matrices of a few hundred rows gain nothing from BLAS threads, and threads that
         # spin-wait after each call burned ~0.5 CPU-s of a 2,000-URL fetch on 2 cores (bench/crawl.py)
         with threadpool_limits(limits=1, user_api="blas"):
-            leak = (self.leak_index.max_similarity(vecs) if self.leak_index is not None and len(self.leak_index)
-                    else np.full(len(vecs), -np.inf))
+            leaks = self._leaks(cands)
             near = self.index.max_similarity(vecs)
             batch_sims = vecs @ vecs.T  # [N, N] cosine within the batch
         kept: list[int] = []
-        for j, ((a, _, cand, _), leak_sim, near_sim) in enumerate(zip(cands, leak, near)):
-            if leak_sim >= self.cfg.leak_threshold:
-                a.outcome, a.reason = Outcome.TEST_LEAK, f"cosine {leak_sim:.3f} to a target test image"
+        for j, ((a, _, cand, _), leak, near_sim) in enumerate(zip(cands, leaks, near)):
+            if leak is not None:
+                a.outcome, a.reason = Outcome.TEST_LEAK, leak
                 continue
             sim = max(float(near_sim), float(batch_sims[j, kept].max()) if kept else -np.inf)
             if sim >= self.cfg.near_dup_threshold:
@@ -331,6 +331,16 @@ class Crawler:
             new_ids.append((j, a.vec_id))
         if new_ids:
             self.index.add(vecs[[j for j, _ in new_ids]], np.asarray([v for _, v in new_ids]))
+
+    def _leaks(self, cands: list) -> list[str | None]:
+        """Per candidate: why it is a copy of a target test image, or None. Judged on the signatures
+        made in the worker (copy hashes, cheap embedding), whatever `embed_fn` is."""
+        if self.leak_index is None or not len(self.leak_index):
+            return [None] * len(cands)
+        hashes = [np.frombuffer(cand.copy_hash, np.uint8).reshape(-1, HASH_BYTES) if cand.copy_hash else None
+                  for _, _, cand, _ in cands]
+        return self.leak_index.match(np.stack([v for *_, v in cands]), hashes, self.cfg.leak_threshold,
+                                     self.cfg.leak_hamming)
 
     def _store_files(self, keepers: list) -> list[str | None]:
         """Write each keeper's file; per keeper None, or why it could not be written."""

@@ -280,6 +280,11 @@ def format_table(results: dict) -> Table:
     for protocol in PROTOCOLS:
         if protocol in results:
             table.add_row(names[protocol], *(f"{100 * results[protocol][f]:.1f}" for f in fractions))
+    notes = []
     if "linear_C" in results:
-        table.caption = "probe C: " + ", ".join(f"{f:.0%} → {results['linear_C'][f]:g}" for f in fractions)
+        notes.append("probe C: " + ", ".join(f"{f:.0%} → {results['linear_C'][f]:g}" for f in fractions))
+    if "test_copies_removed" in results:  # (set by the run: its crawl's test_leak attempts)
+        notes.append(f"test-image copies removed by the crawl: {results['test_copies_removed']}")
+    if notes:
+        table.caption = "\n".join(notes)
     return table

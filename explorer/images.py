@@ -23,6 +23,7 @@ from cykooz_resizer import FilterType, ImageData, PixelType, ResizeAlg, ResizeOp
 from PIL import Image
 
 from explorer.config import CrawlConfig
+from explorer.decontam import copy_hashes
 from explorer.records import Candidate, Outcome
 
 # Formats we read, by their magic bytes; anything else is not_image whatever its Content-Type.
@@ -240,7 +241,8 @@ def encode_jpeg(im: Image.Image, quality: int) -> bytes:
 
 
 def prepare_with_embedding(body: bytes, cfg: CrawlConfig) -> tuple[Candidate, np.ndarray] | Rejection:
-    """`prepare` plus the cheap embedding of the stored image ([768] float32)."""
+    """`prepare` plus the cheap embedding of the stored image ([768] float32); the Candidate
+    carries the image's copy hashes (explorer/decontam.py), for the leak check."""
     fmt = sniff(body)
     if fmt is None:
         head = body[:16].lstrip().lower()
@@ -273,7 +275,8 @@ def prepare_with_embedding(body: bytes, cfg: CrawlConfig) -> tuple[Candidate, np
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, Image.UnidentifiedImageError) as e:
         return Rejection(Outcome.CORRUPT, f"{type(e).__name__}: {str(e)[:200]}")
     cand = Candidate(sha256=hashlib.sha256(data).hexdigest(), data=data, width=im.width,
-                     height=im.height, orig_width=orig_w, orig_height=orig_h)
+                     height=im.height, orig_width=orig_w, orig_height=orig_h,
+                     copy_hash=copy_hashes(im).tobytes())
     return cand, cheap_embedding(im)
 
 
