@@ -5,9 +5,9 @@ border, recompressed, resized, turned a little or recoloured. Two signatures fin
 
 - the copy hash of every crawled image, made in the fetch worker beside the cheap embedding
   (`copy_hashes`): the luminance only (grey and recoloured copies keep it), squashed to a
-  32x32 square (resized and stretched copies keep it), minus its Gaussian blur (a
-  difference of Gaussians: the picture's own detail, not its overall light), one bit per
-  pixel: its sign. Two of them: the picture as it is, and with uniform borders trimmed.
+  32x32 square (resized and stretched copies keep it), as a band of its detail (a
+  difference of Gaussians: neither its overall light nor its pixel noise), one bit per
+  pixel: whether the detail there is positive. Two of them: the picture as it is, and with uniform borders trimmed.
 - `LeakIndex`, made once per run from the target's test images alone: the copy hashes of each
   test image under the transforms a copy may have undone, itself, crops (a grid of windows,
   each side 70-100% anywhere), small rotations, and the mirror of each, in a FAISS binary
@@ -31,7 +31,8 @@ HASH_SIDE = 32                 # the hashed square, in pixels
 HASH_BITS = HASH_SIDE * HASH_SIDE
 HASH_BYTES = HASH_BITS // 8
 WORK_SIDE = 64                 # the grey square on which borders are found
-BLUR_SIGMA = 3.0               # the blur subtracted, in HASH_SIDE pixels
+PRE_SIGMA = 1.0                # detail = the picture blurred this much (in HASH_SIDE pixels: a crop
+BLUR_SIGMA = 3.0               # window a pixel off still agrees) minus it blurred this much
 DETAIL_MIN = 0.5               # a bit is set where the detail is above this many grey levels:
                                # flat areas hash to 0, not to the sign of their rounding noise
 BORDER_TOL = 8.0               # a border line: its grey levels within 2x this of each other and
@@ -45,8 +46,9 @@ ROTATIONS = (-5.0, -2.5, 2.5, 5.0)   # degrees
 @lru_cache(maxsize=None)
 def _blur_matrix(n: int, sigma: float) -> np.ndarray:
     """[n, n] Gaussian blur along one axis (rows renormalised at the edges): B @ x @ B.T blurs x."""
-    i = np.arange(n, dtype=np.float32)
+    i = np.arange(n, dtype=np.float64)
     b = np.exp(-0.5 * ((i[:, None] - i[None, :]) / sigma) ** 2)
+    b[b < 1e-4] = 0  # cut at ~4 sigma: the tail's denormal float32s made each product 10x slower
     return (b / b.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
@@ -59,37 +61,49 @@ def grey_square(im: Image.Image, side: int = WORK_SIDE, box: Sequence[float] | N
 
 def trim_borders(g: np.ndarray) -> np.ndarray:
     """`g` [H, W] without its uniform border lines (a frame, a letterbox), each side judged on its
-    own; all of it when the "borders" would take over half a side (a flat picture)."""
+    own, and the line beyond that blends border and picture; all of it when the "borders" would
+    take over half a side (a flat picture)."""
     h, w = g.shape
-    if not _flat(np.stack([g[0], g[-1], g[:, 0], g[:, -1]])).any():
-        return g  # (most pictures: no edge is flat, nothing to trim)
-
-    def lines(edge: np.ndarray) -> int:  # edge: [lines from the outside in, pixels]
-        edge = edge[:int(BORDER_MAX * len(edge)) + 1]
-        flat = _flat(edge) & (np.abs(edge.mean(axis=1) - edge[0].mean()) <= BORDER_TOL)
-        n = len(flat) if flat.all() else int(np.argmin(flat))
-        return n + 1 if n else 0  # and the line that blends the border into the picture
-
-    top, bottom, left, right = lines(g), lines(g[::-1]), lines(g.T), lines(g.T[::-1])
+    if not _flat_lines(np.stack([g[0], g[-1], g[:, 0], g[:, -1]]), axis=1)[0].any():
+        return g  # (most photographs: no edge is flat, nothing to trim)
+    rows, cols = _flat_lines(g, axis=1), _flat_lines(g, axis=0)
+    top, bottom = _border(*rows), _border(*(a[::-1] for a in rows))
+    left, right = _border(*cols), _border(*(a[::-1] for a in cols))
     if top + bottom > BORDER_MAX * h or left + right > BORDER_MAX * w:
         return g
     return g[top:h - bottom, left:w - right]
 
 
-def _flat(lines: np.ndarray) -> np.ndarray:
-    """[L, P] lines -> [L] bool: each line's pixels within 2 * BORDER_TOL of each other."""
-    return lines.max(axis=1) - lines.min(axis=1) <= 2 * BORDER_TOL
+def _flat_lines(g: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per line of `g` (rows: axis=1): whether its grey levels are within 2 * BORDER_TOL of each
+    other, and its mean."""
+    return g.max(axis=axis) - g.min(axis=axis) <= 2 * BORDER_TOL, g.mean(axis=axis)
+
+
+def _border(flat: np.ndarray, mean: np.ndarray) -> int:
+    """How many lines from the start are a border: flat, of the outermost line's level (and one
+    more, which blends it into the picture); 0 where the outermost line is not flat."""
+    ok = flat & (np.abs(mean - mean[0]) <= BORDER_TOL)
+    n = len(ok) if ok.all() else int(np.argmin(ok))
+    return n + 1 if n else 0
 
 
 def hash_grey(g: np.ndarray) -> np.ndarray:
-    """[HASH_BYTES] uint8: the signs of a grey picture's detail (DoG) on a HASH_SIDE square."""
-    if g.shape == (2 * HASH_SIDE, 2 * HASH_SIDE):  # the usual case: 2x2 means, no resampling
-        x = g.reshape(HASH_SIDE, 2, HASH_SIDE, 2).mean(axis=(1, 3), dtype=np.float32)
-    else:
-        x = np.asarray(Image.fromarray(np.ascontiguousarray(g, np.float32), "F")
-                       .resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX), np.float32)
-    b = _blur_matrix(HASH_SIDE, BLUR_SIGMA)
-    return np.packbits((x - b @ x @ b.T) > DETAIL_MIN)
+    """[HASH_BYTES] uint8: where a grey picture's detail is positive, on a HASH_SIDE square."""
+    if g.shape != (WORK_SIDE, WORK_SIDE):  # (trimmed)
+        g = np.asarray(Image.fromarray(np.ascontiguousarray(g, np.float32), "F")
+                       .resize((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX), np.float32)
+    fine, coarse = _detail_matrices()
+    return np.packbits((fine @ g @ fine.T - coarse @ g @ coarse.T) > DETAIL_MIN)
+
+
+@lru_cache(maxsize=None)
+def _detail_matrices() -> tuple[np.ndarray, np.ndarray]:
+    """[HASH_SIDE, WORK_SIDE] each: WORK_SIDE -> HASH_SIDE by means of neighbours, then the fine
+    and the coarse blur: M @ g @ M.T is g shrunk and blurred."""
+    shrink = np.kron(np.eye(HASH_SIDE, dtype=np.float32), np.full((1, WORK_SIDE // HASH_SIDE),
+                                                                   HASH_SIDE / WORK_SIDE, np.float32))
+    return _blur_matrix(HASH_SIDE, PRE_SIGMA) @ shrink, _blur_matrix(HASH_SIDE, BLUR_SIGMA) @ shrink
 
 
 def copy_hashes(im: Image.Image) -> np.ndarray:
