@@ -124,12 +124,15 @@ def target_hashes(im: Image.Image) -> np.ndarray:
     """[V, HASH_BYTES] uint8: the copy hashes of one test image under the transforms a copy may
     have undone (crop windows, small rotations, its trimmed self) and their mirrors."""
     im = im.convert("RGB")
-    w, h = im.size
     whole = grey_square(im)  # (made as copy_hashes makes it: an exact copy hashes the same)
-    views = [whole if (x0, y0, x1, y1) == (0, 0, 1, 1) else grey_square(im, box=(x0 * w, y0 * h, x1 * w, y1 * h))
+    # the views from a grey copy of at most 4 WORK_SIDE a side: a big test image costs no more
+    grey = im.convert("L")
+    grey = grey.resize((min(grey.width, 4 * WORK_SIDE), min(grey.height, 4 * WORK_SIDE)), Image.Resampling.BOX)
+    w, h = grey.size
+    views = [whole if (x0, y0, x1, y1) == (0, 0, 1, 1) else grey_square(grey, box=(x0 * w, y0 * h, x1 * w, y1 * h))
              for x0, y0, x1, y1 in crop_windows()]
-    fill = tuple(int(c) for c in np.asarray(im).reshape(-1, 3).mean(axis=0))
-    views += [grey_square(im.rotate(angle, Image.Resampling.BICUBIC, fillcolor=fill)) for angle in ROTATIONS]
+    fill = int(np.asarray(grey).mean())
+    views += [grey_square(grey.rotate(angle, Image.Resampling.BICUBIC, fillcolor=fill)) for angle in ROTATIONS]
     views.append(trim_borders(whole))
     hashes = [hash_grey(v) for v in views] + [hash_grey(v[:, ::-1]) for v in views]
     return np.stack(hashes)
