@@ -24,6 +24,7 @@ prepare_with_embedding's, and as last line `recall=<x> fpr=<y>`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import random
 import sys
@@ -107,11 +108,12 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=5, help="test pictures per class of each sandbox target")
     ap.add_argument("--copies", type=int, default=2, help="copies of each test image per transform")
     ap.add_argument("--unrelated", type=int, default=300, help="pictures of random sandbox concepts")
-    ap.add_argument("--hamming", type=int, default=None, help="default: CrawlConfig().leak_hamming")
+    ap.add_argument("--hamming", type=int, default=100, help="crawl.leak_hamming to measure (off by default in a run)")
     ap.add_argument("--cosine", type=float, default=None, help="default: CrawlConfig().leak_threshold")
     args = ap.parse_args()
     cfg = CrawlConfig()
-    hamming = cfg.leak_hamming if args.hamming is None else args.hamming
+    hamming = args.hamming
+    cfg = dataclasses.replace(cfg, leak_hamming=hamming)
     cosine = cfg.leak_threshold if args.cosine is None else args.cosine
     rng = random.Random(args.seed)
     world = World(args.seed)

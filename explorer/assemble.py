@@ -130,7 +130,8 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
         engine = make_engine(cfg.crawl.engine, cfg.crawl, sandbox_url=sandbox.url if sandbox else None)
     except ValueError as e:
         raise UserError(str(e)) from e
-    leak = LeakIndex.from_paths(test_paths) if test_paths else None  # the web's copies of them are dropped
+    # the web's copies of the test images are dropped; the copy hash only where it is turned on
+    leak = LeakIndex.from_paths(test_paths, hashes=cfg.crawl.leak_hamming >= 0) if test_paths else None
     crawler = Crawler.for_cache(cache, cfg.crawl, allow=allow, leak_index=leak,
                                 corpus_root=engine.root if isinstance(engine, CorpusEngine) else None,
                                 stop_when_full=True)

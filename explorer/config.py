@@ -76,8 +76,9 @@ class CrawlConfig:
     jpeg_quality: int = 90
     near_dup_threshold: float = 0.95      # cosine similarity at or above which an image is a near-copy
     leak_threshold: float = 0.92          # near-copies of target *test* images are dropped at this
-    leak_hamming: int = 100               # ... or when a copy hash is within this many of 1024 bits
-                                          # of a test image's (explorer/decontam.py); -1: hashes off
+    leak_hamming: int = -1                # ... or when a copy hash is within this many of 1024 bits of a
+                                          # test image's (explorer/decontam.py; 100 is calibrated); -1: off,
+                                          # as its matching cost grows with the test images x 252 views each
     cache_max_bytes: int = 50_000_000_000
     pool: str = "process"                 # process: fetch+prepare in worker processes, each with its own GIL;
                                           # thread: in this process, threads prepare (explorer/fetchers.py)

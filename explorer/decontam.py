@@ -156,24 +156,25 @@ class LeakIndex:
             self.hashes.add(np.ascontiguousarray(hashes, np.uint8))
 
     @classmethod
-    def from_images(cls, images: Iterable[Image.Image]) -> "LeakIndex":
+    def from_images(cls, images: Iterable[Image.Image], hashes: bool = True) -> "LeakIndex":
+        """`hashes=False`: the cheap embeddings only (crawl.leak_hamming=-1, the copy hash off)."""
         from explorer.images import cheap_embedding
 
-        vectors, hashes, owners = [], [], []
+        vectors, views, owners = [], [], []
         for i, im in enumerate(images):
             vectors.append(cheap_embedding(im))
-            hashes.append(target_hashes(im))
-            owners.append(np.full(len(hashes[-1]), i))
+            views.append(target_hashes(im) if hashes else np.zeros((0, HASH_BYTES), np.uint8))
+            owners.append(np.full(len(views[-1]), i))
         if not vectors:
             raise ValueError("a leak index needs at least one test image")
-        return cls(np.stack(vectors), np.concatenate(hashes), np.concatenate(owners))
+        return cls(np.stack(vectors), np.concatenate(views), np.concatenate(owners))
 
     @classmethod
-    def from_paths(cls, paths: Iterable[str | Path]) -> "LeakIndex":
+    def from_paths(cls, paths: Iterable[str | Path], hashes: bool = True) -> "LeakIndex":
         """From the target's test files, read as the crawl would see them."""
         from explorer.images import load_rgb
 
-        return cls.from_images(load_rgb(p) for p in paths)
+        return cls.from_images((load_rgb(p) for p in paths), hashes)
 
     def __len__(self) -> int:
         return len(self.vectors)

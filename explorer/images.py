@@ -276,7 +276,7 @@ def prepare_with_embedding(body: bytes, cfg: CrawlConfig) -> tuple[Candidate, np
         return Rejection(Outcome.CORRUPT, f"{type(e).__name__}: {str(e)[:200]}")
     cand = Candidate(sha256=hashlib.sha256(data).hexdigest(), data=data, width=im.width,
                      height=im.height, orig_width=orig_w, orig_height=orig_h,
-                     copy_hash=copy_hashes(im).tobytes())
+                     copy_hash=copy_hashes(im).tobytes() if cfg.leak_hamming >= 0 else b"")
     return cand, cheap_embedding(im)
 
 

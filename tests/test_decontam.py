@@ -22,7 +22,7 @@ from explorer.sandbox.repost import KINDS, repost
 from explorer.sandbox.world import World
 from tests.crawl_fixtures import image_app, serve
 
-CFG = CrawlConfig()
+CFG = CrawlConfig(leak_hamming=100)   # the calibrated radius; the check is off by default
 WORLD = World(0)
 TARGET = "sandbox-flowers"
 # (class, index) of the test pictures the leak index holds
@@ -128,7 +128,7 @@ def test_a_crawl_records_reposted_copies_as_test_leaks_and_eval_counts_them(tmp_
              for i, kind in enumerate(["flip", "grayscale", "jpeg", "resize"])}
     files["/other.jpg"] = (served(WORLD.render("c900v3")), {})
     app, _ = image_app(files)
-    cfg = CrawlConfig(pool="thread", workers=2, retries=0)
+    cfg = CrawlConfig(pool="thread", workers=2, retries=0, leak_hamming=100)
     with serve(app) as port:
         cache = open_cache(tmp_path, cfg)
         with Crawler.for_cache(cache, cfg, allow=[f"127.0.0.1:{port}"], leak_index=leak) as crawler:
