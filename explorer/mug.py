@@ -358,6 +358,10 @@ def timm_weights(name: str) -> dict[str, torch.Tensor]:
     if not timm.is_model_pretrained(name):
         raise WeightsUnavailable(f"--init timm:{name}: timm has no pretrained weights by that "
                                  f"name (timm.list_pretrained() lists them); {FIX}")
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    # without network the hub retries for about a minute, a warning a retry: our one line says it
+    hub_log.setLevel(logging.ERROR)
     try:
         return timm.create_model(name, pretrained=True).state_dict()
     except Exception as e:  # no network, offline hub, a broken cache: one answer for the user
@@ -365,6 +369,8 @@ def timm_weights(name: str) -> dict[str, torch.Tensor]:
             f"--init timm:{name}: the weights cannot be downloaded (no network?) "
             f"({type(e).__name__}: {first_line(e)}); put them in the Hugging Face cache (HF_HOME), "
             f"pass --init file:PATH, or --init scratch") from None
+    finally:
+        hub_log.setLevel(level)
 
 
 def file_weights(path: str | Path) -> dict[str, torch.Tensor]:

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from explorer.config import PRETRAINED_INIT, Config, ModelConfig, resolve_init
+from explorer import mug
 from explorer.mug import MODEL_CONFIGS, WeightsUnavailable, check_init
 from explorer.session import RunDir
 
@@ -103,6 +104,25 @@ def test_default_pretrained_weights_unavailable_offline_is_one_line(offline_hub,
     assert "\n" not in message and f"--init {init}" in message
     assert "cannot be downloaded" in message and "--init file:PATH" in message
     assert "--init scratch" in message
+
+
+def test_the_hubs_retry_warnings_are_not_shown_beside_the_one_line(monkeypatch, caplog):
+    """Without network the hub warns "Retrying in Ns" at every retry; the user gets our line."""
+    import logging
+
+    import timm
+
+    def unreachable(name, pretrained=False, **kw):
+        for i in range(3):
+            logging.getLogger("huggingface_hub.utils._http").warning(f"Retrying in {2 ** i}s [Retry {i + 1}/5].")
+        raise OSError("cannot reach huggingface.co")
+
+    monkeypatch.setattr(timm, "create_model", unreachable)
+    before = logging.getLogger("huggingface_hub").level
+    with caplog.at_level(logging.WARNING), pytest.raises(WeightsUnavailable, match="cannot be downloaded"):
+        mug.timm_weights("vit_small_patch16_224.dino")
+    assert not [r for r in caplog.records if "Retrying" in r.getMessage()]
+    assert logging.getLogger("huggingface_hub").level == before
 
 
 def _run(tmp_path, *args: str):
