@@ -12,8 +12,8 @@ the timer fires SIGKILL at the whole process group (the run and its decoding wor
 is resumed to completion, and then:
   - `explore cache verify CACHE --run-dir RUN` is clean;
   - no finished query is asked again: the run's sandbox logs every search it serves and the run
-    logs every search answer it stores, across all the processes; no text is asked after its
-    answer was stored. (A search in flight when the kill lands has no stored answer, so it is
+    logs every search answer it stores, across all the processes; no search (text, and page:
+    a re-ask's next page is another search) is asked after its answer was stored. (A search in flight when the kill lands has no stored answer, so it is
     asked again on resume: those re-asks are counted, and each must follow a kill.)
   - every round is logged once in rounds.jsonl and `explore status` agrees;
   - the final checkpoint loads (a Learner is built from it) and says the last round is done.
@@ -76,6 +76,7 @@ def child(searches: Path, crash: str, argv: list[str]) -> None:
     """Run the explore CLI in this process, logging each sandbox search and arming a crash."""
     sys.path.insert(0, str(ROOT))
     from cache.db import MetaDB
+    from explorer.engines.base import search_key
     from explorer.sandbox import server
 
     fd = os.open(searches, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -85,7 +86,9 @@ def child(searches: Path, crash: str, argv: list[str]) -> None:
         os.write(fd, (json.dumps([os.getpid(), event, query]) + "\n").encode())
 
     async def logged_search(self, request):
-        note("asked", request.query.get("q", ""))
+        # named as the search cache names it: a later page of a query is another search
+        page = request.query.get("page", "1")
+        note("asked", search_key(request.query.get("q", ""), int(page) if page.isdigit() else page))
         return await original(self, request)
 
     def logged_put(self, engine, query, results):
@@ -213,6 +216,7 @@ def check_run(run_dir: Path, searches: Path, rounds: int, report: CrashReport) -
     sys.path.insert(0, str(ROOT))
     from cache.verify import verify
     from explorer import report as run_report
+    from explorer.engines.base import search_key
     from explorer.session import RunDir
 
     problems = []
@@ -233,7 +237,8 @@ def check_run(run_dir: Path, searches: Path, rounds: int, report: CrashReport) -
 
     with sqlite3.connect(run.db_path) as con:
         per_round = dict(con.execute("SELECT round, COUNT(*) FROM queries GROUP BY round"))
-        texts = {t for (t,) in con.execute("SELECT DISTINCT text FROM queries")}
+        texts = {search_key(t, page, backend) for t, page, backend in
+                 con.execute("SELECT DISTINCT text, page, backend FROM queries")}
         not_done = con.execute("SELECT COUNT(*) FROM rounds WHERE status != 'done'").fetchone()[0]
     if any(n != cfg.crawl.queries_per_round for n in per_round.values()):
         problems.append(f"queries per round {per_round}, expected {cfg.crawl.queries_per_round} each")
