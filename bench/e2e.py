@@ -46,6 +46,18 @@ Over the four seeds 0-3, explore's lead in points: mean (standard error) [each s
   one command: `--rounds 10 --steps 120 --seeds 0,1,2,3` (about 2.5 hours on this machine).
 Session 1 (6 rounds x 30 steps, 20 test images a class, rewards a round late): +0.5 / +1.0,
 within that test set's +-3.5 points of noise.
+Session 5 (2026-12-02, re-asks on: policy.reask_share=0.25; the machine shared with another
+benchmark), `python bench/e2e.py --rounds 6 --steps 30 --seeds 0,1,2`, linear 100% / 10%,
+k-NN 100% / 10%, relevant/kept:
+  seed 0  target-only 46.0 / 18.1  24.5 / 16.7     0/0      random 47.5 / 19.6  22.7 / 15.7   91/2233
+          explore     45.5 / 18.6  24.5 / 15.1   972/2050 (47%)
+  seed 1  target-only 49.8 / 22.2  22.4 / 16.3              random 42.0 / 19.5  22.1 / 17.2  142/2241
+          explore     48.7 / 25.1  20.4 / 17.6  1103/2062 (53%)
+  seed 2  target-only 45.7 / 23.9  28.8 / 18.2              random 46.1 / 23.6  24.8 / 17.2  203/2216
+          explore     43.4 / 22.2  26.3 / 17.0  1161/2110 (55%)
+  explore-vs-random=+0.7 (SE 3.0) explore-vs-target-only=-1.3 (SE 0.5): at 180 MUG steps in
+  all no arm has learnt much (every linear probe 42-50%), so this budget cannot show whether
+  re-asks moved the figures of the 10 x 120 budget above; that comparison was not rerun.
 """
 from __future__ import annotations
 
