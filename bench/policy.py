@@ -24,6 +24,10 @@ tiny-64, 8 rounds x 16 queries x 35 results, page size 35, seed 0, training mode
   results already fetched) at a higher relevant share (0.49 vs 0.43); this sandbox has 192
   relevant concepts for 128 queries, so asking new ones rarely runs dry, which is where
   re-asking pays most. One seed; per-round shares swing by +-0.2 between arms.
+  Fixed encoder, seed 1 (`--modes fixed --policies gp,gp-once --seed 1`, the machine otherwise
+  idle): gp 2619 / 3853, gp-once 2813 / 4060: reask-vs-once=0.93. A query's reward is the mean
+  over the images it kept, blind to how many: a re-ask that keeps 8 new images scores like a
+  new concept that keeps 24, so re-asks are over-valued by what they repeat.
 Earlier figures below: the unpaged sandbox (`--page-size 0 --results 24`), before re-asks.
 
 Measured 2026-11-23, session 2 (shared 2-core CPU machine, tiny-64, 8 rounds x 16 queries x 24
