@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 HASH_SIDE = 32                 # the hashed square, in pixels
 HASH_BITS = HASH_SIDE * HASH_SIDE
