@@ -1,12 +1,14 @@
 """End to end on the sandbox (DESIGN.md §6): target accuracy after the same budget for
-(a) the target's own images only, (b) random queries, (c) explore (the gp policy).
+(a) the target's own images only, (b) random queries, (c) explore (the gp policy), and (d) the
+oracle policy (it asks the concepts the sandbox world knows are relevant: the best data the web
+gives at this budget; explore near it means the learner, not the policy, limits the figures).
 
 The budget is the same number of rounds and MUG steps for every arm (wall time on a shared
 2-core machine is too noisy to be the unit). Prints linear-probe and k-NN accuracy at 100% and
 10% of labels and the share of downloaded images that are truly relevant; last line:
 `explore-vs-random=<points> explore-vs-target-only=<points>` (linear probe, 100% labels).
 
-    python bench/e2e.py [--rounds 6] [--steps 30] [--seeds 0,1,2] [--arms target-only,random,explore]
+    python bench/e2e.py [--rounds 6] [--steps 30] [--seeds 0,1,2] [--arms target-only,random,explore,oracle] [--log FILE]
 
 With several seeds it also prints, for each metric, explore's mean lead over each other arm with
 its standard error and every seed's value; the last line then carries the means.
@@ -62,6 +64,7 @@ k-NN 100% / 10%, relevant/kept:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -77,7 +80,8 @@ from explorer.assemble import evaluate_run  # noqa: E402
 
 ARMS = {"target-only": ["crawl.engine=none"], "random": ["policy.name=random"],
         "explore": ["policy.name=gp"],
-        "explore-once": ["policy.name=gp", "policy.reask_share=0"]}   # each concept asked once
+        "explore-once": ["policy.name=gp", "policy.reask_share=0"],   # each concept asked once
+        "oracle": ["policy.name=oracle"]}   # the sandbox's ground truth picks: the best data at this budget
 METRICS = [("linear", 1.0), ("linear", 0.1), ("knn", 1.0), ("knn", 0.1)]
 
 
@@ -120,13 +124,33 @@ def main() -> None:
                     help="sandbox test images a class (the default target has 20: +-3.5 points of noise)")
     ap.add_argument("--arms", default="target-only,random,explore",
                     help=f"among {', '.join(ARMS)}; explore-once = explore without re-asks")
+    ap.add_argument("--log", type=Path,
+                    help="JSON lines file: each finished arm is appended to it, and arms it already "
+                         "holds for the same settings are read back instead of rerun (a long "
+                         "comparison survives a stop, and arms can be run in separate commands)")
     args = ap.parse_args()
     seeds = [args.seed] if args.seed is not None else [int(s) for s in args.seeds.split(",")]
     arms = args.arms.split(",")
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        ap.error(f"unknown arms {', '.join(unknown)}: choose among {', '.join(ARMS)}")
+    settings = {"target": args.target, "rounds": args.rounds, "steps": args.steps,
+                "queries": args.queries, "test_per_class": args.test_per_class}
+    done = read_log(args.log, settings)
     by_seed: dict[int, dict[str, dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         for seed in seeds:
-            by_seed[seed] = {arm: run_arm(arm, seed, args, Path(tmp)) for arm in arms}
+            by_seed[seed] = {}
+            for arm in arms:
+                if (seed, arm) in done:
+                    print(f"seed {seed} {arm}: read from {args.log}", flush=True)
+                    by_seed[seed][arm] = done[(seed, arm)]
+                    continue
+                by_seed[seed][arm] = run_arm(arm, seed, args, Path(tmp))
+                if args.log:
+                    with open(args.log, "a") as f:
+                        f.write(json.dumps({**settings, "seed": seed, "arm": arm,
+                                            "result": by_seed[seed][arm]}) + "\n")
     head = (f"{args.target} ({args.test_per_class} test images a class), {args.rounds} rounds x "
             f"{args.steps} MUG steps (tiny-64, CPU) per arm")
     for seed, results in by_seed.items():
@@ -137,7 +161,8 @@ def main() -> None:
         return np.array([r[a]["acc"][metric] - r[b]["acc"][metric] for r in by_seed.values()])
 
     pairs = [(a, b) for a, b in (("explore", "random"), ("explore", "target-only"),
-                                 ("explore", "explore-once")) if a in arms and b in arms]
+                                 ("explore", "oracle"), ("explore", "explore-once"))
+             if a in arms and b in arms]
     if len(seeds) > 1:
         print(f"\nmean over seeds {','.join(map(str, seeds))} (standard error), each metric's lead:")
         for a, b in pairs:
@@ -150,7 +175,23 @@ def main() -> None:
     last = {b: f"{leads(a, b, 0).mean():+.1f}" for a, b in pairs}  # linear probe, 100% labels
     print(f"explore-vs-random={last.get('random', 'nan')} "
           f"explore-vs-target-only={last.get('target-only', 'nan')}"
+          + (f" explore-vs-oracle={last['oracle']}" if "oracle" in last else "")
           + (f" explore-vs-once={last['explore-once']}" if "explore-once" in last else ""))
+
+
+def read_log(path: Path | None, settings: dict) -> dict[tuple[int, str], dict]:
+    """Arms a --log file already holds for these settings: (seed, arm) -> result."""
+    if path is None or not path.exists():
+        return {}
+    done = {}
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue   # a line cut short by a stop mid-write
+        if isinstance(rec, dict) and all(rec.get(k) == v for k, v in settings.items()):
+            done[(int(rec["seed"]), str(rec["arm"]))] = rec["result"]
+    return done
 
 if __name__ == "__main__":
     main()
