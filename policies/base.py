@@ -96,6 +96,7 @@ class Policy(ABC):
         self.obs_round: list[int] = []
         self.obs_refinement: list[str] = []                # "" = a first ask
         self.obs_results: list[int] = []                   # results the engine answered
+        self.obs_kept: list[int] = []                      # images kept (-1: not recorded)
         self.refined: dict[int, set[str]] = {}             # refinements asked, by concept
         self.offer = refine.Refinements()                  # what the engine and vocab offer
         self.ignored_outcomes = 0     # concept not in the vocabulary, or reward not finite
@@ -164,7 +165,7 @@ class Policy(ABC):
         if k <= 0 or not self.reasks:
             return []
         by_concept = refine.observed(self.obs_concept, self.obs_reward, self.obs_refinement,
-                                     self.obs_results)
+                                     self.obs_results, self.obs_kept)
         if floor is None:
             floor = max(0.0, self.new_query_value(n or k))
         options = [(v, q) for v, q in refine.candidates(self.concepts, by_concept, self.refined,
@@ -229,6 +230,7 @@ class Policy(ABC):
             self.obs_round.append(int(o.round))
             self.obs_refinement.append(o.refinement)
             self.obs_results.append(int(o.n_results))
+            self.obs_kept.append(int(o.n_kept))
             if o.refinement:
                 self.refined.setdefault(i, set()).add(o.refinement)
             else:
@@ -268,6 +270,7 @@ class Policy(ABC):
             "obs_round": list(self.obs_round),
             "obs_refinement": list(self.obs_refinement),
             "obs_results": list(self.obs_results),
+            "obs_kept": list(self.obs_kept),
             "refined": {str(i): sorted(r) for i, r in self.refined.items() if r},
             "ignored_outcomes": self.ignored_outcomes,
             "extra": self.extra_state(),
@@ -287,7 +290,9 @@ class Policy(ABC):
         # states saved before refinements: every observation was a first ask
         self.obs_refinement = [str(r) for r in d.get("obs_refinement", [""] * len(self.obs_concept))]
         self.obs_results = [int(n) for n in d.get("obs_results", [0] * len(self.obs_concept))]
-        if not len(self.obs_concept) == len(self.obs_refinement) == len(self.obs_results):
+        self.obs_kept = [int(n) for n in d.get("obs_kept", [-1] * len(self.obs_concept))]
+        if not (len(self.obs_concept) == len(self.obs_refinement) == len(self.obs_results)
+                == len(self.obs_kept)):
             raise ValueError("policy state has observation lists of different lengths")
         self.refined = {int(i): set(r) for i, r in d.get("refined", {}).items()}
         self.ignored_outcomes = int(d.get("ignored_outcomes", 0))

@@ -8,7 +8,16 @@ first asks' rewards (z), so that it does not depend on the reward's scale:
 - another backend, or a descriptor: the concept's first-ask reward, plus the mean change from a
   first ask to a refinement of that kind measured so far.
 Each mean change starts at a prior (later pages and side queries pay less: PRIOR_CHANGE) and is
-shrunk towards it by PRIOR_WEIGHT pseudo-observations. A concept whose page came back with less
+shrunk towards it by PRIOR_WEIGHT pseudo-observations.
+
+A query's reward is a mean over the images it kept, blind to how many it kept, while what a
+query brings is its images: a descriptor that returns the pictures the first ask already
+fetched keeps a third as many new ones at the same mean. So a refinement is valued by the
+images it is expected to bring, in units of a first ask: what it is expected to score above a
+query that brings nothing (the lowest first ask's z, which is what the round's floor gives a
+query that kept nothing), times its expected yield (new images kept, as a share of what the
+same concept's previous ask kept; measured per kind like the change in z, with its own prior),
+plus that lowest z again. A concept whose page came back with less
 than half of its first page's results has no further page. A concept is a candidate for
 re-asking when its best refinement is expected to pay more than a new concept would: more
 than the average first ask (z > 0), and more than the policy's own prediction for the new
@@ -23,6 +32,7 @@ import numpy as np
 from explorer.records import Query
 
 PRIOR_CHANGE = {"page": -0.5, "backend": -0.5, "desc": -0.5}
+PRIOR_YIELD = {"page": 0.8, "backend": 0.8, "desc": 0.8}   # new images kept, per image of the ask before
 PRIOR_WEIGHT = 3.0
 KINDS = tuple(PRIOR_CHANGE)
 
@@ -63,47 +73,76 @@ class Refinements:
 
 @dataclass
 class Observed:
-    """One concept's finished queries: z-reward and results count by refinement."""
+    """One concept's finished queries by refinement: z-reward, results the engine answered and
+    images kept (-1: not recorded, as in states saved before it was)."""
 
     z: dict[str, float] = field(default_factory=dict)
     results: dict[str, int] = field(default_factory=dict)
+    kept: dict[str, int] = field(default_factory=dict)
 
 
-def changes(by_concept: dict[int, Observed]) -> dict[str, float]:
-    """The mean change in z that each kind of refinement brought, shrunk to its prior."""
+@dataclass
+class Model:
+    """What refinements were measured to bring, over every concept (see the module's doc)."""
+
+    change: dict[str, float]     # kind -> mean change in z from the ask before
+    yields: dict[str, float]     # kind -> new images kept per image the ask before kept
+    z_none: float                # z of a query that brings nothing: the lowest first ask's
+
+
+def before_of(refinement: str) -> str:
+    """The ask a refinement is measured against: page p-1 for page p, else the first ask."""
+    if kind_of(refinement) == "page" and page_of(refinement) > 2:
+        return f"page:{page_of(refinement) - 1}"
+    return ""
+
+
+def shrunk(values: list[float], prior: float) -> float:
+    return (sum(values) + PRIOR_WEIGHT * prior) / (len(values) + PRIOR_WEIGHT)
+
+
+def learn(by_concept: dict[int, Observed]) -> Model:
+    """The mean change in z and the mean yield each kind of refinement brought, shrunk to their
+    priors."""
     deltas: dict[str, list[float]] = {k: [] for k in KINDS}
+    ratios: dict[str, list[float]] = {k: [] for k in KINDS}
+    firsts = [seen.z[""] for seen in by_concept.values() if "" in seen.z]
     for seen in by_concept.values():
         if "" not in seen.z:
             continue
         for ref, z in seen.z.items():
-            kind = kind_of(ref)
-            if kind == "page":
-                before = "" if page_of(ref) == 2 else f"page:{page_of(ref) - 1}"
-                if before in seen.z:
-                    deltas["page"].append(z - seen.z[before])
-            elif kind in deltas:
-                deltas[kind].append(z - seen.z[""])
-    return {k: (sum(d) + PRIOR_WEIGHT * PRIOR_CHANGE[k]) / (len(d) + PRIOR_WEIGHT)
-            for k, d in deltas.items()}
+            kind, before = kind_of(ref), before_of(ref)
+            if kind not in deltas or before not in seen.z:
+                continue
+            deltas[kind].append(z - seen.z[before])
+            kept, kept_before = seen.kept.get(ref, -1), seen.kept.get(before, -1)
+            if kept >= 0 and kept_before > 0:
+                ratios[kind].append(min(kept / kept_before, 2.0))
+    return Model(change={k: shrunk(d, PRIOR_CHANGE[k]) for k, d in deltas.items()},
+                 yields={k: shrunk(r, PRIOR_YIELD[k]) for k, r in ratios.items()},
+                 z_none=min(firsts, default=0.0))
 
 
-def expected(query: Query, seen: Observed, change: dict[str, float]) -> float | None:
-    """The z-reward `query` is expected to bring, or None when nothing says (its page p-1 is
-    not measured yet, or came back short)."""
-    kind = kind_of(query.refinement)
+def expected(query: Query, seen: Observed, model: Model) -> float | None:
+    """What `query` is expected to bring, in z of a first ask that kept as many images as the
+    concept's first ask, or None when nothing says (the ask it follows is not measured yet, or
+    was the concept's last page)."""
+    kind, before = kind_of(query.refinement), before_of(query.refinement)
+    if before not in seen.z:
+        return None
     if kind == "page":
-        before = "" if query.page == 2 else f"page:{query.page - 1}"
-        if before not in seen.z:
-            return None
         first = seen.results.get("", 0)
         if seen.results.get(before, 0) <= 0 or 2 * seen.results.get(before, 0) < first:
             return None   # that page was the last one
-        return seen.z[before] + change["page"]
-    return seen.z[""] + change[kind]
+    z = seen.z[before] + model.change[kind]
+    # the ask before kept fewer images than the concept's first ask: so will this one
+    kept_first, kept_before = seen.kept.get("", -1), seen.kept.get(before, -1)
+    carried = min(kept_before / kept_first, 1.0) if kept_first > 0 and kept_before >= 0 and before else 1.0
+    return model.z_none + (z - model.z_none) * model.yields[kind] * carried
 
 
 def observed(obs_concept: list[int], obs_reward: list[float], obs_refinement: list[str],
-             obs_results: list[int]) -> dict[int, Observed]:
+             obs_results: list[int], obs_kept: list[int] | None = None) -> dict[int, Observed]:
     """Observations by concept, rewards as z over first asks (the mean where one was repeated)."""
     rewards = np.asarray(obs_reward, dtype=np.float64)
     first = np.array([r == "" for r in obs_refinement], dtype=bool)
@@ -111,12 +150,14 @@ def observed(obs_concept: list[int], obs_reward: list[float], obs_refinement: li
         return {}
     mu, sd = float(rewards[first].mean()), float(rewards[first].std())
     sd = sd if sd > 1e-12 else 1.0
+    kept_of = obs_kept if obs_kept is not None else [-1] * len(obs_concept)
     sums: dict[tuple[int, str], list[float]] = {}
     out: dict[int, Observed] = {}
-    for i, r, ref, n in zip(obs_concept, rewards, obs_refinement, obs_results):
+    for i, r, ref, n, k in zip(obs_concept, rewards, obs_refinement, obs_results, kept_of):
         sums.setdefault((i, ref), []).append((r - mu) / sd)
         seen = out.setdefault(i, Observed())
         seen.results[ref] = max(seen.results.get(ref, 0), int(n))
+        seen.kept[ref] = max(seen.kept.get(ref, -1), int(k))
     for (i, ref), zs in sums.items():
         out[i].z[ref] = float(np.mean(zs))
     return out
@@ -125,16 +166,16 @@ def observed(obs_concept: list[int], obs_reward: list[float], obs_refinement: li
 def candidates(concepts: list[str], by_concept: dict[int, Observed],
                asked: dict[int, set[str]], offer: Refinements,
                floor: float = 0.0) -> list[tuple[float, Query]]:
-    """For each concept whose best refinement is expected to pay more than `floor` (z; what a
-    new concept is expected to pay), that refinement: (z, query)."""
-    change = changes(by_concept)
+    """For each concept whose best refinement is expected to bring more than `floor` (z of a
+    first ask; what a new concept is expected to bring), that refinement: (value, query)."""
+    model = learn(by_concept)
     out = []
     for i, seen in by_concept.items():
         if "" not in seen.z:
             continue
         best: tuple[float, Query] | None = None
         for q in offer.options(concepts[i], asked.get(i, set())):
-            value = expected(q, seen, change)
+            value = expected(q, seen, model)
             if value is not None and (best is None or value > best[0]):
                 best = (value, q)
         if best is not None and best[0] > floor:

@@ -57,25 +57,66 @@ def test_options_are_the_next_page_each_unasked_backend_and_the_next_descriptor(
     assert Refinements().options("rose", set()) == []   # an engine without pages or backends
 
 
-def test_page_change_is_measured_and_shrunk_to_its_prior():
-    assert refine.changes({}) == refine.PRIOR_CHANGE   # nothing measured: the priors
-    many = {i: Observed(z={"": 1.0, "page:2": -1.0, "page:3": -3.0}) for i in range(200)}
-    change = refine.changes(many)
-    assert change["page"] == pytest.approx(-2.0, abs=0.05)       # each page pays 2 z less here
-    assert change["desc"] == refine.PRIOR_CHANGE["desc"]
-    good = {i: Observed(z={"": 0.0, "desc:x": 1.0}) for i in range(3)}
-    assert refine.PRIOR_CHANGE["desc"] < refine.changes(good)["desc"] < 1.0   # a few: shrunk
+def test_page_change_and_yield_are_measured_and_shrunk_to_their_priors():
+    nothing = refine.learn({})
+    assert nothing.change == pytest.approx(refine.PRIOR_CHANGE)
+    assert nothing.yields == pytest.approx(refine.PRIOR_YIELD)
+    many = {i: Observed(z={"": 1.0, "page:2": -1.0, "page:3": -3.0},
+                        kept={"": 30, "page:2": 15, "page:3": 15}) for i in range(200)}
+    model = refine.learn(many)
+    assert model.change["page"] == pytest.approx(-2.0, abs=0.05)       # each page pays 2 z less here
+    assert model.yields["page"] == pytest.approx(0.75, abs=0.01)       # half, then all, of the page before
+    assert model.change["desc"] == refine.PRIOR_CHANGE["desc"]
+    assert model.z_none == 1.0                                         # the lowest first ask
+    good = {i: Observed(z={"": 0.0, "desc:x": 1.0}, kept={"": 20, "desc:x": 40}) for i in range(3)}
+    model = refine.learn(good)
+    assert refine.PRIOR_CHANGE["desc"] < model.change["desc"] < 1.0    # a few: shrunk
+    assert refine.PRIOR_YIELD["desc"] < model.yields["desc"] < 2.0
+    unrecorded = {i: Observed(z={"": 0.0, "desc:x": 1.0}) for i in range(9)}   # old states: no counts
+    assert refine.learn(unrecorded).yields["desc"] == pytest.approx(refine.PRIOR_YIELD["desc"])
+
+
+def model(change=None, yields=None, z_none=-1.0):
+    return refine.Model(change=dict(change or refine.PRIOR_CHANGE),
+                        yields=dict(yields or {k: 1.0 for k in refine.KINDS}), z_none=z_none)
 
 
 def test_a_page_after_a_short_or_unmeasured_page_is_not_expected_to_pay():
-    change = refine.PRIOR_CHANGE
+    m = model()
     full = Observed(z={"": 2.0, "page:2": 1.0}, results={"": 35, "page:2": 35})
-    assert refine.expected(Query("a", "a", "page:3", page=3), full, change) == pytest.approx(0.5)
+    assert refine.expected(Query("a", "a", "page:3", page=3), full, m) == pytest.approx(0.5)
     short = Observed(z={"": 2.0, "page:2": 1.0}, results={"": 35, "page:2": 10})
-    assert refine.expected(Query("a", "a", "page:3", page=3), short, change) is None
+    assert refine.expected(Query("a", "a", "page:3", page=3), short, m) is None
     unmeasured = Observed(z={"": 2.0}, results={"": 35})
-    assert refine.expected(Query("a", "a", "page:3", page=3), unmeasured, change) is None
-    assert refine.expected(Query("a", "a", "backend:bing", backend="bing"), full, change) == pytest.approx(1.5)
+    assert refine.expected(Query("a", "a", "page:3", page=3), unmeasured, m) is None
+    assert refine.expected(Query("a", "a", "backend:bing", backend="bing"), full, m) == pytest.approx(1.5)
+
+
+def test_a_refinement_that_keeps_fewer_images_is_worth_less_at_the_same_reward():
+    seen = Observed(z={"": 2.0, "page:2": 2.0}, results={"": 35, "page:2": 35},
+                    kept={"": 30, "page:2": 15})
+    m = model(change={k: 0.0 for k in refine.KINDS}, yields={"page": 1.0, "backend": 1.0, "desc": 0.25},
+              z_none=-1.0)
+    # a descriptor scoring the same z but keeping a quarter as many images: a quarter of the way
+    # from a query that brings nothing (z -1) to the first ask (z 2)
+    assert refine.expected(Query("a", "x", "desc:x"), seen, m) == pytest.approx(-1.0 + 3.0 * 0.25)
+    assert refine.expected(Query("a", "a", "backend:b", backend="b"), seen, m) == pytest.approx(2.0)
+    # page 3 follows page 2, which kept half of what page 1 did: page 3 is expected to, too
+    assert refine.expected(Query("a", "a", "page:3", page=3), seen, m) == pytest.approx(-1.0 + 3.0 * 0.5)
+
+
+def test_descriptors_that_repeat_the_first_ask_stop_being_asked():
+    """A kind measured to keep few new images loses to a page, though it scores more per image."""
+    by_concept = {i: Observed(z={"": 1.0, "desc:x": 1.0, "page:2": 0.5},
+                              results={"": 35, "desc:x": 35, "page:2": 35},
+                              kept={"": 30, "desc:x": 6, "page:2": 27}) for i in range(20)}
+    by_concept[99] = Observed(z={"": -2.0}, results={"": 35}, kept={"": 30})
+    by_concept[7] = Observed(z={"": 1.5}, results={"": 35}, kept={"": 30})
+    offer = Refinements(pages=True, descriptors={"c7": ["y"]})
+    concepts = [f"c{i}" for i in range(100)]
+    out = {q.concept: q for _, q in refine.candidates(concepts, by_concept, {}, offer, floor=0.0)}
+    assert out["c7"].refinement == "page:2"
+    assert refine.expected(Query("c7", "y", "desc:y"), by_concept[7], refine.learn(by_concept)) < 0
 
 
 # -- the policy ---------------------------------------------------------------------------------
@@ -162,13 +203,14 @@ def test_refinement_state_survives_a_resume_and_old_states_load():
     resumed.new_query_value = lambda n: -np.inf
     resumed.load_state_dict(state)
     assert resumed.refined == policy.refined and resumed.obs_refinement == policy.obs_refinement
-    assert resumed.obs_results == policy.obs_results
+    assert resumed.obs_results == policy.obs_results and resumed.obs_kept == policy.obs_kept
     assert resumed.sample_queries(16) == policy.sample_queries(16)
-    old = {k: v for k, v in state.items() if k not in ("obs_refinement", "obs_results", "refined")}
+    old = {k: v for k, v in state.items() if k not in ("obs_refinement", "obs_results", "obs_kept", "refined")}
     old["obs_concept"], old["obs_reward"], old["obs_round"] = [0, 1, 2], [1.0, 0.0, 0.5], [0, 0, 0]
     legacy = policy_with()
     legacy.load_state_dict(old)
     assert legacy.obs_refinement == ["", "", ""] and legacy.refined == {}
+    assert legacy.obs_kept == [-1, -1, -1]    # not recorded: refinements valued at their prior yield
     broken = dict(state, obs_results=[1])
     with pytest.raises(ValueError, match="different lengths"):
         policy_with().load_state_dict(broken)
