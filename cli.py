@@ -355,16 +355,17 @@ def cache_stats(
     import json
 
     from cache.db import MetaDB
+    from cache.index import read_index
+    from cache.paths import DB_NAME, INDEX_DIR
 
-    db_path = cache_dir / "explore.db"
+    db_path = cache_dir / DB_NAME
     if not db_path.exists():
-        fail(f"{cache_dir} is not a cache (no explore.db)")
+        fail(f"{cache_dir} is not a cache (no {DB_NAME})")
     with MetaDB(db_path) as db:
         n_images, n_bytes = db.image_stats()
         outcomes = db.outcome_counts()
     indexes = {}
-    for path in sorted((cache_dir / "index").glob("*.faiss")):
-        from cache.index import read_index
+    for path in sorted((cache_dir / INDEX_DIR).glob("*.faiss")):
         indexes[path.stem] = read_index(path).ntotal
     stats = {"images": n_images, "bytes": n_bytes, "attempts": sum(outcomes.values()),
              "outcomes": outcomes, "index_vectors": indexes}
@@ -387,7 +388,9 @@ def cache_verify(
         "(else their URLs made retryable), the index made to match; says what it did."))] = False,
 ) -> None:
     """Check that files, database rows and the FAISS index agree; exit 1 listing every problem."""
+    from cache.paths import db_path_for
     from cache.verify import verify
+    from explorer.crawl import CHEAP_EMBEDDING
 
     if not cache_dir.is_dir():
         fail(f"{cache_dir} is not a directory")
@@ -399,9 +402,9 @@ def cache_verify(
     try:
         if repair:
             _repair(cache_dir, db_path)
-        problems = verify(cache_dir, db_path, deep=not quick)
+        problems = verify(cache_dir, db_path, deep=not quick, embedding=CHEAP_EMBEDDING)
     except sqlite3.DatabaseError as e:
-        db = db_path or cache_dir / "explore.db"
+        db = db_path_for(cache_dir, db_path)
         raise CorruptRunState(f"cannot read the database {db} ({e}): restore it from a copy, "
                               f"or salvage it with `sqlite3 {db} .recover`") from e
     for problem in problems:
@@ -428,9 +431,10 @@ def _repair(cache_dir: Path, db_path: Optional[Path]) -> None:
     """`cache verify --repair`: mend, as the database's one writer, and say what was done."""
     from cache.db import WriterBusy
     from cache.verify import repair
+    from explorer.crawl import CHEAP_EMBEDDING
 
     try:
-        done = repair(cache_dir, db_path)
+        done = repair(cache_dir, db_path, embedding=CHEAP_EMBEDDING)
     except WriterBusy as e:
         fail(str(e))
     for line in done or ["nothing to repair"]:

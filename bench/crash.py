@@ -1,5 +1,5 @@
 """Crash test: kill -9 `explore run` on the sandbox at many moments, resume each time, then check
-that nothing was lost, doubled or asked twice (DESIGN.md §4).
+that nothing was lost, doubled or asked twice (ARCHITECTURE.md, "Crash safety").
 
 Each kill lands in one phase, taken in turn:
   random      the parent kills the run's process group after a random wall-clock delay;
@@ -212,17 +212,19 @@ def run_crashes(work: Path, kills: int, rounds: int, seed: int = 0, random_windo
 
 
 def check_run(run_dir: Path, searches: Path, rounds: int, report: CrashReport) -> list[str]:
-    """The promises of DESIGN.md §4, checked on the finished run."""
+    """The promises of ARCHITECTURE.md's "Crash safety", checked on the finished run."""
     sys.path.insert(0, str(ROOT))
     from cache.verify import verify
     from explorer import report as run_report
+    from explorer.crawl import CHEAP_EMBEDDING
     from explorer.engines.base import search_key
     from explorer.session import RunDir
 
     problems = []
     run = RunDir(run_dir)
     cfg = run.load_config()
-    problems += [f"verify: {p}" for p in verify(run.cache_dir(cfg), run.db_path)]
+    problems += [f"verify: {p}"
+                 for p in verify(run.cache_dir(cfg), run.db_path, embedding=CHEAP_EMBEDDING)]
     problems += check_searches(searches, report)
     asks = Counter(q for _, event, q in _search_log(searches) if event == "asked")
     logged = [r["round"] for r in run.read_rounds()]

@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from explorer.errors import CorruptRunState
+from cache.errors import CorruptRunState
+from cache.paths import lock_path_for
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rounds (
@@ -83,7 +84,7 @@ class WriterLock:
 
     def __init__(self, db_path: str | Path) -> None:
         self.db_path = Path(db_path)
-        self.path = self.db_path.with_name(self.db_path.name + ".lock")
+        self.path = lock_path_for(self.db_path)
         self.fd: int | None = None
 
     def acquire(self) -> "WriterLock":

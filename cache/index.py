@@ -7,8 +7,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from explorer.atomic import atomic_write
-from explorer.errors import CorruptRunState, first_line
+from cache.atomic import atomic_write
+from cache.errors import CorruptRunState, first_line
 
 
 class VectorIndex:

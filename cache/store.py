@@ -5,10 +5,7 @@ import errno
 import os
 from pathlib import Path
 
-
-def image_relpath(sha256: str) -> str:
-    """Where the image with this sha256 lives, relative to the store's root."""
-    return f"images/{sha256[:2]}/{sha256}.jpg"
+from cache.paths import IMAGES_DIR, image_relpath
 
 
 class StoreError(OSError):
@@ -31,7 +28,7 @@ class ImageStore:
 
     def __init__(self, root: str | Path, max_bytes: int, used_bytes: int | None = None) -> None:
         self.root = Path(root)
-        self.images = self.root / "images"
+        self.images = self.root / IMAGES_DIR
         self.images.mkdir(parents=True, exist_ok=True)
         for i in range(256):  # every prefix folder once, so a write is open + write + rename
             (self.images / f"{i:02x}").mkdir(exist_ok=True)

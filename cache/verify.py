@@ -1,13 +1,15 @@
 """`explore cache verify`: do the image files, the database rows and the FAISS index agree?
 
 Each check returns problem strings ("" means nothing wrong); `verify` runs them all. A clean
-cache after any crash and resume is what DESIGN.md §4 promises, so every check here is a
-promise of the crawl pipeline or the loop, not a style preference:
+cache after any crash and resume is what a resumed run relies on (ARCHITECTURE.md, "Crash
+safety"), so every check here is a promise of the crawl pipeline or the loop, not a style
+preference:
 
 - files: every stored file is named by the sha256 of its bytes and has an `images` row; every
   row's file exists with the recorded size;
 - index: the FAISS index holds exactly one vector per image row with a `vec_id`, and (when
-  `deep`) each vector is the cheap embedding of that image's file;
+  `deep`) each vector is the embedding of that image's file (the caller says which embedding:
+  `Embedding`, the crawl's cheap one);
 - attempts: outcomes are known values; each `ok` attempt has its image row and each image row
   its one `ok` attempt; a `duplicate` points at a cached image;
 - queries and rounds: every query's round has a row, images carry their query's round, a round
@@ -26,12 +28,17 @@ import io
 import re
 import sqlite3
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from explorer.errors import UserError
-from explorer.records import Outcome
+from cache.db import MetaDB, WriterLock
+from cache.errors import UserError
+from cache.index import VectorIndex
+from cache.outcomes import Outcome
+from cache.paths import IMAGES_DIR, db_path_for, image_relpath, index_path_for
 
 SHA_NAME = re.compile(r"^[0-9a-f]{64}\.jpg$")
 TEMP_NAME = re.compile(r"^[0-9a-f]{64}\.tmp\d+$")  # ImageStore.put's temp file, left by a kill
@@ -42,17 +49,24 @@ SAME_IMAGE_COSINE = 0.95
 MAX_LISTED = 20  # problems of one kind listed one by one; the rest are counted
 
 
+@dataclass(frozen=True)
+class Embedding:
+    """How the index's vectors are made from an image file: `fn(bytes) -> [dim]` unit-norm
+    float32. The cache does not make them; its writer says how (explorer.crawl.CHEAP_EMBEDDING)."""
+
+    fn: Callable[[bytes], np.ndarray]
+    dim: int
+
+
 def verify(cache_dir: str | Path, db_path: str | Path | None = None, index_name: str = "cheap",
-           deep: bool = True) -> list[str]:
+           deep: bool = True, *, embedding: Embedding) -> list[str]:
     """Every problem found in CACHE_DIR (with its DB at `db_path`, default CACHE_DIR/explore.db).
     A run's DB (elsewhere) lists that run's images only: files that other runs sharing the
     cache keep are not reported as strays then."""
-    from explorer.crawl import index_path_for
-
     cache_dir = Path(cache_dir)
-    own_db = db_path is None or Path(db_path).resolve() == (cache_dir / "explore.db").resolve()
+    own_db = db_path is None or Path(db_path).resolve() == db_path_for(cache_dir).resolve()
     index_path = index_path_for(cache_dir, db_path, index_name)
-    db_path = Path(db_path) if db_path else cache_dir / "explore.db"
+    db_path = db_path_for(cache_dir, db_path)
     if not db_path.exists():
         return [f"no database at {db_path}"]
     con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
@@ -63,7 +77,7 @@ def verify(cache_dir: str | Path, db_path: str | Path | None = None, index_name:
             return problems
         images = [dict(r) for r in con.execute("SELECT * FROM images")]
         problems += check_files(cache_dir, images, orphans=own_db)
-        problems += check_index(index_path, cache_dir, images, deep)
+        problems += check_index(index_path, cache_dir, images, deep, embedding)
         problems += check_attempts(con, images)
         problems += check_rounds(con)
     finally:
@@ -81,7 +95,7 @@ def check_files(cache_dir: Path, images: list[dict], orphans: bool = True) -> li
     a store shared with other runs) the rows' files only."""
     out = Listing()
     by_path = {r["path"]: r for r in images}
-    root = cache_dir / "images"
+    root = cache_dir / IMAGES_DIR
     seen: set[str] = set()
     if orphans:
         paths = sorted(root.rglob("*")) if root.exists() else []
@@ -115,11 +129,10 @@ def check_files(cache_dir: Path, images: list[dict], orphans: bool = True) -> li
     return out.problems()
 
 
-def check_index(index_path: Path, cache_dir: Path, images: list[dict], deep: bool) -> list[str]:
+def check_index(index_path: Path, cache_dir: Path, images: list[dict], deep: bool,
+                embedding: Embedding) -> list[str]:
     """The index holds one vector per image row with a vec_id, and nothing else."""
     import faiss
-
-    from explorer.images import embed_bytes
 
     out = Listing()
     want = Counter(r["vec_id"] for r in images if r["vec_id"] is not None)
@@ -143,7 +156,7 @@ def check_index(index_path: Path, cache_dir: Path, images: list[dict], deep: boo
         out.add("index vector without an images row", str(vid))
     for vid in sorted(set(want) - set(have)):
         out.add("image missing from the index", str(vid))
-    if not deep or index.d != 768:
+    if not deep or index.d != embedding.dim:
         return out.problems()
     rows = {r["vec_id"]: r for r in images if r["vec_id"] is not None}
     position = {vid: i for i, vid in enumerate(ids.tolist())}
@@ -152,7 +165,7 @@ def check_index(index_path: Path, cache_dir: Path, images: list[dict], deep: boo
         if not path.is_file():
             continue  # reported by check_files
         try:
-            expected = embed_bytes(path.read_bytes())
+            expected = embedding.fn(path.read_bytes())
         except OSError as e:
             out.add("stored file is not a readable image", f"{rows[vid]['path']}: {e}")
             continue
@@ -232,22 +245,20 @@ class Listing:
         return out
 
 
-def repair(cache_dir: str | Path, db_path: str | Path | None = None, index_name: str = "cheap") -> list[str]:
+def repair(cache_dir: str | Path, db_path: str | Path | None = None, index_name: str = "cheap", *,
+           embedding: Embedding) -> list[str]:
     """Mend the database at `db_path` (default CACHE_DIR/explore.db) and its index as their one
     writer (WriterBusy while another process writes them); returns one line per thing done."""
-    from cache.db import MetaDB, WriterLock
-    from explorer.crawl import index_path_for
-
     cache_dir = Path(cache_dir)
     index_path = index_path_for(cache_dir, db_path, index_name)
-    db_path = Path(db_path) if db_path else cache_dir / "explore.db"
+    db_path = db_path_for(cache_dir, db_path)
     if not db_path.exists():
         return []
     with WriterLock(db_path), MetaDB(db_path) as db:
         with db.transaction():
             done = [restore_image_rows(db, cache_dir), restore_ok_attempts(db), settle_extra_ok_attempts(db),
                     retry_attempts_without_image(db)]
-        done.append(mend_index(db, cache_dir, index_path))
+        done.append(mend_index(db, cache_dir, index_path, embedding))
     return [line for line in done if line]
 
 
@@ -255,8 +266,6 @@ def restore_image_rows(db, cache_dir: Path) -> str:
     """An image row for each sha256 of an `ok` attempt that has none, from its stored file
     (checked against its name); the first such attempt of a sha256 becomes its `first_url`."""
     from PIL import Image
-
-    from cache.store import image_relpath
 
     lost = db.conn.execute(
         "SELECT a.* FROM attempts a LEFT JOIN images i ON i.sha256 = a.sha256 "
@@ -325,13 +334,10 @@ def retry_attempts_without_image(db) -> str:
     return f"made {len(urls)} attempts of uncached images retryable: the next fetch gets them again"
 
 
-def mend_index(db, cache_dir: Path, index_path: Path) -> str:
+def mend_index(db, cache_dir: Path, index_path: Path, embedding: Embedding) -> str:
     """The index made to hold exactly one vector per image row, that row's file's embedding:
     strays and repeats removed, missing and wrong vectors (re)computed from the files."""
-    from cache.index import VectorIndex
-    from explorer.images import EMBED_SIDE, embed_bytes
-
-    dim = EMBED_SIDE * EMBED_SIDE * 3
+    dim = embedding.dim
     try:
         index, unreadable = VectorIndex.load(index_path, dim), False
     except (RuntimeError, UserError):  # faiss cannot parse it: every vector is computed afresh
@@ -341,7 +347,7 @@ def mend_index(db, cache_dir: Path, index_path: Path) -> str:
     for row in db.iter_images():
         vid = row["vec_id"]
         try:
-            vec = embed_bytes((cache_dir / row["path"]).read_bytes())
+            vec = embedding.fn((cache_dir / row["path"]).read_bytes())
         except OSError:  # gone, or not a readable image: verify names it, nothing to index
             continue
         if held.get(vid) == 1 and float(np.dot(vec, index.index.reconstruct(vid))) >= SAME_IMAGE_COSINE:

@@ -1,4 +1,4 @@
-"""The crawl pipeline: URLs -> fetchers (downloader + images.prepare) -> cache (DESIGN.md §2).
+"""The crawl pipeline: URLs -> fetchers (downloader + images.prepare) -> cache.
 
 Each item gets exactly one Attempt row in the DB with one Outcome. A URL already fetched to a
 final outcome is never fetched again: its earlier row answers (re-fetch idempotence).
@@ -17,7 +17,9 @@ from threadpoolctl import threadpool_limits
 
 from cache.db import MetaDB, WriterBusy, WriterLock, is_final
 from cache.index import VectorIndex
+from cache.paths import db_path_for, index_path_for
 from cache.store import ImageStore, StoreError
+from cache.verify import Embedding
 from explorer import images
 from explorer.config import CrawlConfig
 from explorer.decontam import HASH_BYTES, LeakIndex
@@ -27,6 +29,8 @@ from explorer.records import Candidate, Outcome
 
 EmbedFn = Callable[[list[Candidate]], np.ndarray]  # candidates -> [N, D] unit-norm float32
 CHEAP_DIM = images.EMBED_SIDE * images.EMBED_SIDE * 3
+# what the near-duplicate index holds for each stored file, for `cache verify` to check and mend
+CHEAP_EMBEDDING = Embedding(images.embed_bytes, CHEAP_DIM)
 
 
 @dataclass(frozen=True)
@@ -72,23 +76,13 @@ class Cache:
             self.lock.release()
 
 
-def index_path_for(cache_dir: str | Path, db_path: str | Path | None = None, index_name: str = "cheap") -> Path:
-    """Where the near-duplicate index lives: beside the database whose rows its ids point to
-    (CACHE_DIR/index/ for a cache's own DB, RUN_DIR/index/ for a run's). The image files are
-    content-addressed and shared by every run of a CACHE_DIR; an index shared by runs with
-    their own DBs would mix their ids, and one run's images would turn another's into
-    near-duplicates that it never keeps."""
-    home = Path(db_path).parent if db_path else Path(cache_dir)
-    return home / "index" / f"{index_name}.faiss"
-
-
 def open_cache(cache_dir: str | Path, cfg: CrawlConfig, db_path: str | Path | None = None,
                dim: int = CHEAP_DIM, index_name: str = "cheap") -> Cache:
     """Open (or create) CACHE_DIR: images/, explore.db (unless `db_path` puts it elsewhere), and
     the index beside the DB (`index_path_for`), as their one writer: UserError while another
     process writes that DB (runs with their own DBs still share the image store)."""
     cache_dir = Path(cache_dir)
-    db_path = Path(db_path or cache_dir / "explore.db")
+    db_path = db_path_for(cache_dir, db_path)
     try:
         lock = WriterLock(db_path).acquire()
     except WriterBusy as e:

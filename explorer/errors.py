@@ -1,16 +1,14 @@
 """Errors that are the user's to fix: printed as one line by the CLI, never a traceback.
 
 Each message says what is wrong, with which file, and what to do about it. Anything else that
-escapes a command is a bug and keeps its traceback.
+escapes a command is a bug and keeps its traceback. `UserError`, `CorruptRunState` and
+`first_line` are the cache's (cache/errors.py), which cannot import from here.
 """
 
+from cache.errors import CorruptRunState, UserError, first_line
 
-class UserError(Exception):
-    pass
-
-
-class CorruptRunState(UserError):
-    """A run's or a cache's own files (database, rounds log, index) cannot be read."""
+__all__ = ["UserError", "CorruptRunState", "BadCheckpoint", "CheckpointNotSaved", "SearchUnavailable",
+           "BadSetting", "first_line"]
 
 
 class BadCheckpoint(UserError):
@@ -30,9 +28,3 @@ class SearchUnavailable(UserError):
 
 class BadSetting(UserError):
     """A config value that this machine cannot honour (a device it does not have)."""
-
-
-def first_line(e: BaseException) -> str:
-    """The first line of an exception's message: libraries (torch, faiss) write whole pages."""
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__

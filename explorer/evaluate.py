@@ -19,8 +19,6 @@ from typing import Callable, Sequence
 
 import faiss
 import numpy as np
-
-from explorer.atomic import atomic_write
 from PIL import Image
 from rich.table import Table
 from sklearn.linear_model import LogisticRegression
@@ -28,6 +26,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from cache.atomic import atomic_write
 from explorer.config import EvalConfig
 from explorer.targets import Target, TargetError, slug
 from explorer.terminal import plain

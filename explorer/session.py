@@ -1,4 +1,5 @@
-"""The run directory: where a run's state lives, and how it is found again (DESIGN.md §4).
+"""The run directory: where a run's state lives, and how it is found again (ARCHITECTURE.md,
+"Run directory", says which module writes each file).
 
 RUN_DIR/config.toml        resolved config (what `resume` reads back)
 RUN_DIR/explore.db         SQLite: rounds, queries, attempts, images, events
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from explorer.atomic import write_atomic
+from cache.atomic import write_atomic
 from explorer.config import Config
 from explorer.errors import CorruptRunState, UserError
 

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from explorer.atomic import atomic_write
+from cache.atomic import atomic_write
 from explorer.config import Config, apply_overrides
 from explorer.errors import BadCheckpoint, CheckpointNotSaved, first_line
 from explorer.mug import MUG

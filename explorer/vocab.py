@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from explorer.atomic import atomic_write
+from cache.atomic import atomic_write
 
 EmbedFn = Callable[[list[str]], np.ndarray]
 

@@ -2,12 +2,11 @@
 import asyncio
 import io
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from explorer.config import CrawlConfig
-from explorer.crawl import Crawler, CrawlItem, open_cache
+from explorer.crawl import CHEAP_EMBEDDING, Crawler, CrawlItem, open_cache
 from explorer.decontam import LeakIndex
 from explorer.records import Outcome
 from tests.crawl_fixtures import image_app, jpeg_bytes, serve
@@ -206,4 +205,4 @@ def test_runs_sharing_a_cache_dir_each_keep_what_they_fetch(tmp_path):
     assert len(list((cache_dir / "images").rglob("*.jpg"))) == 4
     for run in ("a", "b"):
         assert (tmp_path / run / "index" / "cheap.faiss").exists()
-        assert verify(cache_dir, tmp_path / run / "explore.db") == []
+        assert verify(cache_dir, tmp_path / run / "explore.db", embedding=CHEAP_EMBEDDING) == []

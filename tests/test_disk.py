@@ -16,7 +16,7 @@ import pytest
 from cache.store import CacheFull, StoreError
 from cache.verify import verify
 from explorer.config import CrawlConfig
-from explorer.crawl import CrawlItem, Crawler, open_cache
+from explorer.crawl import CHEAP_EMBEDDING, CrawlItem, Crawler, open_cache
 from explorer.sandbox.server import start_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +78,7 @@ def test_disk_full_stops_the_crawl_keeps_state_and_resumes(tmp_path, sandbox):
         assert "disk_full" not in outcomes and sum(outcomes.values()) == len(todo)
         refetched = [a for a in attempts if not a.recorded_before]
         assert 0 < len(refetched) < len(todo)  # only what was not stored is fetched again
-        assert verify(cache_dir, tmp_path / "explore.db") == []
+        assert verify(cache_dir, tmp_path / "explore.db", embedding=CHEAP_EMBEDDING) == []
 
 
 def test_read_only_cache_is_one_clear_error_and_resumes(tmp_path, sandbox):
@@ -93,7 +93,7 @@ def test_read_only_cache_is_one_clear_error_and_resumes(tmp_path, sandbox):
         attempts, outcomes = crawl(cache_dir, tmp_path / "explore.db", sandbox, todo)
         assert not isinstance(attempts, Exception), attempts
         assert outcomes.get("ok", 0) > 0 and "disk_full" not in outcomes
-        assert verify(cache_dir, tmp_path / "explore.db") == []
+        assert verify(cache_dir, tmp_path / "explore.db", embedding=CHEAP_EMBEDDING) == []
 
 
 def test_cache_cap_gives_disk_full_outcomes_without_stopping_by_default(tmp_path, sandbox):
@@ -125,7 +125,7 @@ def test_run_stops_with_one_line_when_the_cache_is_full_and_resumes(tmp_path):
     assert "Traceback" not in first.stderr
     again = explore("resume", str(run_dir), "--quiet", "--set", "crawl.cache_max_bytes=50000000")
     assert again.returncode == 0, again.stderr[-2000:]
-    assert verify(run_dir / "cache", run_dir / "explore.db") == []
+    assert verify(run_dir / "cache", run_dir / "explore.db", embedding=CHEAP_EMBEDDING) == []
     import sqlite3
 
     with sqlite3.connect(run_dir / "explore.db") as con:

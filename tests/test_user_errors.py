@@ -271,7 +271,7 @@ def test_eval_of_a_folder_target_with_an_unreadable_image_is_one_line(tmp_path):
 # ---- the FAISS index ------------------------------------------------------------------------------
 
 def test_a_corrupt_index_is_one_line(tmp_path):
-    from explorer.crawl import index_path_for
+    from cache.paths import index_path_for
 
     cache = tmp_path / "cache"
     (cache / "images").mkdir(parents=True)

@@ -17,7 +17,7 @@ from cache.index import VectorIndex
 from cache.verify import repair, verify
 from cli import app
 from explorer.config import CrawlConfig
-from explorer.crawl import CrawlItem, Crawler, open_cache
+from explorer.crawl import CHEAP_EMBEDDING, CrawlItem, Crawler, open_cache
 from explorer.sandbox.server import start_sandbox
 
 CFG = CrawlConfig(image_size=48, workers=1, pool="thread", concurrency=8, per_host=8)
@@ -60,7 +60,7 @@ def one_image(cache_dir):
 
 def test_a_fresh_cache_is_clean_and_the_cli_says_so(cache_dir):
     assert sql(cache_dir, "SELECT COUNT(*) FROM images")[0][0] >= 20
-    assert verify(cache_dir) == []
+    assert verify(cache_dir, embedding=CHEAP_EMBEDDING) == []
     result = CliRunner().invoke(app, ["cache", "verify", str(cache_dir)])
     assert result.exit_code == 0, result.output
 
@@ -133,7 +133,7 @@ def _query_unfinished_in_a_done_round(d):
                                     _image_in_the_wrong_round, _query_unfinished_in_a_done_round])
 def test_each_kind_of_damage_is_named_and_exits_non_zero(cache_dir, damage):
     kind = damage(cache_dir)
-    problems = verify(cache_dir)
+    problems = verify(cache_dir, embedding=CHEAP_EMBEDDING)
     assert any(p.startswith(kind) for p in problems), problems
     result = CliRunner().invoke(app, ["cache", "verify", str(cache_dir)])
     assert result.exit_code == 1 and kind in result.output
@@ -141,7 +141,7 @@ def test_each_kind_of_damage_is_named_and_exits_non_zero(cache_dir, damage):
 
 def test_quick_skips_re_embedding(cache_dir):
     _index_vector_swapped(cache_dir)
-    assert verify(cache_dir, deep=False) == []
+    assert verify(cache_dir, deep=False, embedding=CHEAP_EMBEDDING) == []
 
 
 def test_a_run_directory_supplies_the_database(cache_dir, tmp_path):
@@ -221,9 +221,9 @@ def test_repair_mends_every_race_damage_to_a_clean_cache(clean_cache):
             d = copy_files(clean_cache, Path(tmp) / "cache")
             images = race_damage(d, *damage)
             fileless = damage[1]
-            done = repair(d)
+            done = repair(d, embedding=CHEAP_EMBEDDING)
             assert bool(done) == any(damage), damage
-            assert verify(d) == [], done
+            assert verify(d, embedding=CHEAP_EMBEDDING) == [], done
             with MetaDB(d / "explore.db") as db:
                 for j, (sha, url) in images.items():
                     if j in fileless:  # nothing to restore from: the next fetch gets it again
@@ -232,7 +232,7 @@ def test_repair_mends_every_race_damage_to_a_clean_cache(clean_cache):
                         assert db.image(sha)["first_url"] == url
                         assert db.final_attempts([url])[url]["outcome"] == "ok"
                 assert db.image_stats()[0] == n - len(fileless)
-            assert repair(d) == []  # mended: nothing more to do
+            assert repair(d, embedding=CHEAP_EMBEDDING) == []  # mended: nothing more to do
 
     mend()
 
@@ -251,7 +251,7 @@ def test_cli_repair_says_what_it_did_and_refuses_while_a_writer_holds_the_cache(
 
 def test_repair_rebuilds_an_unreadable_index_from_the_files(cache_dir):
     (cache_dir / "index" / "cheap.faiss").write_bytes(b"not a faiss index")
-    assert any(p.startswith("index unreadable") for p in verify(cache_dir))
-    done = repair(cache_dir)
+    assert any(p.startswith("index unreadable") for p in verify(cache_dir, embedding=CHEAP_EMBEDDING))
+    done = repair(cache_dir, embedding=CHEAP_EMBEDDING)
     assert len(done) == 1 and "rebuilt" in done[0]
-    assert verify(cache_dir) == []
+    assert verify(cache_dir, embedding=CHEAP_EMBEDDING) == []

@@ -5,7 +5,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from hypothesis import strategies as st
 from cache.db import WriterBusy, WriterLock
 from cache.verify import verify
 from explorer.config import CrawlConfig
-from explorer.crawl import Crawler, CrawlItem, open_cache
+from explorer.crawl import CHEAP_EMBEDDING, Crawler, CrawlItem, open_cache
 from explorer.errors import UserError
 from explorer.sandbox.server import start_sandbox
 from tests.crawl_fixtures import image_app, jpeg_bytes, serve
@@ -93,7 +92,7 @@ def test_two_fetches_on_one_cache_dir_never_leave_an_ok_without_its_row(tmp_path
                                capture_output=True, text=True, timeout=60)
         assert again.returncode == 0, again.stderr[-2000:]
 
-    assert verify(cache_dir) == []
+    assert verify(cache_dir, embedding=CHEAP_EMBEDDING) == []
     with sqlite3.connect(cache_dir / "explore.db") as con:
         outcomes = dict(con.execute("SELECT url, outcome FROM attempts").fetchall())
         lost = con.execute("SELECT COUNT(*) FROM attempts a LEFT JOIN images i ON i.sha256 = a.sha256 "
@@ -133,7 +132,7 @@ def test_concurrent_crawls_in_one_writer_keep_an_image_once(tmp_path):
         cache.close()
         distinct = len({img for imgs in calls for img in imgs})
         assert [a.outcome.value for a in attempts].count("ok") == distinct == n_images == n_vectors
-        assert verify(tmp_path / "store", db_path) == []
+        assert verify(tmp_path / "store", db_path, embedding=CHEAP_EMBEDDING) == []
 
     with serve(app) as port:
         base = f"http://127.0.0.1:{port}"

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import faiss
 import numpy as np
 
-from explorer.atomic import atomic_write
+from cache.atomic import atomic_write
 
 from explorer.config import CrawlConfig
 from explorer.engines.base import Engine, SearchOutcome, check_refinement, clean_results
