@@ -15,7 +15,7 @@ import numpy as np
 from explorer.config import Config
 from explorer.records import QueryOutcome
 from explorer.vocab import concept_embeddings, load_vocab
-from policies.base import make_policy
+from policies.registry import make_policy
 
 
 def main() -> None:

@@ -116,7 +116,8 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
     from explorer.loop import Explorer
     from explorer.progress import RunProgress
     from explorer.vocab import concept_embeddings
-    from policies.base import load_descriptors, make_policy
+    from policies.base import load_descriptors
+    from policies.registry import make_policy
     from policies.refine import Refinements
 
     pick_device(cfg.run.device)  # a device this machine lacks: said before anything starts

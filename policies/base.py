@@ -25,6 +25,7 @@ import numpy as np
 from explorer.config import PolicyConfig
 from explorer.records import Query, QueryOutcome
 from policies import refine
+from policies.registry import make_policy  # noqa: F401  (re-exported for tests/test_refine.py)
 
 
 def softmax_sample(scores: np.ndarray, n: int, temperature: float, epsilon: float,
@@ -302,23 +303,3 @@ class Policy(ABC):
 
 def vocab_digest(concepts: list[str]) -> str:
     return hashlib.sha256(json.dumps(concepts, ensure_ascii=False).encode()).hexdigest()[:16]
-
-
-POLICIES: dict[str, type[Policy]] = {}
-
-
-def register(cls: type[Policy]) -> type[Policy]:
-    POLICIES[cls.name] = cls
-    return cls
-
-
-def make_policy(name: str, concepts: list[str], embeddings: np.ndarray, cfg: PolicyConfig,
-                seed: int, relevance: dict[str, float] | None = None) -> Policy:
-    """The policy registered as `name` (gp, ucb, random, oracle); `relevance` for oracle only."""
-    import policies.gp, policies.oracle, policies.random, policies.ucb  # noqa: F401  (register)
-
-    if name not in POLICIES:
-        raise ValueError(f"unknown policy {name!r}: choose from {', '.join(sorted(POLICIES))}")
-    if name == "oracle":
-        return POLICIES[name](concepts, embeddings, cfg, seed, relevance=relevance)
-    return POLICIES[name](concepts, embeddings, cfg, seed)

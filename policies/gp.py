@@ -22,7 +22,8 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from threadpoolctl import threadpool_limits
 
-from policies.base import Policy, register
+from policies.base import Policy
+from policies.registry import register
 
 PREDICT_CHUNK = 2048   # rows of the [chunk, m] cross-covariance held at once
 # Unit text embeddings: related concepts ("red rose", "white rose") lie ~0.6 apart. A shorter

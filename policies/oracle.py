@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from explorer.vocab import normalise_concept
-from policies.base import Policy, register
+from policies.base import Policy
+from policies.registry import register
 
 
 @register

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from policies.base import Policy, register
+from policies.base import Policy
+from policies.registry import register
 
 
 @register

@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.gaussian_process import GaussianProcessRegressor
 
-from policies.base import register
 from policies.gp import GPPolicy, default_kernel, zscore
+from policies.registry import register
 
 
 @register

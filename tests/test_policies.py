@@ -5,7 +5,8 @@ import pytest
 
 from explorer.config import PolicyConfig
 from explorer.records import Query, QueryOutcome
-from policies.base import make_policy, make_queries, softmax_sample
+from policies.base import make_queries, softmax_sample
+from policies.registry import make_policy
 from policies.gp import GPPolicy
 
 

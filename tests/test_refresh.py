@@ -17,7 +17,7 @@ from explorer.loop import Explorer
 from explorer.records import QueryOutcome
 from explorer.session import RunDir
 from explorer.train import sample_replay
-from policies.base import make_policy
+from policies.registry import make_policy
 
 
 def encoder_reward(sha: str, version: int) -> float:

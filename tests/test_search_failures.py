@@ -1,6 +1,6 @@
 """Unavailable is not useless: a search the engine did not answer carries no reward and no
 observation, leaves its concept unasked and is asked again after a backoff; an engine that
-keeps failing pauses the crawl, then stops the run (DESIGN.md §9).
+keeps failing pauses the crawl, then stops the run.
 
 In-process and network-free: a scripted engine, a crawler that fetches nothing, a real
 database and a real policy."""
@@ -21,7 +21,7 @@ from explorer.errors import SearchUnavailable
 from explorer.loop import Explorer
 from explorer.records import Query, SearchResult
 from explorer.session import RunDir
-from policies.base import make_policy
+from policies.registry import make_policy
 
 CONCEPTS = [f"concept {i}" for i in range(300)]   # never all asked: no repeats
 
