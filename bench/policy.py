@@ -68,15 +68,16 @@ ARMS = {"gp": ("gp", []), "gp-once": ("gp", ["policy.reask_share=0"]), "ucb": ("
         "random": ("random", []), "oracle": ("oracle", [])}
 
 
-def run_policy(arm: str, mode: str, args, root: Path) -> list[tuple[int, int]]:
-    """Runs the loop; returns [(relevant, kept)] per round."""
+def run_policy(arm: str, mode: str, args, root: Path,
+               by_kind: dict[str, list[int]]) -> list[tuple[int, int]]:
+    """Runs the loop; returns [(relevant, kept)] per round and fills `by_kind` (sandbox_runs)."""
     policy, extra = ARMS[arm]
     _, per_round = run_sandbox(root / f"{mode}-{arm}", [
         f"run.target={args.target}", f"run.rounds={args.rounds}", "run.hours=10",
         f"run.seed={args.seed}", f"run.data_root={root / 'data'}", f"policy.name={policy}",
         f"crawl.queries_per_round={args.queries}", f"crawl.results_per_query={args.results}",
         f"sandbox.seed={args.seed}", f"sandbox.page_size={args.page_size}",
-    ] + extra + (["train.steps_per_round=0"] if mode == "fixed" else []))
+    ] + extra + (["train.steps_per_round=0"] if mode == "fixed" else []), by_kind)
     return per_round
 
 
@@ -105,13 +106,18 @@ def main() -> None:
                   + "  cumulative relevant / kept   seconds")
             for policy in policies:
                 started = time.monotonic()
-                per_round = run_policy(policy, mode, args, Path(tmp))
+                by_kind: dict[str, list[int]] = {}
+                per_round = run_policy(policy, mode, args, Path(tmp), by_kind)
                 relevant = sum(r for r, _ in per_round)
                 kept = sum(k for _, k in per_round)
                 totals[(mode, policy)] = relevant
                 shares = " ".join(f"{(r / k if k else 0):<6.2f}" for r, k in per_round)
                 print(f"{policy:8s} {shares}  {relevant:6d} / {kept:<6d}          "
                       f"{time.monotonic() - started:6.0f}", flush=True)
+                if set(by_kind) != {"first"}:   # queries, relevant and kept per query, by kind
+                    print("         " + "; ".join(
+                        f"{kind} {n} queries: {rel / max(n, 1):.1f} relevant / {kept / max(n, 1):.1f} kept a query"
+                        for kind, (n, rel, kept) in sorted(by_kind.items())), flush=True)
     mode = "train" if ("train", "gp") in totals else "fixed"
     gp = totals.get((mode, "gp"), 0)
     oracle = totals.get((mode, "oracle"), 0)

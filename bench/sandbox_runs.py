@@ -17,9 +17,11 @@ from explorer.session import RunDir  # noqa: E402
 RELEVANT = 0.5   # world relevance at or above which an image counts as truly relevant
 
 
-def run_sandbox(run_dir: Path, overrides: list[str]) -> tuple[RunDir, list[tuple[int, int]]]:
+def run_sandbox(run_dir: Path, overrides: list[str],
+                by_kind: dict[str, list[int]] | None = None) -> tuple[RunDir, list[tuple[int, int]]]:
     """Runs `explore run` in-process with the sandbox preset plus `overrides`; returns the run
-    and [(relevant, kept)] per round."""
+    and [(relevant, kept)] per round. `by_kind`, when given, is filled with [queries, relevant,
+    kept] per kind of query: "first" (a concept's first ask), "page", "backend", "desc"."""
     run = RunDir(run_dir)
     cfg = apply_overrides(Config(), SANDBOX_PRESET + [f"run.run_dir={run.root}"] + overrides)
     run.save_config(cfg)
@@ -27,7 +29,11 @@ def run_sandbox(run_dir: Path, overrides: list[str]) -> tuple[RunDir, list[tuple
         explorer, parts = build(run, cfg, sandbox, Console(quiet=True), quiet=True)
         try:
             _drive(explorer)
-            rows = parts.cache.db.conn.execute("SELECT round, first_url FROM images").fetchall()
+            db = parts.cache.db.conn
+            rows = db.execute("SELECT round, first_url FROM images").fetchall()
+            queries = db.execute("SELECT q.id, q.refinement, i.first_url FROM queries q "
+                                 "LEFT JOIN images i ON i.query_id = q.id WHERE q.round < ?",
+                                 (len(run.read_rounds()),)).fetchall()
         finally:
             parts.close()
         world = sandbox.world
@@ -40,4 +46,14 @@ def run_sandbox(run_dir: Path, overrides: list[str]) -> tuple[RunDir, list[tuple
         rel = world.image_relevance(cfg.run.target, image_id) if image_id else 0.0
         per_round[round_][0] += int(rel >= RELEVANT)
         per_round[round_][1] += 1
+    if by_kind is not None:
+        seen: set[int] = set()
+        for query_id, refinement, url in queries:
+            counts = by_kind.setdefault(refinement.partition(":")[0] or "first", [0, 0, 0])
+            counts[0] += query_id not in seen
+            seen.add(query_id)
+            if url:
+                image_id = image_id_of_url(url)
+                counts[1] += int(image_id is not None and world.image_relevance(cfg.run.target, image_id) >= RELEVANT)
+                counts[2] += 1
     return run, [tuple(x) for x in per_round]
