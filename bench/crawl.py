@@ -1,4 +1,4 @@
-"""Crawl throughput, side by side with img2dataset (DESIGN.md §6).
+"""Crawl throughput, side by side with img2dataset.
 
 Makes N JPEGs (300-1200 px a side, a few truncated) plus a few URLs that 404, serves them
 from memory on 127.0.0.1 in a separate process, then runs on the same URL list, in this run:

@@ -288,8 +288,8 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return validate(cfg)
 
 
-# Small values for the offline sandbox web on a CPU (DESIGN.md §2: "the sandbox uses small
-# values"). Applied under the user's own --config and --set, so every one can be overridden.
+# Small values for the offline sandbox web on a CPU, so that a demo round takes seconds.
+# Applied under the user's own --config and --set, so every one can be overridden.
 SANDBOX_PRESET = [
     "crawl.engine=sandbox",
     "crawl.queries_per_round=16",

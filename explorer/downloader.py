@@ -1,4 +1,4 @@
-"""Fetch image bytes from the web under guards (DESIGN.md §5).
+"""Fetch image bytes from the web under guards (ARCHITECTURE.md, "Guards").
 
 `Downloader.fetch(url)` never raises for what the web does, nor for what a URL list holds:
 every failure is a FetchResult with an Outcome and a reason. Redirects are followed by hand so

@@ -1,4 +1,4 @@
-"""URL -> downloaded and prepared image, in this process or in worker processes (DESIGN.md §2).
+"""URL -> downloaded and prepared image, in this process or in worker processes.
 
 A fetcher's `session()` yields `fetch(url) -> Fetched`: the FetchResult (its body dropped) and
 what `images.prepare` made of the body. `crawl.pool` picks one of two:

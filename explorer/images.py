@@ -1,4 +1,4 @@
-"""Bytes from the web -> a validated, resized RGB JPEG + sha256 (DESIGN.md §2, §5).
+"""Bytes from the web -> a validated, resized RGB JPEG + sha256 (ARCHITECTURE.md, "Guards").
 
 `prepare` never raises for bad input: it returns a `Candidate`, or a `Rejection` with an
 Outcome and a reason. It is CPU work, kept off the crawl's event loop: the fetch workers run

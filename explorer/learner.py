@@ -1,5 +1,5 @@
 """The model side of a round: score the round's images against the target with the current
-encoder (DESIGN.md §2 "reward"), then train MUG on them ("trainer.train").
+encoder, then train MUG on them (ARCHITECTURE.md, "One round").
 
 Both run in a worker thread (training while the event loop crawls the next round), so the
 learner never touches the database: the loop hands it file paths and captions and takes back

@@ -1,4 +1,4 @@
-"""file:// URLs of the local corpus engine, read under the same kind of guards as the web (DESIGN.md §5).
+"""file:// URLs of the local corpus engine, read under the same kind of guards as the web.
 
 A corpus table can name any path. Read naively, `/dev/zero` reads until memory runs out, a FIFO
 blocks its thread forever, and an absolute or `../` path pulls any file on the disk into the

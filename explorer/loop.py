@@ -1,4 +1,4 @@
-"""The explore loop: one round is DESIGN.md §2, read top to bottom.
+"""The explore loop: one round (ARCHITECTURE.md, "One round"), read top to bottom.
 
     policy.sample -> queries -> engine.search -> crawler (download, prepare, dedup, store)
     -> rewards (current encoder) -> policy.update -> trainer.train_steps (MUG) -> checkpoint + log

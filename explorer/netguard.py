@@ -1,4 +1,4 @@
-"""Which addresses the crawler may reach (DESIGN.md §5).
+"""Which addresses the crawler may reach (ARCHITECTURE.md, "Guards").
 
 Only public addresses are fetched, plus an explicit allow-list of `host:port` pairs (the
 sandbox on loopback). The check runs twice: on the URL (IP literals, which aiohttp connects

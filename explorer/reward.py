@@ -1,4 +1,4 @@
-"""Rewards (DESIGN.md §2): how much a query's images look like the target.
+"""Rewards: how much a query's images look like the target.
 
 r(image) = mean cosine similarity of its embedding to its k nearest target-train embeddings
 (current encoder); r(query) = mean over the query's kept images, or the floor when it kept none.

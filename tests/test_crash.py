@@ -1,10 +1,10 @@
-"""kill -9 of `explore run` on the sandbox, resumed each time (DESIGN.md §4).
+"""kill -9 of `explore run` on the sandbox, resumed each time (ARCHITECTURE.md, "Crash safety").
 
 Four kills, one inside each of the crawl's commit, the FAISS index write, a round's training
 and the checkpoint write (bench/crash.py arms a SIGKILL of the whole process group a few
 milliseconds into that step; kills at random wall-clock moments are in the bench, which costs
 a restart each). Afterwards the cache verifies clean, every round is logged once and the final
-checkpoint loads. "No query asked twice" is checked as DESIGN.md §4 words it: no query whose
+checkpoint loads. "No query asked twice" means: no query whose
 answer was stored is asked again (a search in flight when the kill lands is asked again by the
 next process, and only then). The 20-kill version is `python bench/crash.py --kills 20`.
 """

@@ -1,4 +1,4 @@
-"""Image search engines behind one interface (DESIGN.md §3, "Engines").
+"""Image search engines behind one interface.
 
     engine = make_engine("ddgs" | "sandbox" | "corpus:PATH", cfg.crawl, sandbox_url=...)
     outcome = await engine.search("red rose", max_results=100)   # -> SearchOutcome

@@ -1,5 +1,5 @@
 """What every search engine shares: the outcome record, result cleaning, backoff with full
-jitter, a rate cap, and the retry loop (DESIGN.md §5, "Engines").
+jitter, a rate cap, and the retry loop (ARCHITECTURE.md, "Guards").
 
 An engine answers `search(query, max_results, page=1, backend="") -> SearchOutcome`: `page` is
 the engine's results page (2 = the results after the first page's), `backend` one of the

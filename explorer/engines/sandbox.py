@@ -1,4 +1,4 @@
-"""The sandbox web's search endpoint, over HTTP like any engine (DESIGN.md §7).
+"""The sandbox web's search endpoint, over HTTP like any engine (explorer/sandbox/server.py).
 
 `GET {base_url}/search?q=QUERY&max_results=N&page=P` answers a JSON list of dicts with the ddgs keys.
 429 and 202 mean "rate limited" (202 is how DuckDuckGo says it), 5xx and timeouts are retried

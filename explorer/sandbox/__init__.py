@@ -1,4 +1,4 @@
-"""The sandbox web: a seeded offline stand-in for the internet (DESIGN.md §7)."""
+"""The sandbox web: a seeded offline stand-in for the internet (ARCHITECTURE.md, "explorer/sandbox/")."""
 from explorer.sandbox.server import Sandbox, SandboxServer, serve, start_sandbox
 from explorer.sandbox.world import ImageInfo, World, image_id_of_url
 
