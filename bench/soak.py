@@ -11,8 +11,8 @@ image ids, so no search is needed) in batches, and checks, at the end:
     fault (x the retries for 5xx), less at most the timeouts of that kind; /img requests and good
     bodies served likewise; the forbidden listeners were never reached;
   - resident memory stays flat: least-squares slope of RSS (MB per 10k attempts) after
-    warm-up, printed raw and without the FAISS index's own growth (the one thing DESIGN.md §6
-    lets grow with the cache); and the fetch workers' (with their fork server), which hold
+    warm-up, printed raw and without the FAISS index's own growth (the one thing allowed to
+    grow with the cache); and the fetch workers' (with their fork server), which hold
     no index, under the same limit;
   - open file descriptors stay bounded.
 Exit status 1 when an invariant fails.
@@ -57,6 +57,7 @@ from explorer.crawl import CrawlItem, Crawler, open_cache  # noqa: E402
 from explorer.sandbox import faults  # noqa: E402
 from explorer.sandbox.server import bomb_png, gzip_bomb, start_sandbox  # noqa: E402
 from explorer.sandbox.world import FORMATS, World  # noqa: E402
+from tests.proc_fixtures import descendants  # noqa: E402
 
 KEPT = {"ok", "duplicate", "near_duplicate", "test_leak"}
 # fault kind -> the outcomes it may end in (None: a good image)
@@ -138,22 +139,6 @@ def rss_mb(pid: int | str = "self") -> float:
     except OSError:
         pass
     return 0.0
-
-
-def descendants(pid: int | str = "self") -> list[int]:
-    """Every process below `pid`: the fetch workers are the fork server's children, not ours.
-    A process or thread that ends meanwhile is skipped."""
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return []
-    kids: list[int] = []
-    for task in tasks:
-        try:
-            kids += [int(k) for k in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return [p for kid in kids for p in (kid, *descendants(kid))]
 
 
 def children_rss_mb() -> float:

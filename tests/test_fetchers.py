@@ -254,7 +254,7 @@ def test_when_explore_fetch_is_killed_its_workers_and_fork_server_exit(tmp_path)
     import sys
     from pathlib import Path
 
-    from bench.soak import descendants
+    from tests.proc_fixtures import descendants
 
     app, arrived, release, _ = held_app()
     with serve(app) as port:

@@ -18,13 +18,13 @@ from aiohttp import web
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from bench.soak import descendants
 from explorer.config import CrawlConfig
 from explorer.crawl import Crawler, CrawlItem, open_cache
 from explorer.fetchers import PrepareClock
 from explorer.records import Outcome
 from explorer.sandbox.slow_jpeg import slow_jpeg
 from tests.crawl_fixtures import jpeg_bytes, serve
+from tests.proc_fixtures import descendants
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW = (2048, 20000)  # ~35 s of CPU to decode here, 0.5 MB: far past any deadline a test sets
