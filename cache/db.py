@@ -303,15 +303,6 @@ class MetaDB:
         return [dict(r) for r in self.conn.execute("SELECT * FROM images WHERE query_id=? ORDER BY added_at",
                                                    (query_id,))]
 
-    def images_by_vec_id(self, vec_ids: Iterable[int]) -> dict[int, dict]:
-        ids = [int(v) for v in vec_ids]
-        out = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            for r in self.conn.execute(f"SELECT * FROM images WHERE vec_id IN ({','.join('?' * len(chunk))})", chunk):
-                out[r["vec_id"]] = dict(r)
-        return out
-
     def iter_images(self, after_vec_id: int = -1) -> Iterator[dict]:
         for r in self.conn.execute("SELECT * FROM images WHERE vec_id > ? ORDER BY vec_id", (after_vec_id,)):
             yield dict(r)

@@ -54,6 +54,7 @@ class CrawlConfig:
     user_agent: str = "explore-crawler/0.1 (research image crawler; honours X-Robots-Tag noai)"
     allow: list[str] = field(default_factory=list)  # host:port pairs allowed although not public
     search_interval_s: float = 3.0        # at most one real-engine search per this many seconds
+    search_concurrency: int = 8           # a round's searches in flight at once (then each one's fetches)
     search_retries: int = 5
     search_backoff_s: float = 2.0         # first backoff; doubles, with jitter
     search_backoff_max_s: float = 60.0    # a single backoff never waits longer than this
@@ -496,6 +497,7 @@ RULES: dict[str, object] = {
     "crawl.user_agent": TEXT,
     "crawl.allow": Each(HostPort()),
     "crawl.search_interval_s": PAUSE,
+    "crawl.search_concurrency": Ints(1, 10_000, "each search in flight crawls its results at once"),
     "crawl.search_retries": Ints(0, 100),
     "crawl.search_backoff_s": PAUSE,
     "crawl.search_backoff_max_s": Num(0, 86_400),

@@ -61,10 +61,6 @@ class RoundReport:
 UNANSWERED = ("failed", "retry")   # query statuses of searches the engine did not answer
 
 
-class StopRequested(Exception):
-    pass
-
-
 class Explorer:
     """Drives rounds until the budget, the round cap or the image cap is reached, or a stop is
     requested. Every part is handed in (see `explorer.build`), so each can be replaced in tests."""
@@ -173,7 +169,7 @@ class Explorer:
             queries = self.db.queries(round=round_)
             todo = queries
         self.progress.crawl_started(round_, len(todo))
-        semaphore = asyncio.Semaphore(8)
+        semaphore = asyncio.Semaphore(self.cfg.crawl.search_concurrency)
         watch = self.search_watch
         fetched = 0
 
