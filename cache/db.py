@@ -68,6 +68,14 @@ def is_final(row: dict) -> bool:
     return not (row["outcome"] == "http_error" and (status in (0, 429) or status >= 500))
 
 
+def first_per_url(rows: Iterable[dict]) -> dict[str, dict]:
+    """The first of `rows` (attempt rows, oldest first) for each URL."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        out.setdefault(r["url"], r)
+    return out
+
+
 class WriterBusy(Exception):
     """Another process holds the writer lock of this database."""
 
@@ -248,17 +256,13 @@ class MetaDB:
                 f"SELECT * FROM attempts WHERE url IN ({','.join('?' * len(chunk))}) ORDER BY id", chunk)]
         return rows
 
-    def final_attempts(self, urls: Iterable[str]) -> dict[str, dict]:
-        """For each URL already attempted with a final outcome (not worth fetching again): its first such row."""
-        out: dict[str, dict] = {}
-        for r in self.attempts_for_urls(urls):
-            if is_final(r):
-                out.setdefault(r["url"], r)
-        return out
+    def final_attempt_rows(self, urls: Iterable[str]) -> list[dict]:
+        """Every attempt row of these URLs with a final outcome (not worth fetching again), oldest first."""
+        return [r for r in self.attempts_for_urls(urls) if is_final(r)]
 
-    def attempted_ok(self, url: str) -> bool:
-        """True when `url` was fetched to a final outcome (kept, duplicate, or refused for good)."""
-        return url in self.final_attempts([url])
+    def final_attempts(self, urls: Iterable[str]) -> dict[str, dict]:
+        """For each URL already attempted with a final outcome: its first such row."""
+        return first_per_url(self.final_attempt_rows(urls))
 
     def attempts(self, query_id: int | None = None) -> list[dict]:
         if query_id is None:

@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from cache.db import MetaDB, WriterBusy, WriterLock, is_final
+from cache.db import MetaDB, WriterBusy, WriterLock, first_per_url
 from cache.index import VectorIndex
 from cache.paths import db_path_for, index_path_for
 from cache.store import ImageStore, StoreError
@@ -156,10 +156,8 @@ class Crawler:
         # answered from its recorded outcome, not fetched twice (nor kept twice).
         while busy := [self._inflight[it.url] for it in items if it.url in self._inflight]:
             await asyncio.gather(*(event.wait() for event in busy))
-        rows = [r for r in self.db.attempts_for_urls(it.url for it in items) if is_final(r)]
-        prior = {}
-        for r in rows:
-            prior.setdefault(r["url"], r)
+        rows = self.db.final_attempt_rows(it.url for it in items)
+        prior = first_per_url(rows)
         mine = {(r["url"], r["query_id"]): r for r in rows}
         attempts: list[Attempt] = []
         to_fetch: dict[str, CrawlItem] = {}       # one request per URL, however many queries found it

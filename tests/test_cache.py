@@ -57,8 +57,9 @@ def test_db_queries_attempts_images_and_transactions(tmp_path):
     assert db.outcome_counts() == {"http_error": 1, "ok": 1, "timeout": 1}
     assert db.has_image("s1") and not db.has_image("s2")
     assert [i["sha256"] for i in db.images_for_query(q)] == ["s1"]
-    assert db.attempted_ok("http://a/1") and db.attempted_ok("http://a/2")  # a 404 is final
-    assert not db.attempted_ok("http://a/3") and not db.attempted_ok("http://a/4")
+    final = db.final_attempts(["http://a/1", "http://a/2", "http://a/3", "http://a/4"])
+    assert "http://a/1" in final and "http://a/2" in final  # a 404 is final
+    assert "http://a/3" not in final and "http://a/4" not in final
     db.record_attempt("http://a/3", "ok", query_id=q)  # the same (url, query) again: replaced, not added
     assert len(db.attempts(q)) == 3
     db.set_image_rewards({"s1": 0.5})
