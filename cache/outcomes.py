@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 
 
-class Outcome(str, enum.Enum):
+class UrlOutcome(str, enum.Enum):
     """What happened to one URL attempt. Every attempt gets exactly one, recorded in the DB."""
 
     OK = "ok"                             # stored, new

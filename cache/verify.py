@@ -37,7 +37,7 @@ import numpy as np
 from cache.db import MetaDB, WriterLock
 from cache.errors import UserError
 from cache.index import VectorIndex
-from cache.outcomes import Outcome
+from cache.outcomes import UrlOutcome
 from cache.paths import IMAGES_DIR, db_path_for, image_relpath, index_path_for
 
 SHA_NAME = re.compile(r"^[0-9a-f]{64}\.jpg$")
@@ -177,7 +177,7 @@ def check_index(index_path: Path, cache_dir: Path, images: list[dict], deep: boo
 
 def check_attempts(con: sqlite3.Connection, images: list[dict]) -> list[str]:
     out = Listing()
-    known = {o.value for o in Outcome}
+    known = {o.value for o in UrlOutcome}
     for outcome, n in con.execute("SELECT outcome, COUNT(*) FROM attempts GROUP BY outcome"):
         if outcome not in known:
             out.add("attempts with an unknown outcome", f"{outcome!r} x{n}")

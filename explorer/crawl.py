@@ -1,6 +1,6 @@
 """The crawl pipeline: URLs -> fetchers (downloader + images.prepare) -> cache.
 
-Each item gets exactly one Attempt row in the DB with one Outcome. A URL already fetched to a
+Each item gets exactly one UrlAttempt row in the DB with one UrlOutcome. A URL already fetched to a
 final outcome is never fetched again: its earlier row answers (re-fetch idempotence).
 Kept images are exact-deduplicated by sha256, near-deduplicated against the cache with FAISS,
 and dropped when they are near-copies of the target's test images.
@@ -25,7 +25,7 @@ from explorer.config import CrawlConfig
 from explorer.decontam import HASH_BYTES, LeakIndex
 from explorer.errors import UserError
 from explorer.fetchers import Fetched, LocalFetcher, ProcessFetcher, make_fetcher
-from explorer.records import Candidate, Outcome
+from explorer.records import Candidate, UrlOutcome
 
 EmbedFn = Callable[[list[Candidate]], np.ndarray]  # candidates -> [N, D] unit-norm float32
 CHEAP_DIM = images.EMBED_SIDE * images.EMBED_SIDE * 3
@@ -44,11 +44,11 @@ class CrawlItem:
 
 
 @dataclass
-class Attempt:
+class UrlAttempt:
     """What became of one CrawlItem (mirrors its `attempts` row)."""
 
     url: str
-    outcome: Outcome
+    outcome: UrlOutcome
     reason: str = ""
     query_id: int | None = None
     caption: str = ""
@@ -149,8 +149,8 @@ class Crawler:
         return self._fetcher
 
     # -- the pipeline --------------------------------------------------------------------------
-    async def crawl(self, items: Iterable[CrawlItem]) -> list[Attempt]:
-        """One Attempt per distinct (url, query_id), recorded in the DB; the index is saved at the end."""
+    async def crawl(self, items: Iterable[CrawlItem]) -> list[UrlAttempt]:
+        """One UrlAttempt per distinct (url, query_id), recorded in the DB; the index is saved at the end."""
         items = list({(it.url, it.query_id): it for it in items}.values())
         # Calls run concurrently (one per query): a URL another call is fetching now is
         # answered from its recorded outcome, not fetched twice (nor kept twice).
@@ -159,10 +159,10 @@ class Crawler:
         rows = self.db.final_attempt_rows(it.url for it in items)
         prior = first_per_url(rows)
         mine = {(r["url"], r["query_id"]): r for r in rows}
-        attempts: list[Attempt] = []
+        attempts: list[UrlAttempt] = []
         to_fetch: dict[str, CrawlItem] = {}       # one request per URL, however many queries found it
         followers: list[CrawlItem] = []           # same URL as an item fetched now, another query
-        answered: list[Attempt] = []
+        answered: list[UrlAttempt] = []
         for it in items:
             row = prior.get(it.url)
             if (it.url, it.query_id) in mine:
@@ -204,9 +204,9 @@ class Crawler:
             if self.store_error is None:  # else the store's error says it already
                 raise StoreError(f"cannot write the index {self.index_path}: {str(e).splitlines()[0]}") from e
 
-    async def _fetch_all(self, items: list[CrawlItem]) -> list[Attempt]:
+    async def _fetch_all(self, items: list[CrawlItem]) -> list[UrlAttempt]:
         slots = asyncio.Semaphore(self.cfg.concurrency)
-        out: list[Attempt] = []
+        out: list[UrlAttempt] = []
 
         async with self.fetcher.session() as fetch:
             async def one(item: CrawlItem) -> tuple[CrawlItem, Fetched]:
@@ -230,7 +230,7 @@ class Crawler:
                 out += await self._commit_serially(batch)
         return out
 
-    async def _commit_serially(self, batch: list) -> list[Attempt]:
+    async def _commit_serially(self, batch: list) -> list[UrlAttempt]:
         """`_commit`, one batch at a time: concurrent calls (one per query) that both found the
         same new image would otherwise each judge it before the other committed, record two
         `ok` attempts for one row and index it twice."""
@@ -240,19 +240,19 @@ class Crawler:
         async with self._commit_lock[1]:
             return await self._commit(batch)
 
-    async def _commit(self, batch: list) -> list[Attempt]:
+    async def _commit(self, batch: list) -> list[UrlAttempt]:
         """Dedup one batch of fetched+prepared items, store the new images, record every attempt."""
-        attempts: list[Attempt] = []
-        cands: list[tuple[Attempt, CrawlItem, Candidate, np.ndarray]] = []
-        first_of: dict[str, Attempt] = {}        # sha256 -> the batch's first attempt with it
-        copies: list[tuple[Attempt, Attempt]] = []  # (later attempt, first attempt) with equal sha256
+        attempts: list[UrlAttempt] = []
+        cands: list[tuple[UrlAttempt, CrawlItem, Candidate, np.ndarray]] = []
+        first_of: dict[str, UrlAttempt] = {}        # sha256 -> the batch's first attempt with it
+        copies: list[tuple[UrlAttempt, UrlAttempt]] = []  # (later attempt, first attempt) with equal sha256
         for item, got in batch:
             fr, result = got.result, got.prepared
-            a = Attempt(url=item.url, outcome=Outcome.OK, query_id=item.query_id, caption=item.caption,
+            a = UrlAttempt(url=item.url, outcome=UrlOutcome.OK, query_id=item.query_id, caption=item.caption,
                         status_code=fr.status, elapsed_s=fr.elapsed_s, bytes=got.nbytes)
             attempts.append(a)
             if result is None:
-                a.outcome, a.reason = fr.outcome or Outcome.CONNECTION_ERROR, fr.reason
+                a.outcome, a.reason = fr.outcome or UrlOutcome.CONNECTION_ERROR, fr.reason
                 continue
             if isinstance(result, images.Rejection):
                 a.outcome, a.reason = result.outcome, result.reason
@@ -263,7 +263,7 @@ class Crawler:
                 copies.append((a, first_of[cand.sha256]))
                 continue
             if self.db.has_image(cand.sha256):
-                a.outcome, a.reason = Outcome.DUPLICATE, "same sha256 already cached"
+                a.outcome, a.reason = UrlOutcome.DUPLICATE, "same sha256 already cached"
                 continue
             first_of[cand.sha256] = a
             cand.url, cand.caption, cand.query_id = item.url, item.caption, item.query_id
@@ -276,8 +276,8 @@ class Crawler:
                 vecs = np.stack([v for *_, v in cands])
             await self._judge_and_store(cands, vecs)
         for a, first in copies:  # same bytes as an earlier item of this batch: share its fate
-            if first.outcome == Outcome.OK:
-                a.outcome, a.reason = Outcome.DUPLICATE, "same sha256 already cached"
+            if first.outcome == UrlOutcome.OK:
+                a.outcome, a.reason = UrlOutcome.DUPLICATE, "same sha256 already cached"
             else:
                 a.outcome, a.reason = first.outcome, first.reason
 
@@ -285,7 +285,7 @@ class Crawler:
             for a in attempts:
                 self._record(a)
             for a, item, cand, _ in cands:
-                if a.outcome == Outcome.OK:
+                if a.outcome == UrlOutcome.OK:
                     self.db.add_image(cand.sha256, self.store.relpath(cand.sha256), cand.width, cand.height,
                                       cand.orig_width, cand.orig_height, bytes=len(cand.data), first_url=item.url,
                                       caption=item.caption, query_id=item.query_id, round=item.round,
@@ -303,11 +303,11 @@ class Crawler:
         kept: list[int] = []
         for j, ((a, _, cand, _), leak, near_sim) in enumerate(zip(cands, leaks, near)):
             if leak is not None:
-                a.outcome, a.reason = Outcome.TEST_LEAK, leak
+                a.outcome, a.reason = UrlOutcome.TEST_LEAK, leak
                 continue
             sim = max(float(near_sim), float(batch_sims[j, kept].max()) if kept else -np.inf)
             if sim >= self.cfg.near_dup_threshold:
-                a.outcome, a.reason = Outcome.NEAR_DUPLICATE, f"cosine {sim:.3f} to a cached image"
+                a.outcome, a.reason = UrlOutcome.NEAR_DUPLICATE, f"cosine {sim:.3f} to a cached image"
                 continue
             kept.append(j)
         # file writes off the event loop; the cap is checked in order, one file at a time
@@ -316,7 +316,7 @@ class Crawler:
         for j, error in zip(kept, stored):
             a = cands[j][0]
             if error is not None:
-                a.outcome, a.reason = Outcome.DISK_FULL, error
+                a.outcome, a.reason = UrlOutcome.DISK_FULL, error
                 continue
             a.vec_id = self._next_vec_id
             self._next_vec_id += 1
@@ -346,22 +346,22 @@ class Crawler:
                 self.store_error = self.store_error or e
         return errors
 
-    def _record(self, a: Attempt) -> None:
+    def _record(self, a: UrlAttempt) -> None:
         self.db.record_attempt(a.url, a.outcome.value, query_id=a.query_id, caption=a.caption, reason=a.reason,
                                sha256=a.sha256, status_code=a.status_code, bytes=a.bytes, elapsed_s=a.elapsed_s)
 
     @staticmethod
-    def _from_row(item: CrawlItem, row: dict, recorded_before: bool) -> Attempt:
+    def _from_row(item: CrawlItem, row: dict, recorded_before: bool) -> UrlAttempt:
         """An item answered by an earlier attempt of its URL (no network)."""
-        outcome = Outcome(row["outcome"])
+        outcome = UrlOutcome(row["outcome"])
         row = {**row, "outcome": outcome.value}
         if recorded_before:
-            return Attempt(url=item.url, outcome=outcome, reason=row["reason"] or "", query_id=item.query_id,
+            return UrlAttempt(url=item.url, outcome=outcome, reason=row["reason"] or "", query_id=item.query_id,
                            caption=row["caption"] or "", sha256=row["sha256"], status_code=row["status_code"] or 0,
                            bytes=row["bytes"] or 0, elapsed_s=row["elapsed_s"] or 0.0, recorded_before=True)
-        if outcome == Outcome.OK:
-            outcome = Outcome.DUPLICATE
-        return Attempt(url=item.url, outcome=outcome, reason=f"URL already fetched ({row['outcome']})",
+        if outcome == UrlOutcome.OK:
+            outcome = UrlOutcome.DUPLICATE
+        return UrlAttempt(url=item.url, outcome=outcome, reason=f"URL already fetched ({row['outcome']})",
                        query_id=item.query_id, caption=item.caption, sha256=row["sha256"],
                        status_code=row["status_code"] or 0)
 
@@ -383,7 +383,7 @@ class Crawler:
         return len(missing)
 
 
-def outcome_summary(attempts: list[Attempt]) -> dict[str, int]:
+def outcome_summary(attempts: list[UrlAttempt]) -> dict[str, int]:
     """Counts by outcome of the attempts made now (rows recorded before are left out)."""
     counts: dict[str, int] = {}
     for a in attempts:

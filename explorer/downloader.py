@@ -1,7 +1,7 @@
 """Fetch image bytes from the web under guards (ARCHITECTURE.md, "Guards").
 
 `Downloader.fetch(url)` never raises for what the web does, nor for what a URL list holds:
-every failure is a FetchResult with an Outcome and a reason. Redirects are followed by hand so
+every failure is a FetchResult with a UrlOutcome and a reason. Redirects are followed by hand so
 that every hop is checked (`netguard.guard_url` for the URL, `GuardedResolver` for DNS
 answers). Each hop is parsed once, by yarl, and that `yarl.URL` is what both the guard judges
 and aiohttp requests: the two cannot disagree on the host.
@@ -18,7 +18,7 @@ from yarl import URL
 
 from explorer import netguard
 from explorer.config import CrawlConfig
-from explorer.records import FetchResult, Outcome
+from explorer.records import FetchResult, UrlOutcome
 
 REDIRECTS = (301, 302, 303, 307, 308)
 ROBOTS_DIRECTIVES = ("noai", "noimageai")
@@ -97,7 +97,7 @@ class Downloader:
         result = FetchResult(url=url)
         for attempt in range(self.cfg.retries + 1):
             result = await self._follow(url)
-            retryable = result.outcome == Outcome.HTTP_ERROR and (result.status == 429 or result.status >= 500)
+            retryable = result.outcome == UrlOutcome.HTTP_ERROR and (result.status == 429 or result.status >= 500)
             if not retryable or attempt == self.cfg.retries:
                 break
             await asyncio.sleep(self.cfg.retry_backoff_s * 2 ** attempt * (0.5 + random.random()))
@@ -110,7 +110,7 @@ class Downloader:
         for hop in range(self.cfg.max_redirects + 1):
             target, problem = netguard.guard_url(current, self.allow)
             if problem is not None:
-                outcome = Outcome.FORBIDDEN_ADDRESS if problem.forbidden else Outcome.BAD_URL
+                outcome = UrlOutcome.FORBIDDEN_ADDRESS if problem.forbidden else UrlOutcome.BAD_URL
                 return FetchResult(url=url, outcome=outcome, reason=problem.reason, final_url=str(current),
                                    redirects=hop)
             seen.add(str(target))
@@ -120,10 +120,10 @@ class Downloader:
                 return result
             nxt = join_location(target, location)
             if str(nxt) in seen:
-                return FetchResult(url=url, outcome=Outcome.REDIRECT_LIMIT, reason=f"redirect loop at {nxt}",
+                return FetchResult(url=url, outcome=UrlOutcome.REDIRECT_LIMIT, reason=f"redirect loop at {nxt}",
                                    status=result.status, final_url=str(target), redirects=hop + 1)
             current = nxt
-        return FetchResult(url=url, outcome=Outcome.REDIRECT_LIMIT, final_url=str(current), redirects=hop + 1,
+        return FetchResult(url=url, outcome=UrlOutcome.REDIRECT_LIMIT, final_url=str(current), redirects=hop + 1,
                            reason=f"more than {self.cfg.max_redirects} redirects")
 
     async def _get(self, url: str, target: URL) -> tuple[FetchResult, str | None]:
@@ -139,33 +139,33 @@ class Downloader:
                 if status in REDIRECTS:
                     location = resp.headers.get("Location")
                     if not location:
-                        return fail(Outcome.HTTP_ERROR, f"{status} without Location", status)
+                        return fail(UrlOutcome.HTTP_ERROR, f"{status} without Location", status)
                     return FetchResult(url=url, status=status, final_url=current), location
                 if status != 200:
-                    return fail(Outcome.HTTP_ERROR, f"HTTP {status}", status)
+                    return fail(UrlOutcome.HTTP_ERROR, f"HTTP {status}", status)
                 robots = ",".join(resp.headers.getall("X-Robots-Tag", [])).lower()
                 if any(d in robots.replace(":", ",").replace(" ", ",").split(",") for d in ROBOTS_DIRECTIVES):
-                    return fail(Outcome.ROBOTS, f"X-Robots-Tag: {robots[:100]}", status)
+                    return fail(UrlOutcome.ROBOTS, f"X-Robots-Tag: {robots[:100]}", status)
                 if resp.content_length is not None and resp.content_length > self.cfg.max_bytes:
-                    return fail(Outcome.TOO_LARGE, f"Content-Length {resp.content_length} > {self.cfg.max_bytes}", status)
+                    return fail(UrlOutcome.TOO_LARGE, f"Content-Length {resp.content_length} > {self.cfg.max_bytes}", status)
                 if resp.content_length is not None and "Content-Encoding" not in resp.headers:
                     body = await resp.read()  # length known and under the cap: the parser stops there
                 else:
                     body = await self._read_capped(resp)
                 if body is None:
-                    return fail(Outcome.TOO_LARGE, f"body over {self.cfg.max_bytes} bytes", status)
+                    return fail(UrlOutcome.TOO_LARGE, f"body over {self.cfg.max_bytes} bytes", status)
                 return FetchResult(url=url, body=body, status=status, final_url=current), None
         except aiohttp.ClientConnectorError as e:
             if isinstance(e.os_error, netguard.ForbiddenAddress):
-                return fail(Outcome.FORBIDDEN_ADDRESS, str(e.os_error))
-            return fail(Outcome.CONNECTION_ERROR, f"{type(e).__name__}: {e}"[:300])
+                return fail(UrlOutcome.FORBIDDEN_ADDRESS, str(e.os_error))
+            return fail(UrlOutcome.CONNECTION_ERROR, f"{type(e).__name__}: {e}"[:300])
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as e:
-            return fail(Outcome.TIMEOUT, f"{type(e).__name__}: {e}"[:300] or "timeout")
+            return fail(UrlOutcome.TIMEOUT, f"{type(e).__name__}: {e}"[:300] or "timeout")
         except aiohttp.InvalidURL as e:
-            return fail(Outcome.BAD_URL, f"invalid URL: {e}"[:300])
+            return fail(UrlOutcome.BAD_URL, f"invalid URL: {e}"[:300])
         except (aiohttp.ClientError, OSError, ValueError) as e:
             # payload errors (truncated, bad gzip), disconnections, malformed responses
-            return fail(Outcome.CONNECTION_ERROR, f"{type(e).__name__}: {e}"[:300])
+            return fail(UrlOutcome.CONNECTION_ERROR, f"{type(e).__name__}: {e}"[:300])
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes | None:
         """The (decompressed) body, or None as soon as it passes max_bytes."""

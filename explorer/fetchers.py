@@ -52,7 +52,7 @@ from explorer import images, localfile, worker_server
 from explorer.allocator import keep_freed_memory
 from explorer.config import CrawlConfig
 from explorer.downloader import Downloader, HostPacer, host_key
-from explorer.records import Candidate, FetchResult, Outcome
+from explorer.records import Candidate, FetchResult, UrlOutcome
 
 Prepared = tuple[Candidate, np.ndarray] | images.Rejection  # (image, cheap vector [768]) or why not
 # A worker prepares JPEGs up to this size on its own loop, not in its thread: it has a core's
@@ -81,7 +81,7 @@ def prepare_job(body: bytes, cfg: CrawlConfig) -> Prepared:
     try:
         return images.prepare_with_embedding(body, cfg)
     except Exception as e:  # noqa: BLE001 - a decoder failure we did not foresee is still bad input
-        return images.Rejection(Outcome.CORRUPT, f"unexpected {type(e).__name__}: {str(e)[:200]}")
+        return images.Rejection(UrlOutcome.CORRUPT, f"unexpected {type(e).__name__}: {str(e)[:200]}")
 
 
 class PrepareClock:
@@ -120,7 +120,7 @@ class PrepareClock:
 
 
 def past_deadline(used_s: float, cfg: CrawlConfig) -> images.Rejection:
-    return images.Rejection(Outcome.DECODE_TIMEOUT, f"preparing the image used {used_s:.1f} s of CPU, "
+    return images.Rejection(UrlOutcome.DECODE_TIMEOUT, f"preparing the image used {used_s:.1f} s of CPU, "
                                                     f"over crawl.prepare_timeout_s={cfg.prepare_timeout_s:g}")
 
 
@@ -250,7 +250,7 @@ async def _serve(conn, cfg: CrawlConfig, allow: list[str], corpus_root: Path | N
                     fetched = await fetch_and_prepare(downloader, url, cfg, corpus_root, pool, clock, job,
                                                       INLINE_JPEG_BYTES)
                 except Exception as e:  # noqa: BLE001 - a bug must not leave the parent waiting forever
-                    fetched = Fetched(FetchResult(url=url, outcome=Outcome.CONNECTION_ERROR,
+                    fetched = Fetched(FetchResult(url=url, outcome=UrlOutcome.CONNECTION_ERROR,
                                                   reason=f"unexpected {type(e).__name__} in the fetch worker: {e}"[:300]))
                 finally:
                     urls.pop(job, None)
@@ -282,7 +282,7 @@ async def _serve(conn, cfg: CrawlConfig, allow: list[str], corpus_root: Path | N
 
 
 def _past_deadline(fetched: Fetched) -> bool:
-    return isinstance(fetched.prepared, images.Rejection) and fetched.prepared.outcome == Outcome.DECODE_TIMEOUT
+    return isinstance(fetched.prepared, images.Rejection) and fetched.prepared.outcome == UrlOutcome.DECODE_TIMEOUT
 
 
 class _Worker:
@@ -465,7 +465,7 @@ class ProcessFetcher:
             if future is not None and not future.done():
                 again = resend and job not in self._second_tries
                 future.set_result(None if again else
-                                  Fetched(FetchResult(url=url, outcome=Outcome.WORKER_LOST, reason=reason)))
+                                  Fetched(FetchResult(url=url, outcome=UrlOutcome.WORKER_LOST, reason=reason)))
         worker.conn.close()
 
     def close(self) -> None:

@@ -1,7 +1,7 @@
 """Bytes from the web -> a validated, resized RGB JPEG + sha256 (ARCHITECTURE.md, "Guards").
 
 `prepare` never raises for bad input: it returns a `Candidate`, or a `Rejection` with an
-Outcome and a reason. It is CPU work, kept off the crawl's event loop: the fetch workers run
+UrlOutcome and a reason. It is CPU work, kept off the crawl's event loop: the fetch workers run
 it (explorer/fetchers.py), or threads with crawl.pool=thread. Pillow
 parses headers (formats, sizes, EXIF) and decodes everything but plain JPEGs; libjpeg-turbo
 (simplejpeg) decodes JPEGs DCT-scaled straight to about the stored size and encodes the stored
@@ -24,7 +24,7 @@ from PIL import Image
 
 from explorer.config import CrawlConfig
 from explorer.decontam import copy_hashes
-from explorer.records import Candidate, Outcome
+from explorer.records import Candidate, UrlOutcome
 
 # Formats we read, by their magic bytes; anything else is not_image whatever its Content-Type.
 MAGIC = [
@@ -53,7 +53,7 @@ COPY_MAX_PIXELS = 4_000_000  # larger sources are resized by Pillow, in place (s
 class Rejection:
     """Why bytes did not become a Candidate."""
 
-    outcome: Outcome
+    outcome: UrlOutcome
     reason: str
 
 
@@ -163,11 +163,11 @@ def _open_checked(body: bytes, fmt: str, cfg: CrawlConfig) -> Image.Image | Reje
     im = Image.open(io.BytesIO(body), formats=[fmt])
     w, h = im.size
     if w * h > cfg.max_pixels:
-        return Rejection(Outcome.BOMB, f"{w}x{h} is over {cfg.max_pixels} pixels")
+        return Rejection(UrlOutcome.BOMB, f"{w}x{h} is over {cfg.max_pixels} pixels")
     if min(w, h) < cfg.min_side:
-        return Rejection(Outcome.TOO_SMALL, f"{w}x{h}, shorter side under {cfg.min_side}")
+        return Rejection(UrlOutcome.TOO_SMALL, f"{w}x{h}, shorter side under {cfg.min_side}")
     if max(w, h) / min(w, h) > cfg.max_aspect:
-        return Rejection(Outcome.BAD_ASPECT, f"{w}x{h}, aspect over {cfg.max_aspect}")
+        return Rejection(UrlOutcome.BAD_ASPECT, f"{w}x{h}, aspect over {cfg.max_aspect}")
     return im
 
 
@@ -247,7 +247,7 @@ def prepare_with_embedding(body: bytes, cfg: CrawlConfig) -> tuple[Candidate, np
     if fmt is None:
         head = body[:16].lstrip().lower()
         what = "HTML" if head.startswith((b"<!doctype", b"<html")) else "unknown bytes"
-        return Rejection(Outcome.NOT_IMAGE, f"magic bytes are not an image ({what})")
+        return Rejection(UrlOutcome.NOT_IMAGE, f"magic bytes are not an image ({what})")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -271,9 +271,9 @@ def prepare_with_embedding(body: bytes, cfg: CrawlConfig) -> tuple[Candidate, np
             orig_w, orig_h = orig_h, orig_w
         data = encode_jpeg(im, cfg.jpeg_quality)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        return Rejection(Outcome.BOMB, str(e)[:200])
+        return Rejection(UrlOutcome.BOMB, str(e)[:200])
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, Image.UnidentifiedImageError) as e:
-        return Rejection(Outcome.CORRUPT, f"{type(e).__name__}: {str(e)[:200]}")
+        return Rejection(UrlOutcome.CORRUPT, f"{type(e).__name__}: {str(e)[:200]}")
     cand = Candidate(sha256=hashlib.sha256(data).hexdigest(), data=data, width=im.width,
                      height=im.height, orig_width=orig_w, orig_height=orig_h,
                      copy_hash=copy_hashes(im).tobytes() if cfg.leak_hamming >= 0 else b"")

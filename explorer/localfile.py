@@ -15,14 +15,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from explorer.records import FetchResult, Outcome
+from explorer.records import FetchResult, UrlOutcome
 
 OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
               (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
               (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symlink"))
 
-Refusal = tuple[Outcome, str]
+Refusal = tuple[UrlOutcome, str]
 
 
 def local_path(url: str) -> Path | None:
@@ -64,9 +64,9 @@ def read_regular(path: Path, max_bytes: int) -> bytes | Refusal:
     only a hint: a file can grow after fstat, so the read stops one byte past the cap.
     """
     def not_regular(mode: int) -> Refusal:
-        return Outcome.FORBIDDEN_PATH, f"{path} is {kind_of(mode)}, not a regular file"
+        return UrlOutcome.FORBIDDEN_PATH, f"{path} is {kind_of(mode)}, not a regular file"
 
-    too_large = Outcome.TOO_LARGE, f"{path}: file over {max_bytes} bytes"
+    too_large = UrlOutcome.TOO_LARGE, f"{path}: file over {max_bytes} bytes"
     try:
         mode = os.stat(path).st_mode
         if not stat.S_ISREG(mode):
@@ -75,7 +75,7 @@ def read_regular(path: Path, max_bytes: int) -> bytes | Refusal:
     except OSError as e:
         if e.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink put there after the resolve
             return not_regular(stat.S_IFLNK)
-        return Outcome.HTTP_ERROR, f"{type(e).__name__}: {e}"[:300]
+        return UrlOutcome.HTTP_ERROR, f"{type(e).__name__}: {e}"[:300]
     with open(fd, "rb", closefd=True) as f:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -87,7 +87,7 @@ def read_regular(path: Path, max_bytes: int) -> bytes | Refusal:
             if len(body) > st.st_size:  # it grew since fstat (or is sized 0, as /proc files are)
                 body += f.read(max_bytes + 1 - len(body))
         except OSError as e:
-            return Outcome.HTTP_ERROR, f"{type(e).__name__}: {e}"[:300]
+            return UrlOutcome.HTTP_ERROR, f"{type(e).__name__}: {e}"[:300]
     return too_large if len(body) > max_bytes else body
 
 
@@ -95,13 +95,13 @@ def read_file_url(url: str, root: Path | None, max_bytes: int, allow_outside: bo
     """A file:// URL of the corpus engine whose root is `root` (None: no corpus engine, so no
     files) -> FetchResult. Blocking (disk reads): run it in a thread."""
     if root is None:
-        return FetchResult(url=url, outcome=Outcome.BAD_URL, reason="file:// URLs are read for a corpus engine only")
+        return FetchResult(url=url, outcome=UrlOutcome.BAD_URL, reason="file:// URLs are read for a corpus engine only")
     path = local_path(url)
     if path is None:
-        return FetchResult(url=url, outcome=Outcome.BAD_URL, reason="not a local, absolute file:// URL")
+        return FetchResult(url=url, outcome=UrlOutcome.BAD_URL, reason="not a local, absolute file:// URL")
     real = resolve(path)
     if not allow_outside and (why := outside_reason(path, real, root)):
-        return FetchResult(url=url, outcome=Outcome.FORBIDDEN_PATH, reason=why)
+        return FetchResult(url=url, outcome=UrlOutcome.FORBIDDEN_PATH, reason=why)
     body = read_regular(real, max_bytes)
     if isinstance(body, tuple):
         return FetchResult(url=url, outcome=body[0], reason=body[1])

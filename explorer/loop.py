@@ -30,7 +30,7 @@ from explorer.engines.base import SearchWatch
 from explorer.errors import SearchUnavailable
 from explorer.learner import RoundImages
 from explorer.progress import RunProgress
-from explorer.records import Outcome, Query, QueryOutcome
+from explorer.records import UrlOutcome, Query, QueryOutcome
 from explorer.session import Budget, RunDir
 from explorer.terminal import visible
 
@@ -191,7 +191,7 @@ class Explorer:
             attempts = await self.crawler.crawl(items)
             fetched += len(attempts)
             self.progress.fetched(len(attempts))
-            if any(a.outcome == Outcome.DISK_FULL for a in attempts):
+            if any(a.outcome == UrlOutcome.DISK_FULL for a in attempts):
                 return "answered"  # stays "searched": a resumed run fetches these once space returns
             self.db.set_query_status(q["id"], "done")
             return "answered"

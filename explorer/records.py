@@ -1,14 +1,16 @@
 """The small records that flow one way through the loop (ARCHITECTURE.md, "One round").
 
 policy -> Query (concept, text, refinement) -> engine -> SearchResult -> downloader -> FetchResult -> images -> Candidate
--> cache (an Outcome per URL attempt) -> reward -> QueryOutcome -> policy.
-`Outcome` is the cache's (cache/outcomes.py): what it records for each URL attempt.
+-> cache (a UrlOutcome per URL attempt) -> reward -> QueryOutcome -> policy.
+`UrlOutcome` is the cache's (cache/outcomes.py): what it records for each URL attempt. Three
+outcomes, three names: `UrlOutcome` (one URL), `SearchOutcome` (one search, explorer/engines) and
+`QueryOutcome` (one finished query, as the policy learns it).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cache.outcomes import Outcome  # (the attempts table's vocabulary; re-exported here for the loop)
+from cache.outcomes import UrlOutcome  # (the attempts table's vocabulary; re-exported here for the loop)
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class FetchResult:
     """What the downloader got for one URL: a body, or an outcome that says why not."""
 
     url: str
-    outcome: Outcome | None = None        # None = body fetched, not judged as an image yet
+    outcome: UrlOutcome | None = None        # None = body fetched, not judged as an image yet
     reason: str = ""
     body: bytes | None = None
     status: int = 0

@@ -8,7 +8,7 @@ from PIL import Image
 from explorer.config import CrawlConfig
 from explorer.crawl import CHEAP_EMBEDDING, Crawler, CrawlItem, open_cache
 from explorer.decontam import LeakIndex
-from explorer.records import Outcome
+from explorer.records import UrlOutcome
 from tests.crawl_fixtures import image_app, jpeg_bytes, serve
 
 
@@ -50,18 +50,18 @@ def test_every_item_gets_one_outcome_and_refetch_downloads_nothing(tmp_path, poo
         attempts = crawl(cache, cfg(pool=pool), items, port)
         by_path = {a.url.removeprefix(base): a for a in attempts}
         assert len(attempts) == len(FILES) + 3
-        assert by_path["/b.jpg"].outcome == Outcome.OK
+        assert by_path["/b.jpg"].outcome == UrlOutcome.OK
         # whichever of a (twice, same bytes) and its near copy lands first is kept
         same = sorted(by_path[p].outcome.value for p in ("/a.jpg", "/a-again.jpg"))
-        if by_path["/a-small.jpg"].outcome == Outcome.OK:
+        if by_path["/a-small.jpg"].outcome == UrlOutcome.OK:
             assert same == ["near_duplicate", "near_duplicate"]
         else:
-            assert by_path["/a-small.jpg"].outcome == Outcome.NEAR_DUPLICATE and same == ["duplicate", "ok"]
-        assert by_path["/page.jpg"].outcome == Outcome.NOT_IMAGE
-        assert by_path["/tiny.jpg"].outcome == Outcome.TOO_SMALL
-        assert by_path["/missing.jpg"].outcome == Outcome.HTTP_ERROR
-        assert by_path["http://10.0.0.1/x.jpg"].outcome == Outcome.FORBIDDEN_ADDRESS
-        assert by_path["file:///etc/hostname"].outcome == Outcome.BAD_URL
+            assert by_path["/a-small.jpg"].outcome == UrlOutcome.NEAR_DUPLICATE and same == ["duplicate", "ok"]
+        assert by_path["/page.jpg"].outcome == UrlOutcome.NOT_IMAGE
+        assert by_path["/tiny.jpg"].outcome == UrlOutcome.TOO_SMALL
+        assert by_path["/missing.jpg"].outcome == UrlOutcome.HTTP_ERROR
+        assert by_path["http://10.0.0.1/x.jpg"].outcome == UrlOutcome.FORBIDDEN_ADDRESS
+        assert by_path["file:///etc/hostname"].outcome == UrlOutcome.BAD_URL
         db = cache.db
         assert sum(db.outcome_counts().values()) == len(attempts)
         assert db.image_stats()[0] == 2 and len(cache.index) == 2
@@ -72,12 +72,12 @@ def test_every_item_gets_one_outcome_and_refetch_downloads_nothing(tmp_path, poo
 
         again = crawl(cache, cfg(pool=pool), items, port)
         assert hits == first_hits  # nothing fetched twice
-        assert all(a.recorded_before for a in again if a.outcome != Outcome.BAD_URL)
+        assert all(a.recorded_before for a in again if a.outcome != UrlOutcome.BAD_URL)
         assert sum(db.outcome_counts().values()) == len(attempts)
 
         # another query finding a known URL: one new row, answered from the DB, still no request
         more = crawl(cache, cfg(pool=pool), [CrawlItem(f"{base}/b.jpg", query_id=7), CrawlItem(f"{base}/page.jpg", query_id=7)], port)
-        assert [a.outcome for a in more] == [Outcome.DUPLICATE, Outcome.NOT_IMAGE]
+        assert [a.outcome for a in more] == [UrlOutcome.DUPLICATE, UrlOutcome.NOT_IMAGE]
         assert hits == first_hits and db.outcome_counts(query_id=7) == {"duplicate": 1, "not_image": 1}
         cache.close()
 
@@ -94,8 +94,8 @@ def test_near_copies_of_target_test_images_are_dropped(tmp_path):
         cache = open_cache(tmp_path, cfg())
         attempts = crawl(cache, cfg(), [CrawlItem(f"http://127.0.0.1:{port}/leak.jpg"),
                                         CrawlItem(f"http://127.0.0.1:{port}/fine.jpg")], port, leak_index=leak)
-    assert {a.url.rsplit("/", 1)[1]: a.outcome for a in attempts} == {"leak.jpg": Outcome.TEST_LEAK,
-                                                                       "fine.jpg": Outcome.OK}
+    assert {a.url.rsplit("/", 1)[1]: a.outcome for a in attempts} == {"leak.jpg": UrlOutcome.TEST_LEAK,
+                                                                       "fine.jpg": UrlOutcome.OK}
     assert cache.db.image_stats()[0] == 1
     cache.close()
 
@@ -136,7 +136,7 @@ def test_a_url_found_by_two_queries_is_fetched_once(tmp_path):
         cache = open_cache(tmp_path, cfg())
         attempts = crawl(cache, cfg(), [CrawlItem(url, query_id=1), CrawlItem(url, query_id=2)], port)
     assert hits == {"/x.jpg": 1}
-    assert {a.query_id: a.outcome for a in attempts} == {1: Outcome.OK, 2: Outcome.DUPLICATE}
+    assert {a.query_id: a.outcome for a in attempts} == {1: UrlOutcome.OK, 2: UrlOutcome.DUPLICATE}
     assert cache.db.outcome_counts(query_id=2) == {"duplicate": 1}
     assert [r["sha256"] for r in cache.db.attempts(2)] == [a.sha256 for a in attempts if a.query_id == 1]
     cache.close()
@@ -173,7 +173,7 @@ def test_the_size_cap_counts_every_runs_files_in_a_shared_cache(tmp_path):
         urls = [f"http://127.0.0.1:{port}{p}" for p in files]
         (tmp_path / "a").mkdir()
         cache = open_cache(cache_dir, cfg(), db_path=tmp_path / "a" / "explore.db")
-        assert [a.outcome for a in crawl(cache, cfg(), [CrawlItem(u) for u in urls[:4]], port)] == [Outcome.OK] * 4
+        assert [a.outcome for a in crawl(cache, cfg(), [CrawlItem(u) for u in urls[:4]], port)] == [UrlOutcome.OK] * 4
         cache.close()
         stored = sum(p.stat().st_size for p in (cache_dir / "images").rglob("*.jpg"))
         (tmp_path / "b").mkdir()
@@ -182,7 +182,7 @@ def test_the_size_cap_counts_every_runs_files_in_a_shared_cache(tmp_path):
         assert cache.store.used_bytes == stored
         [attempt] = crawl(cache, capped, [CrawlItem(urls[4])], port)
         cache.close()
-    assert attempt.outcome == Outcome.DISK_FULL and "cap" in attempt.reason
+    assert attempt.outcome == UrlOutcome.DISK_FULL and "cap" in attempt.reason
 
 
 def test_runs_sharing_a_cache_dir_each_keep_what_they_fetch(tmp_path):
@@ -199,7 +199,7 @@ def test_runs_sharing_a_cache_dir_each_keep_what_they_fetch(tmp_path):
             (tmp_path / run).mkdir()
             cache = open_cache(cache_dir, cfg(), db_path=tmp_path / run / "explore.db")
             attempts = crawl(cache, cfg(), items, port)
-            assert [a.outcome for a in attempts] == [Outcome.OK] * 4, run
+            assert [a.outcome for a in attempts] == [UrlOutcome.OK] * 4, run
             assert cache.db.image_stats()[0] == 4
             cache.close()
     assert len(list((cache_dir / "images").rglob("*.jpg"))) == 4

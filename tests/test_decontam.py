@@ -17,7 +17,7 @@ from explorer.crawl import Crawler, CrawlItem, open_cache
 from explorer.decontam import HASH_BYTES, LeakIndex, copy_hashes, target_hashes, trim_borders
 from explorer.evaluate import format_table
 from explorer.images import Rejection, prepare_with_embedding
-from explorer.records import Outcome
+from explorer.records import UrlOutcome
 from explorer.sandbox.repost import KINDS, repost
 from explorer.sandbox.world import World
 from tests.crawl_fixtures import image_app, serve
@@ -134,8 +134,8 @@ def test_a_crawl_records_reposted_copies_as_test_leaks_and_eval_counts_them(tmp_
         with Crawler.for_cache(cache, cfg, allow=[f"127.0.0.1:{port}"], leak_index=leak) as crawler:
             attempts = asyncio.run(crawler.crawl([CrawlItem(f"http://127.0.0.1:{port}{p}") for p in files]))
         outcomes = {a.url.rsplit("/", 1)[1]: a.outcome for a in attempts}
-        assert outcomes.pop("other.jpg") == Outcome.OK
-        assert set(outcomes.values()) == {Outcome.TEST_LEAK}
+        assert outcomes.pop("other.jpg") == UrlOutcome.OK
+        assert set(outcomes.values()) == {UrlOutcome.TEST_LEAK}
         assert cache.db.outcome_counts()["test_leak"] == 4 and cache.db.image_stats()[0] == 1
         cache.close()
     assert removed_test_copies(tmp_path / "explore.db") == 4

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from explorer.config import CrawlConfig
 from explorer.downloader import Downloader
-from explorer.records import Outcome
+from explorer.records import UrlOutcome
 from tests.crawl_fixtures import CountingListener, can_bind, image_app, jpeg_bytes, serve
 
 JPEG = jpeg_bytes(64, 48)
@@ -60,7 +60,7 @@ def test_a_local_server_off_the_allow_list_is_never_contacted():
     with serve(app) as port:
         r = fetch(f"http://127.0.0.1:{port}/a.jpg", [f"127.0.0.1:{port + 1}"])
         r2 = fetch(f"http://localhost:{port}/a.jpg", [])
-    assert r.outcome == r2.outcome == Outcome.FORBIDDEN_ADDRESS
+    assert r.outcome == r2.outcome == UrlOutcome.FORBIDDEN_ADDRESS
     assert hits == {}
 
 
@@ -81,7 +81,7 @@ def _redirect_to_listener(host: str, family=socket.AF_INET):
         with serve(app) as port:
             r = fetch(f"http://127.0.0.1:{port}/r", [f"127.0.0.1:{port}"])
     assert hits["n"] == 1
-    assert r.outcome == Outcome.FORBIDDEN_ADDRESS, r
+    assert r.outcome == UrlOutcome.FORBIDDEN_ADDRESS, r
     assert listener.connections == 0
 
 
@@ -103,7 +103,7 @@ def test_redirect_to_a_local_name_is_refused():
         app, _ = redirect_app(f"http://localhost:{lport}/x")
         with serve(app) as port:
             r = fetch(f"http://127.0.0.1:{port}/r", [f"127.0.0.1:{port}"])
-    assert r.outcome == Outcome.FORBIDDEN_ADDRESS and listener.connections == 0
+    assert r.outcome == UrlOutcome.FORBIDDEN_ADDRESS and listener.connections == 0
 
 
 def test_redirects_are_followed_within_the_limit_and_loops_stop():
@@ -125,8 +125,8 @@ def test_redirects_are_followed_within_the_limit_and_loops_stop():
         too_many = fetch(f"http://127.0.0.1:{port}/hop/6", allow)
         looped = fetch(f"http://127.0.0.1:{port}/loop", allow)
     assert ok.body == JPEG and ok.redirects == 5
-    assert too_many.outcome == Outcome.REDIRECT_LIMIT
-    assert looped.outcome == Outcome.REDIRECT_LIMIT
+    assert too_many.outcome == UrlOutcome.REDIRECT_LIMIT
+    assert looped.outcome == UrlOutcome.REDIRECT_LIMIT
 
 
 def test_byte_cap_with_and_without_content_length_and_for_gzip():
@@ -158,7 +158,7 @@ def test_byte_cap_with_and_without_content_length_and_for_gzip():
         results = {p: fetch(f"http://127.0.0.1:{port}/{p}", allow) for p in ("declared", "streamed", "gzip")}
     assert len(bomb) < 200_000
     for name, r in results.items():
-        assert r.outcome == Outcome.TOO_LARGE, (name, r.reason)
+        assert r.outcome == UrlOutcome.TOO_LARGE, (name, r.reason)
     assert "Content-Length" in results["declared"].reason
     assert "Content-Length" not in results["streamed"].reason
 
@@ -168,7 +168,7 @@ def test_x_robots_tag_noai_is_honoured(tag):
     app, _ = image_app({"/a.jpg": (JPEG, {"X-Robots-Tag": tag})})
     with serve(app) as port:
         r = fetch(f"http://127.0.0.1:{port}/a.jpg", [f"127.0.0.1:{port}"])
-    assert r.outcome == Outcome.ROBOTS
+    assert r.outcome == UrlOutcome.ROBOTS
 
 
 def test_retries_only_for_429_and_5xx():
@@ -186,8 +186,8 @@ def test_retries_only_for_429_and_5xx():
     with serve(app) as port:
         allow = [f"127.0.0.1:{port}"]
         r404, r503, r429 = (fetch(f"http://127.0.0.1:{port}/s/{c}", allow) for c in ("404", "503", "429"))
-    assert r404.outcome == Outcome.HTTP_ERROR and r404.status == 404 and calls["404"] == 1
-    assert r503.outcome == Outcome.HTTP_ERROR and calls["503"] == 3
+    assert r404.outcome == UrlOutcome.HTTP_ERROR and r404.status == 404 and calls["404"] == 1
+    assert r503.outcome == UrlOutcome.HTTP_ERROR and calls["503"] == 3
     assert r429.body == JPEG and calls["429"] == 2
 
 
@@ -199,12 +199,12 @@ def test_a_stalled_server_times_out_and_a_closed_port_is_a_connection_error():
     app.router.add_get("/stall", stall)
     with serve(app) as port:
         r = fetch(f"http://127.0.0.1:{port}/stall", [f"127.0.0.1:{port}"], read_timeout_s=0.3)
-    assert r.outcome == Outcome.TIMEOUT
+    assert r.outcome == UrlOutcome.TIMEOUT
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         free = s.getsockname()[1]
     r = fetch(f"http://127.0.0.1:{free}/x", [f"127.0.0.1:{free}"])
-    assert r.outcome == Outcome.CONNECTION_ERROR
+    assert r.outcome == UrlOutcome.CONNECTION_ERROR
 
 
 def test_per_host_limit_holds():
@@ -302,7 +302,7 @@ def test_a_folded_spelling_of_a_local_address_is_never_requested(spelling):
             direct = fetch(spelled, allow)
             redirected = fetch(f"http://127.0.0.1:{port}/r", allow)
     assert hits["n"] == 1
-    assert direct.outcome == redirected.outcome == Outcome.FORBIDDEN_ADDRESS, (direct, redirected)
+    assert direct.outcome == redirected.outcome == UrlOutcome.FORBIDDEN_ADDRESS, (direct, redirected)
     assert redirected.redirects == 1
     assert forbidden_hits == {}
 
@@ -319,7 +319,7 @@ def test_redirect_locations_that_do_not_parse_are_bad_urls():
     app, _ = raw_redirect_app("http://[::1/x")
     with serve(app) as port:
         r = fetch(f"http://127.0.0.1:{port}/r", [f"127.0.0.1:{port}"])
-    assert r.outcome == Outcome.BAD_URL and r.redirects == 1
+    assert r.outcome == UrlOutcome.BAD_URL and r.redirects == 1
 
 
 class OfflineResolver:
@@ -345,5 +345,5 @@ def test_the_downloader_resolves_names_through_the_injected_resolver():
             async with Downloader(cfg(), [f"images.test:{port}"], resolver=resolver) as d:
                 return await d.fetch(f"http://images.test:{port}/a.jpg"), await d.fetch(f"http://other.test:{port}/a.jpg")
         allowed, refused = asyncio.run(go())
-    assert allowed.body == JPEG and refused.outcome == Outcome.FORBIDDEN_ADDRESS
+    assert allowed.body == JPEG and refused.outcome == UrlOutcome.FORBIDDEN_ADDRESS
     assert resolver.asked == ["images.test", "other.test"] and hits == {"/a.jpg": 1}

@@ -17,7 +17,7 @@ from explorer.config import CrawlConfig
 from explorer.crawl import Crawler, CrawlItem, open_cache
 from explorer.engines import CorpusEngine, make_engine
 from explorer.engines.corpus import caption_from_name, list_corpus
-from explorer.records import Outcome
+from explorer.records import UrlOutcome
 from tests.crawl_fixtures import jpeg_bytes
 from tests.test_localfile import unblock_fifo
 
@@ -184,16 +184,16 @@ def test_crawl_reads_only_regular_files_under_the_corpus_root(tmp_path, hostile_
             asyncio.run(crawler.crawl([CrawlItem(it.image, it.caption) for it in engine.items]))
     finally:
         unblock_fifo(table.parent / "pipe.jpg")
-    recorded = {url: (Outcome(outcome), reason) for url, outcome, reason
+    recorded = {url: (UrlOutcome(outcome), reason) for url, outcome, reason
                 in cache.db.conn.execute("SELECT url, outcome, reason FROM attempts")}
     stored = cache.db.image_stats()[0]
     cache.close()
     assert recorded.keys() == what.keys()
-    expected = {"good": Outcome.OK, "big": Outcome.TOO_LARGE,
-                "outside": Outcome.OK if allow_outside else Outcome.FORBIDDEN_PATH}
+    expected = {"good": UrlOutcome.OK, "big": UrlOutcome.TOO_LARGE,
+                "outside": UrlOutcome.OK if allow_outside else UrlOutcome.FORBIDDEN_PATH}
     for url, kind in what.items():
         outcome, reason = recorded[url]
-        assert outcome == expected.get(kind, Outcome.FORBIDDEN_PATH), (url, outcome, reason)
+        assert outcome == expected.get(kind, UrlOutcome.FORBIDDEN_PATH), (url, outcome, reason)
         if kind in ("outside", "device") and not allow_outside:  # refused before anything is opened
             assert "outside the corpus root" in reason and "corpus_allow_outside" in reason
         elif kind in ("device", "fifo", "folder"):

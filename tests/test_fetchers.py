@@ -15,7 +15,7 @@ from aiohttp import web
 
 from explorer.config import CrawlConfig
 from explorer.crawl import Crawler, CrawlItem, open_cache
-from explorer.records import Outcome
+from explorer.records import UrlOutcome
 from tests.crawl_fixtures import jpeg_bytes, serve
 
 
@@ -80,13 +80,13 @@ def test_a_killed_worker_costs_only_its_urls_in_flight_and_is_replaced(tmp_path)
             return await crawl, worker.process.pid
 
         (lost,), pid = asyncio.run(kill_while_held())
-        assert lost.outcome == Outcome.WORKER_LOST and str(pid) in lost.reason and "-9" in lost.reason
+        assert lost.outcome == UrlOutcome.WORKER_LOST and str(pid) in lost.reason and "-9" in lost.reason
         assert h.cache.db.outcome_counts() == {"worker_lost": 1}
 
         h.release.set()
         after = asyncio.run(h.crawler.crawl([CrawlItem(f"{h.base}/{i}.jpg") for i in range(4)]
                                             + [CrawlItem(f"{h.base}/hold.jpg")]))
-        assert [a.outcome for a in after] == [Outcome.OK] * 5  # a new worker; the lost URL fetched again
+        assert [a.outcome for a in after] == [UrlOutcome.OK] * 5  # a new worker; the lost URL fetched again
         (worker,) = h.crawler.fetcher.workers
         assert worker.process.pid != pid
         assert h.hits["/hold.jpg"] == 2 and h.cache.db.image_stats()[0] == 5
@@ -98,16 +98,16 @@ def test_workers_start_again_after_the_fork_server_and_a_worker_are_killed(tmp_p
     with held_crawler(tmp_path) as h:
         h.release.set()
         first = asyncio.run(h.crawler.crawl([CrawlItem(f"{h.base}/0.jpg")]))
-        assert [a.outcome for a in first] == [Outcome.OK]
+        assert [a.outcome for a in first] == [UrlOutcome.OK]
         (worker,) = h.crawler.fetcher.workers
         os.kill(forkserver._forkserver._forkserver_pid, signal.SIGKILL)  # the OOM killer, say
         os.kill(worker.process.pid, signal.SIGKILL)
         worker.process.join(10)
         items = [CrawlItem(f"{h.base}/{i}.jpg") for i in (1, 2, 3)]
         again = asyncio.run(h.crawler.crawl(items))  # what went to the dead worker is lost...
-        assert {a.outcome for a in again} <= {Outcome.OK, Outcome.WORKER_LOST}
+        assert {a.outcome for a in again} <= {UrlOutcome.OK, UrlOutcome.WORKER_LOST}
         after = asyncio.run(h.crawler.crawl(items))  # ...and fetched by a new one, from a new server
-        assert [a.outcome for a in after] == [Outcome.OK] * 3
+        assert [a.outcome for a in after] == [UrlOutcome.OK] * 3
         (new,) = h.crawler.fetcher.workers
         assert new.process.pid != worker.process.pid and new.process.is_alive()
 
@@ -123,7 +123,7 @@ def test_a_cancelled_crawl_leaves_the_workers_usable(tmp_path):
             return await h.crawler.crawl([CrawlItem(f"{h.base}/0.jpg")])
 
         (after,) = asyncio.run(cancel_while_held())
-        assert after.outcome == Outcome.OK
+        assert after.outcome == UrlOutcome.OK
 
 
 def test_a_crawl_that_ends_leaves_a_concurrent_one_its_results(tmp_path):
@@ -136,7 +136,7 @@ def test_a_crawl_that_ends_leaves_a_concurrent_one_its_results(tmp_path):
             return quick, slow
 
         quick, slow = asyncio.run(two_crawls())
-        assert (quick.outcome, slow.outcome) == (Outcome.OK, Outcome.OK)
+        assert (quick.outcome, slow.outcome) == (UrlOutcome.OK, UrlOutcome.OK)
 
 
 def test_the_per_host_limit_holds_over_all_workers(tmp_path):
@@ -157,7 +157,7 @@ def test_the_per_host_limit_holds_over_all_workers(tmp_path):
         with Crawler.for_cache(cache, c, allow=[f"127.0.0.1:{port}"]) as crawler:
             attempts = asyncio.run(crawler.crawl([CrawlItem(f"http://127.0.0.1:{port}/{i}.jpg") for i in range(12)]))
             assert len(crawler.fetcher.workers) == 2
-    assert [a.outcome for a in attempts] == [Outcome.OK] * 12
+    assert [a.outcome for a in attempts] == [UrlOutcome.OK] * 12
     assert peak[0] == 2
     cache.close()
 
@@ -182,7 +182,7 @@ def test_workers_that_cannot_start_stop_the_crawl_with_one_clear_error(tmp_path)
             except RuntimeError as e:
                 error = str(e)
                 break
-            assert {a.outcome for a in attempts} == {Outcome.WORKER_LOST}
+            assert {a.outcome for a in attempts} == {UrlOutcome.WORKER_LOST}
     cache.close()
     assert error is not None, "the crawl went on after 3 workers in a row died at start"
     found = re.search(r"(\d+) fetch workers in a row died .*exit codes \[([\d, ]+)\]", error)
@@ -218,7 +218,7 @@ def test_a_garbled_message_from_a_worker_costs_its_jobs_and_the_worker_only():
 
     worker, fetched = asyncio.run(garble())
     assert worker.process.killed and not worker.alive
-    assert fetched.result.outcome == Outcome.WORKER_LOST and fetched.result.url == "http://127.0.0.1:9/7.jpg"
+    assert fetched.result.outcome == UrlOutcome.WORKER_LOST and fetched.result.url == "http://127.0.0.1:9/7.jpg"
 
 
 def test_a_worker_that_cannot_be_forked_stops_the_crawl_with_one_clear_error(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from PIL import Image, ImageOps
 
 from explorer.config import CrawlConfig
 from explorer.images import Rejection, cheap_embedding, pixels, prepare, resize_area, sniff
-from explorer.records import Candidate, Outcome
+from explorer.records import Candidate, UrlOutcome
 from tests.crawl_fixtures import jpeg_bytes
 
 CFG = CrawlConfig(image_size=64, min_side=16, max_aspect=4.0, max_pixels=4_000_000)
@@ -31,33 +31,33 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
-def rejected(body: bytes, cfg: CrawlConfig = CFG) -> Outcome:
+def rejected(body: bytes, cfg: CrawlConfig = CFG) -> UrlOutcome:
     result = prepare(body, cfg)
     assert isinstance(result, Rejection), result
     return result.outcome
 
 
 def test_a_30000_square_png_header_is_a_bomb():
-    assert rejected(png_header_only(30000, 30000)) == Outcome.BOMB
+    assert rejected(png_header_only(30000, 30000)) == UrlOutcome.BOMB
 
 
 def test_html_served_as_an_image_is_not_an_image():
-    assert rejected(b"<!DOCTYPE html><html><body>hello</body></html>") == Outcome.NOT_IMAGE
-    assert rejected(b"") == Outcome.NOT_IMAGE
+    assert rejected(b"<!DOCTYPE html><html><body>hello</body></html>") == UrlOutcome.NOT_IMAGE
+    assert rejected(b"") == UrlOutcome.NOT_IMAGE
     assert sniff(jpeg_bytes(40, 40)) == "JPEG"
 
 
 def test_truncated_and_garbled_files_are_corrupt():
     body = jpeg_bytes(300, 200)
-    assert rejected(body[: len(body) // 2]) == Outcome.CORRUPT
-    assert rejected(b"\x89PNG\r\n\x1a\n" + b"\0" * 100) == Outcome.CORRUPT
+    assert rejected(body[: len(body) // 2]) == UrlOutcome.CORRUPT
+    assert rejected(b"\x89PNG\r\n\x1a\n" + b"\0" * 100) == UrlOutcome.CORRUPT
     png = encode(Image.new("RGB", (100, 100), "red"), "PNG")
-    assert rejected(png[:-20] + b"x" * 20) == Outcome.CORRUPT  # bad CRC, caught by verify
+    assert rejected(png[:-20] + b"x" * 20) == UrlOutcome.CORRUPT  # bad CRC, caught by verify
 
 
 def test_size_and_aspect_limits():
-    assert rejected(jpeg_bytes(10, 40)) == Outcome.TOO_SMALL
-    assert rejected(jpeg_bytes(500, 100)) == Outcome.BAD_ASPECT
+    assert rejected(jpeg_bytes(10, 40)) == UrlOutcome.TOO_SMALL
+    assert rejected(jpeg_bytes(500, 100)) == UrlOutcome.BAD_ASPECT
 
 
 def test_jpeg_is_decoded_draft_scaled_to_the_stored_size():

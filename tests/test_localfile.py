@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from explorer.localfile import read_file_url, read_regular
-from explorer.records import Outcome
+from explorer.records import UrlOutcome
 
 CAP = 1_000
 pytestmark = [pytest.mark.timeout(60),
@@ -54,7 +54,7 @@ def test_any_path_spelling_is_read_only_inside_the_root(tree):
             assert result.body == real.read_bytes() and result.outcome is None
         else:
             assert result.body is None and result.reason
-            expected = Outcome.FORBIDDEN_PATH if not inside and not allow_outside else Outcome.HTTP_ERROR
+            expected = UrlOutcome.FORBIDDEN_PATH if not inside and not allow_outside else UrlOutcome.HTTP_ERROR
             assert result.outcome == expected, (path, result)
 
     check()
@@ -71,7 +71,7 @@ def test_things_that_are_not_regular_files_are_refused_without_blocking(tmp_path
                            (tmp_path, "a folder"), (sock_path, "a socket")]:
             for root in (path.parent, Path("/")):  # inside its root, or outside with the opt-in
                 result = read_file_url(path.as_uri(), root, CAP, allow_outside=root == Path("/"))
-                assert result.outcome == Outcome.FORBIDDEN_PATH and result.body is None
+                assert result.outcome == UrlOutcome.FORBIDDEN_PATH and result.body is None
                 assert result.reason == f"{path} is {kind}, not a regular file"
     finally:
         listener.close()
@@ -83,11 +83,11 @@ def test_byte_cap_counts_what_is_read_not_what_stat_says(tmp_path):
     (tmp_path / "over.jpg").write_bytes(b"x" * (CAP + 1))
     assert read_file_url((tmp_path / "exact.jpg").as_uri(), tmp_path, CAP).body == b"x" * CAP
     over = read_file_url((tmp_path / "over.jpg").as_uri(), tmp_path, CAP)
-    assert over.outcome == Outcome.TOO_LARGE and str(CAP) in over.reason
+    assert over.outcome == UrlOutcome.TOO_LARGE and str(CAP) in over.reason
     # /proc files say st_size 0 and hold more: the read goes on, to the cap and no further
     status = Path(f"/proc/{os.getpid()}/status")
     assert status.stat().st_size == 0
-    assert read_file_url(status.as_uri(), Path("/proc"), 10).outcome == Outcome.TOO_LARGE
+    assert read_file_url(status.as_uri(), Path("/proc"), 10).outcome == UrlOutcome.TOO_LARGE
     assert b"Pid:" in read_file_url(status.as_uri(), Path("/proc"), 100_000).body
 
 
@@ -95,7 +95,7 @@ def test_a_symlink_put_in_after_resolving_is_not_followed(tmp_path):
     (tmp_path / "secret.jpg").write_bytes(b"secret")
     (tmp_path / "swapped.jpg").symlink_to(tmp_path / "secret.jpg")
     assert read_regular(tmp_path / "swapped.jpg", CAP) == (
-        Outcome.FORBIDDEN_PATH, f"{tmp_path / 'swapped.jpg'} is a symlink, not a regular file")
+        UrlOutcome.FORBIDDEN_PATH, f"{tmp_path / 'swapped.jpg'} is a symlink, not a regular file")
 
 
 @pytest.mark.parametrize("url, why", [
@@ -104,10 +104,10 @@ def test_a_symlink_put_in_after_resolving_is_not_followed(tmp_path):
 ])
 def test_urls_that_name_no_local_absolute_path_are_bad_urls(tmp_path, url, why):
     result = read_file_url(url, tmp_path, CAP, allow_outside=True)
-    assert (result.outcome, result.reason) == (Outcome.BAD_URL, why)
+    assert (result.outcome, result.reason) == (UrlOutcome.BAD_URL, why)
 
 
 def test_no_corpus_no_files(tmp_path):
     (tmp_path / "a.jpg").write_bytes(b"a")
     result = read_file_url((tmp_path / "a.jpg").as_uri(), None, CAP, allow_outside=True)
-    assert result.outcome == Outcome.BAD_URL and result.body is None
+    assert result.outcome == UrlOutcome.BAD_URL and result.body is None

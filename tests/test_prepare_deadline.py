@@ -21,7 +21,7 @@ from PIL import Image
 from explorer.config import CrawlConfig
 from explorer.crawl import Crawler, CrawlItem, open_cache
 from explorer.fetchers import PrepareClock
-from explorer.records import Outcome
+from explorer.records import UrlOutcome
 from explorer.sandbox.slow_jpeg import slow_jpeg
 from tests.crawl_fixtures import jpeg_bytes, serve
 from tests.proc_fixtures import descendants
@@ -158,9 +158,9 @@ def test_a_slow_decode_is_cut_at_the_deadline_and_the_workers_other_urls_are_fet
 
             attempts, first, took = asyncio.run(crawl_past_the_deadline())
             by_url = {a.url.rsplit("/", 1)[1]: a for a in attempts}
-            assert by_url["slow.jpg"].outcome == Outcome.DECODE_TIMEOUT, by_url["slow.jpg"]
+            assert by_url["slow.jpg"].outcome == UrlOutcome.DECODE_TIMEOUT, by_url["slow.jpg"]
             assert "prepare_timeout_s" in by_url["slow.jpg"].reason
-            assert [by_url[f"{i}.jpg"].outcome for i in range(GOOD)] == [Outcome.OK] * GOOD
+            assert [by_url[f"{i}.jpg"].outcome for i in range(GOOD)] == [UrlOutcome.OK] * GOOD
             assert all(hits[f"/{i}.jpg"] == 2 for i in range(GOOD))  # sent again, once each
             assert cache.db.image_stats()[0] == GOOD
             assert first.process.exitcode == -signal.SIGKILL and not running(first.process.pid)
@@ -168,7 +168,7 @@ def test_a_slow_decode_is_cut_at_the_deadline_and_the_workers_other_urls_are_fet
             assert second.process.pid != first.process.pid and second.process.is_alive()
 
             again = asyncio.run(crawler.crawl(items[:1]))  # final: never fetched (nor decoded) again
-            assert again[0].outcome == Outcome.DECODE_TIMEOUT and again[0].recorded_before
+            assert again[0].outcome == UrlOutcome.DECODE_TIMEOUT and again[0].recorded_before
             assert hits["/slow.jpg"] == 1
             assert crawler.fetcher._failed_starts == []
         assert not running(second.process.pid)

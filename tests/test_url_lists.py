@@ -17,13 +17,13 @@ from typer.testing import CliRunner
 from cli import app
 from explorer import netguard
 from explorer.crawl import read_url_list
-from explorer.records import Outcome
+from explorer.records import UrlOutcome
 from explorer.sandbox.server import start_sandbox
 from cache.db import MetaDB
 from tests.test_downloader import OfflineResolver, bold, fullwidth
 
 runner = CliRunner()
-OUTCOMES = {o.value for o in Outcome}
+OUTCOMES = {o.value for o in UrlOutcome}
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,15 @@ Wrap an engine in `CachedEngine(engine, db)` so a query is never sent twice.
 from __future__ import annotations
 
 from explorer.config import CrawlConfig
-from explorer.engines.base import (Attempt, Backoff, Engine, RateLimiter, RetryingEngine,
+from explorer.engines.base import (Backoff, Engine, RateLimiter, RetryingEngine, SearchAttempt,
                                    SearchOutcome, clean_results, search_key)
 from explorer.engines.cached import CachedEngine, SearchStore
 from explorer.engines.corpus import CorpusEngine
 from explorer.engines.ddgs_engine import DDGSEngine
 from explorer.engines.sandbox import SandboxEngine
 
-__all__ = ["Attempt", "Backoff", "CachedEngine", "CorpusEngine", "DDGSEngine", "Engine",
-           "NoEngine", "RateLimiter", "RetryingEngine", "SandboxEngine", "SearchOutcome", "SearchStore",
+__all__ = ["Backoff", "CachedEngine", "CorpusEngine", "DDGSEngine", "Engine",
+           "NoEngine", "RateLimiter", "RetryingEngine", "SandboxEngine", "SearchAttempt", "SearchOutcome", "SearchStore",
            "clean_results", "make_engine", "search_key"]
 
 SPECS = "ddgs, sandbox, corpus:PATH, none"

@@ -48,7 +48,7 @@ class SearchOutcome:
 
 
 @dataclass
-class Attempt:
+class SearchAttempt:
     """One request to an engine: its raw rows (dicts with the ddgs keys), or why it failed."""
 
     rows: list = field(default_factory=list)
@@ -193,7 +193,7 @@ class RetryingEngine(Engine):
         self.limiter = RateLimiter(min_interval_s, clock=clock, sleep=sleep)
 
     @abc.abstractmethod
-    async def attempt(self, query: str, max_results: int, page: int, backend: str) -> Attempt:
+    async def attempt(self, query: str, max_results: int, page: int, backend: str) -> SearchAttempt:
         """Send one request; never raise for an expected failure."""
 
     async def search(self, query: str, max_results: int, page: int = 1,

@@ -19,7 +19,7 @@ import ddgs
 from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
 
 from explorer.config import CrawlConfig
-from explorer.engines.base import Attempt, Clock, RetryingEngine, Sleep
+from explorer.engines.base import SearchAttempt, Clock, RetryingEngine, Sleep
 
 SAFESEARCH = ("on", "moderate", "off")
 IMAGE_BACKENDS = ("bing", "duckduckgo")   # ddgs's image sources (ddgs/engines/*_images.py)
@@ -51,26 +51,26 @@ class DDGSEngine(RetryingEngine):
                              safesearch=self.cfg.search_safesearch, max_results=max_results,
                              page=page, backend=backend or self.cfg.search_backend)
 
-    async def attempt(self, query: str, max_results: int, page: int = 1, backend: str = "") -> Attempt:
+    async def attempt(self, query: str, max_results: int, page: int = 1, backend: str = "") -> SearchAttempt:
         try:
             rows = await asyncio.wait_for(
                 asyncio.to_thread(self._images, query, max_results, page, backend),
                 timeout=self.cfg.search_timeout_s)
         except asyncio.TimeoutError:
             # The worker thread cannot be cancelled; ddgs's own timeout ends it soon.
-            return Attempt(error=f"timeout: no answer in {self.cfg.search_timeout_s:g} s",
+            return SearchAttempt(error=f"timeout: no answer in {self.cfg.search_timeout_s:g} s",
                            retryable=True)
         except RatelimitException as e:
-            return Attempt(error=f"rate limited: {e}", retryable=True)
+            return SearchAttempt(error=f"rate limited: {e}", retryable=True)
         except TimeoutException as e:
-            return Attempt(error=f"timeout: {e}", retryable=True)
+            return SearchAttempt(error=f"timeout: {e}", retryable=True)
         except DDGSException as e:
             if "no results" in str(e).lower():
                 if page > 1:   # past a query's last page: an answer, not an unavailable engine
-                    return Attempt(rows=[])
-                return Attempt(error="no results (ddgs also answers this when rate-limited)",
+                    return SearchAttempt(rows=[])
+                return SearchAttempt(error="no results (ddgs also answers this when rate-limited)",
                                retryable=True)
-            return Attempt(error=f"ddgs error: {e}", retryable=True)
+            return SearchAttempt(error=f"ddgs error: {e}", retryable=True)
         if not isinstance(rows, list):
-            return Attempt(error=f"ddgs returned {type(rows).__name__}, not a list")
-        return Attempt(rows=rows)
+            return SearchAttempt(error=f"ddgs returned {type(rows).__name__}, not a list")
+        return SearchAttempt(rows=rows)

@@ -14,7 +14,7 @@ import time
 import aiohttp
 
 from explorer.config import CrawlConfig
-from explorer.engines.base import Attempt, Clock, RetryingEngine, Sleep
+from explorer.engines.base import SearchAttempt, Clock, RetryingEngine, Sleep
 
 MAX_BODY_BYTES = 8_000_000        # a search answer is a few kB; more is a broken server
 RATE_LIMIT_STATUSES = (429, 202)
@@ -40,33 +40,33 @@ class SandboxEngine(RetryingEngine):
                 timeout=timeout, headers={"User-Agent": self.cfg.user_agent}, trust_env=False)
         return self._session
 
-    async def attempt(self, query: str, max_results: int, page: int = 1, backend: str = "") -> Attempt:
+    async def attempt(self, query: str, max_results: int, page: int = 1, backend: str = "") -> SearchAttempt:
         params = {"q": query, "max_results": str(max_results), "page": str(page)}
         try:
             async with self._client().get(self.search_url, params=params,
                                           allow_redirects=False) as resp:
                 if resp.status in RATE_LIMIT_STATUSES:
-                    return Attempt(error=f"rate limited: HTTP {resp.status}", retryable=True)
+                    return SearchAttempt(error=f"rate limited: HTTP {resp.status}", retryable=True)
                 if resp.status >= 500:
-                    return Attempt(error=f"HTTP {resp.status}", retryable=True)
+                    return SearchAttempt(error=f"HTTP {resp.status}", retryable=True)
                 if resp.status != 200:
-                    return Attempt(error=f"HTTP {resp.status}")
+                    return SearchAttempt(error=f"HTTP {resp.status}")
                 body = bytearray()
                 async for chunk in resp.content.iter_chunked(1 << 16):
                     body += chunk
                     if len(body) > MAX_BODY_BYTES:
-                        return Attempt(error=f"answer over {MAX_BODY_BYTES} bytes")
+                        return SearchAttempt(error=f"answer over {MAX_BODY_BYTES} bytes")
         except asyncio.TimeoutError:
-            return Attempt(error=f"timeout after {self.cfg.search_timeout_s:g} s", retryable=True)
+            return SearchAttempt(error=f"timeout after {self.cfg.search_timeout_s:g} s", retryable=True)
         except aiohttp.ClientError as e:
-            return Attempt(error=f"connection error: {type(e).__name__}: {e}", retryable=True)
+            return SearchAttempt(error=f"connection error: {type(e).__name__}: {e}", retryable=True)
         try:
             rows = json.loads(bytes(body))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            return Attempt(error=f"bad JSON: {e}")
+            return SearchAttempt(error=f"bad JSON: {e}")
         if not isinstance(rows, list):
-            return Attempt(error=f"bad JSON: expected a list, got {type(rows).__name__}")
-        return Attempt(rows=rows)
+            return SearchAttempt(error=f"bad JSON: expected a list, got {type(rows).__name__}")
+        return SearchAttempt(rows=rows)
 
     async def aclose(self) -> None:
         if self._session is not None:
