@@ -20,7 +20,7 @@ from explorer.data import ImageRecord, embed_paths, eval_transform, mixed_batche
 from explorer.errors import BadSetting
 from explorer.images import to_rgb
 from explorer.mug import MODEL_CONFIGS, build_model, new_model
-from explorer.reward import image_rewards, web_centre, web_contrast
+from explorer.reward import scored_rewards
 from explorer.session import RunDir
 from explorer.train import Trainer
 
@@ -103,17 +103,10 @@ class Learner:
         for start in range(0, len(candidates), step):
             part = candidates[start:start + step]
             cand_emb = self.embed([p for _, p, _ in part])
-            rewards = self._rewards(cand_emb, target_emb, cand_emb if web is None else web)
+            rewards = scored_rewards(cand_emb, target_emb, cand_emb if web is None else web,
+                                     self.cfg.reward)
             out.update((sha, float(r)) for (sha, _, _), r in zip(part, rewards))
         return out
-
-    def _rewards(self, cand_emb: np.ndarray, target_emb: np.ndarray, web: np.ndarray) -> np.ndarray:
-        """r(image) [M] of candidates [M, D] against the target [T, D], about the web sample [W, D]."""
-        centre = web_centre(target_emb, web) if self.cfg.reward.centre == "web" else None
-        rewards = image_rewards(cand_emb, target_emb, self.cfg.reward.k, centre=centre)
-        if self.cfg.reward.contrast:
-            rewards = rewards - web_contrast(cand_emb, web, self.cfg.reward.k, centre=centre)
-        return rewards
 
     def train_round(self, round_: int, images: RoundImages) -> dict:
         """MUG steps on a mix of target, this round's candidates and replay; then k-NN."""

@@ -30,7 +30,8 @@ from explorer.engines.base import SearchWatch
 from explorer.errors import SearchUnavailable
 from explorer.learner import RoundImages
 from explorer.progress import RunProgress
-from explorer.records import UrlOutcome, Query, QueryOutcome
+from explorer.records import Query, QueryOutcome, UrlOutcome
+from explorer.reward import query_rewards_by_round, round_query_rewards
 from explorer.session import Budget, RunDir
 from explorer.terminal import visible
 
@@ -324,17 +325,12 @@ class Explorer:
                             image_reward: dict[str, float]) -> dict[int, float]:
         """r(query) from its sampled images' fresh rewards; the floor, on the fresh scale and
         per round as in `score_round`, for a query that kept none."""
-        from explorer.reward import query_rewards
-
         per_query: dict[int, list[float]] = {q["id"]: [] for q in queries}
         for row in sample:
             if row["query_id"] in per_query and row["sha256"] in image_reward:
                 per_query[row["query_id"]].append(image_reward[row["sha256"]])
-        out: dict[int, float] = {}
-        for round_ in sorted({q["round"] for q in queries}):
-            of_round = {q["id"]: per_query[q["id"]] for q in queries if q["round"] == round_}
-            out.update(query_rewards(of_round, self.floor(of_round)))
-        return out
+        return query_rewards_by_round(per_query, {q["id"]: q["round"] for q in queries},
+                                      self.cfg.reward)
 
     def update_policy(self, outcomes: list[QueryOutcome], fresh: dict[tuple[str, int, str], float]) -> None:
         """The policy learns this round's outcomes, its earlier observations refreshed first
@@ -359,8 +355,6 @@ class Explorer:
 
     def score_round(self, round_: int, image_reward: dict[str, float]) -> list[QueryOutcome]:
         """Turn the learner's image rewards into per-query rewards, stored in the database."""
-        from explorer.reward import query_rewards
-
         self.db.set_image_rewards(image_reward)
         outcomes = []
         per_query: dict[int, list[float]] = {}
@@ -369,7 +363,7 @@ class Explorer:
         for q in queries:
             shas = [row["sha256"] for row in self.db.images_for_query(q["id"])]
             per_query[q["id"]] = [image_reward[s] for s in shas if s in image_reward]
-        rewards = query_rewards(per_query, self.floor(per_query))
+        rewards = round_query_rewards(per_query, self.cfg.reward)
         with self.db.transaction():
             for q in queries:
                 r = rewards[q["id"]]
@@ -380,13 +374,6 @@ class Explorer:
                                              image_rewards=per_query[q["id"]],
                                              refinement=q["refinement"]))
         return outcomes
-
-    def floor(self, per_query: dict[int, list[float]]) -> float:
-        """The reward of a query that kept nothing (see RewardConfig.floor_mode)."""
-        scored = [float(np.mean(r)) for r in per_query.values() if r]
-        if self.cfg.reward.floor_mode == "round_min" and scored:
-            return min(scored)
-        return self.cfg.reward.floor
 
     def _report(self, round_, crawled, outcomes, trained, seconds) -> RoundReport:
         rewards = [o.reward for o in outcomes]

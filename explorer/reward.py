@@ -25,6 +25,8 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
+from explorer.config import RewardConfig
+
 
 def _unit(x: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -89,7 +91,45 @@ def web_contrast(cand_emb: np.ndarray, background_emb: np.ndarray, k: int,
     return _knn_mean(cand, web, max(1, int(k)), skip_self=True)
 
 
+def scored_rewards(cand_emb: np.ndarray, target_emb: np.ndarray, web: np.ndarray,
+                   cfg: RewardConfig) -> np.ndarray:
+    """r(image) [M] of candidates [M, D] against the target [T, D] as the run scores them: about
+    the web sample's centre [W, D] (reward.centre = "web"), minus the hubness contrast
+    (reward.contrast)."""
+    centre = web_centre(target_emb, web) if cfg.centre == "web" else None
+    rewards = image_rewards(cand_emb, target_emb, cfg.k, centre=centre)
+    if cfg.contrast:
+        rewards = rewards - web_contrast(cand_emb, web, cfg.k, centre=centre)
+    return rewards
+
+
 def query_rewards(query_to_image_rewards: dict[int, list[float]], floor: float = 0.0) -> dict[int, float]:
     """r(query) = mean of its kept images' rewards; `floor` for a query that kept none."""
     return {qid: float(np.mean(r)) if len(r) else float(floor)
             for qid, r in query_to_image_rewards.items()}
+
+
+def floor_reward(per_query: dict[int, list[float]], cfg: RewardConfig) -> float:
+    """The reward of a query that kept nothing, among these queries of one round
+    (RewardConfig.floor_mode): "round_min", the lowest r(query) of those that kept some, so it
+    is on the encoder's scale; else (or when none kept any) reward.floor."""
+    scored = [float(np.mean(r)) for r in per_query.values() if r]
+    if cfg.floor_mode == "round_min" and scored:
+        return min(scored)
+    return cfg.floor
+
+
+def round_query_rewards(per_query: dict[int, list[float]], cfg: RewardConfig) -> dict[int, float]:
+    """r(query) of one round's queries from their kept images' rewards, the floor for those
+    that kept none."""
+    return query_rewards(per_query, floor_reward(per_query, cfg))
+
+
+def query_rewards_by_round(per_query: dict[int, list[float]], round_of: dict[int, int],
+                           cfg: RewardConfig) -> dict[int, float]:
+    """`round_query_rewards` for queries of several rounds (`round_of`: query id -> its
+    round), each round with its own floor."""
+    out: dict[int, float] = {}
+    for round_ in sorted(set(round_of.values())):
+        out.update(round_query_rewards({q: r for q, r in per_query.items() if round_of[q] == round_}, cfg))
+    return out

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from explorer.reward import image_rewards, query_rewards, web_centre, web_contrast
+from explorer.config import RewardConfig
+from explorer.reward import (image_rewards, query_rewards, query_rewards_by_round, round_query_rewards,
+                             web_centre, web_contrast)
 
 
 def unit(x):
@@ -56,6 +58,21 @@ def test_bad_shapes_are_errors_and_no_candidates_is_empty():
 def test_query_reward_is_mean_of_kept_images_or_the_floor():
     r = query_rewards({1: [0.2, 0.4], 2: [], 3: [0.9]}, floor=-0.1)
     assert r == pytest.approx({1: 0.3, 2: -0.1, 3: 0.9})
+
+
+def test_the_floor_is_the_rounds_lowest_query_reward_or_the_fixed_value():
+    per_query = {1: [0.2, 0.4], 2: [], 3: [0.9]}
+    lowest = round_query_rewards(per_query, RewardConfig(floor=-0.1, floor_mode="round_min"))
+    assert lowest == pytest.approx({1: 0.3, 2: 0.3, 3: 0.9})
+    fixed = round_query_rewards(per_query, RewardConfig(floor=-0.1, floor_mode="fixed"))
+    assert fixed == pytest.approx({1: 0.3, 2: -0.1, 3: 0.9})
+    assert round_query_rewards({4: []}, RewardConfig(floor=-0.1)) == {4: pytest.approx(-0.1)}
+
+
+def test_each_round_has_its_own_floor():
+    per_query = {1: [0.2], 2: [], 3: [0.9], 4: []}
+    r = query_rewards_by_round(per_query, {1: 0, 2: 0, 3: 1, 4: 1}, RewardConfig(floor_mode="round_min"))
+    assert r == pytest.approx({1: 0.2, 2: 0.2, 3: 0.9, 4: 0.9})
 
 
 def test_centring_removes_a_shared_component_that_drowns_the_signal():
