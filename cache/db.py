@@ -4,7 +4,11 @@ One schema serves `explore fetch` (CACHE_DIR/explore.db) and a run (RUN_DIR/expl
 One connection, used from one thread (the event loop's). Writes go through
 `with db.transaction():`, which nests (inner blocks join the outer one), so the loop can
 commit a query's attempts and its status together. One process writes a database at a time
-(`WriterLock`); readers (stats, verify, status) need no lock.
+(`WriterLock`); readers (stats, verify, status) need no lock and open it read-only
+(`MetaDB(path, readonly=True)`, or `MetaDB.reading`, which also closes it).
+
+Every SQL statement of the project is here. Methods added for the readers return small typed
+records (the NamedTuples below); the older ones the loop and crawl use return dicts.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 from cache.errors import CorruptRunState
 from cache.paths import lock_path_for
@@ -66,6 +70,59 @@ def is_final(row: dict) -> bool:
         return False
     status = row["status_code"] or 0
     return not (row["outcome"] == "http_error" and (status in (0, 429) or status >= 500))
+
+
+class QueryCounts(NamedTuple):
+    """How a run's queries stand (`explore status`)."""
+
+    total: int
+    failed: int          # failed searches, "retry" ones included (a row each time)
+    retry: int           # asked again in a later round
+    reasks: int          # refinements: another page, backend or descriptor of a concept
+    awaiting: int        # crawled, not scored yet (crawled ahead while the last round trained)
+
+
+class ConceptReward(NamedTuple):
+    """One concept's queries: `reward` the mean over its first asks, `reask_reward` over its
+    re-asks; `kept` images in all; `scored_round` the latest round whose encoder scored one."""
+
+    concept: str
+    n: int
+    reward: float
+    reasks: int
+    reask_reward: float | None
+    kept: int | None
+    scored_round: int | None
+
+
+class StoredImage(NamedTuple):
+    """What `cache verify` checks of an images row."""
+
+    sha256: str
+    path: str
+    bytes: int | None
+    vec_id: int | None
+    query_id: int | None
+    round: int | None
+
+
+class AttemptRef(NamedTuple):
+    """An attempts row by its URL and what it names."""
+
+    id: int
+    url: str
+    sha256: str | None
+    query_id: int | None
+    caption: str | None
+
+
+class QueryState(NamedTuple):
+    """Where a query stands, for `cache verify`."""
+
+    id: int
+    round: int
+    status: str
+    n_results: int | None
 
 
 def first_per_url(rows: Iterable[dict]) -> dict[str, dict]:
@@ -134,8 +191,14 @@ DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")  # a file to restore, unlike a bus
 class MetaDB:
     """The metadata database. Every method runs on the caller's thread; share nothing across threads."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly
+        self._depth = 0
+        if readonly:  # a reader: never creates, migrates or writes the file
+            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            self.conn.row_factory = sqlite3.Row
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(str(self.path), isolation_level=None)
         self.conn.row_factory = sqlite3.Row
@@ -151,7 +214,29 @@ class MetaDB:
                 raise
             raise CorruptRunState(f"cannot read the database {self.path} ({e}): restore it from a copy, "
                                   f"or salvage it with `sqlite3 {self.path} .recover`") from e
-        self._depth = 0
+
+    @classmethod
+    @contextmanager
+    def reading(cls, path: str | Path, what: str = "database") -> Iterator["MetaDB"]:
+        """The database at `path`, read-only, closed after. One that cannot be read (truncated,
+        overwritten, not a database) is the user's to restore: CorruptRunState, one line."""
+        db = cls(path, readonly=True)
+        try:
+            yield db
+        except sqlite3.DatabaseError as e:
+            raise CorruptRunState(f"cannot read the {what} {path} ({e}): restore it from a copy, or "
+                                  f"salvage it with `sqlite3 {path} .recover`") from e
+        finally:
+            db.close()
+
+    def has_column(self, table: str, column: str) -> bool:
+        """Whether `table` has `column` (a database written before it was added has not)."""
+        return any(r["name"] == column for r in self.conn.execute(f"PRAGMA table_info({table})"))
+
+    def integrity_problems(self) -> list[str]:
+        """SQLite's integrity check: [] when the file is sound."""
+        rows = [r[0] for r in self.conn.execute("PRAGMA integrity_check")]
+        return [] if rows == ["ok"] else rows
 
     def _add_fresh_columns(self) -> None:
         for table, column, kind in FRESH_COLUMNS + REFINEMENT_COLUMNS:
@@ -203,6 +288,12 @@ class MetaDB:
     def set_round_status(self, round: int, status: str) -> None:
         self.conn.execute("UPDATE rounds SET status=? WHERE round=?", (status, round))
 
+    def has_rounds(self) -> bool:
+        return self.conn.execute("SELECT 1 FROM rounds LIMIT 1").fetchone() is not None
+
+    def round_statuses(self) -> dict[int, str]:
+        return {r[0]: r[1] for r in self.conn.execute("SELECT round, status FROM rounds")}
+
     def rounds(self) -> list[dict]:
         rows = self.conn.execute("SELECT * FROM rounds ORDER BY round").fetchall()
         return [dict(r) | {"info": json.loads(r["info"] or "{}")} for r in rows]
@@ -234,6 +325,47 @@ class MetaDB:
         if status is not None:
             sql, args = sql + " AND status=?", args + [status]
         return [dict(r) for r in self.conn.execute(sql + " ORDER BY id", args)]
+
+    def query_counts(self) -> QueryCounts:
+        def count(where: str) -> int:
+            return self.conn.execute(f"SELECT COUNT(*) FROM queries WHERE {where}").fetchone()[0]
+        return QueryCounts(
+            total=count("1"), failed=count("status IN ('failed', 'retry')"),
+            retry=count("status='retry'"),
+            reasks=count("refinement != ''") if self.has_column("queries", "refinement") else 0,
+            awaiting=count("reward IS NULL AND status NOT IN ('failed', 'retry')"))
+
+    def query_states(self) -> list[QueryState]:
+        return [QueryState._make(r) for r in self.conn.execute(
+            "SELECT id, round, status, n_results FROM queries")]
+
+    def query_rounds(self) -> dict[int, int]:
+        """Each query's round, by query id."""
+        return dict(self.conn.execute("SELECT id, round FROM queries").fetchall())
+
+    def concept_rewards(self, fresh: bool = True) -> list[ConceptReward]:
+        """Every scored concept, best first (see ConceptReward). `fresh`: each query's latest
+        reward (a later encoder's where the run refreshed it), else the one of its own round."""
+        reward, scored = ("COALESCE(fresh_reward, reward)", "COALESCE(fresh_round, round)") \
+            if fresh and self.has_column("queries", "fresh_reward") else ("reward", "round")
+        first = "refinement = ''" if self.has_column("queries", "refinement") else "1"
+        rows = self.conn.execute(
+            f"SELECT concept, COUNT(*) AS n, AVG(CASE WHEN {first} THEN {reward} END) AS reward, "
+            f"SUM(NOT ({first})) AS reasks, AVG(CASE WHEN NOT ({first}) THEN {reward} END) AS reask_reward, "
+            f"SUM(n_kept) AS kept, MAX({scored}) AS scored_round "
+            "FROM queries WHERE reward IS NOT NULL GROUP BY concept "
+            "HAVING AVG(CASE WHEN {first} THEN {reward} END) IS NOT NULL ORDER BY reward DESC"
+            .replace("{first}", first).replace("{reward}", reward))
+        return [ConceptReward._make(r) for r in rows]
+
+    def query_table(self) -> list[dict]:
+        """Every query as a row of its table (columns as this database has them: one written
+        before refreshed rewards or refinements lacks those), by round; for export."""
+        fresh = ", fresh_reward, fresh_round" if self.has_column("queries", "fresh_reward") else ""
+        refined = ", refinement, page, backend" if self.has_column("queries", "refinement") else ""
+        return [dict(r) for r in self.conn.execute(
+            "SELECT id, round, concept, text, engine, status, n_results, n_kept, reward, error"
+            f"{fresh}{refined} FROM queries ORDER BY round, id")]
 
     # -- attempts ------------------------------------------------------------------------------
     def record_attempt(self, url: str, outcome: str, *, query_id: int | None = None, caption: str = "",
@@ -269,11 +401,60 @@ class MetaDB:
             return [dict(r) for r in self.conn.execute("SELECT * FROM attempts ORDER BY id")]
         return [dict(r) for r in self.conn.execute("SELECT * FROM attempts WHERE query_id=? ORDER BY id", (query_id,))]
 
-    def outcome_counts(self, query_id: int | None = None) -> dict[str, int]:
+    def outcome_counts(self, query_id: int | None = None, most_first: bool = False) -> dict[str, int]:
+        """Attempts by outcome, of one query or all: by outcome name, or (`most_first`) by count."""
         sql = "SELECT outcome, COUNT(*) FROM attempts" + (" WHERE query_id=?" if query_id is not None else "")
-        rows = self.conn.execute(sql + " GROUP BY outcome ORDER BY outcome",
+        rows = self.conn.execute(sql + " GROUP BY outcome ORDER BY " + ("2 DESC" if most_first else "outcome"),
                                  (query_id,) if query_id is not None else ())
         return {o: n for o, n in rows}
+
+    def attempt_count(self, query_id: int) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM attempts WHERE query_id=?", (query_id,)).fetchone()[0]
+
+    def attempt_refs(self, outcome: str | None = None, with_sha256: bool = False) -> list[AttemptRef]:
+        """Attempts (of one outcome; only those naming an image), in table order."""
+        where = ["outcome=?"] if outcome is not None else []
+        where += ["sha256 IS NOT NULL"] if with_sha256 else []
+        sql = "SELECT id, url, sha256, query_id, caption FROM attempts"
+        sql += (" WHERE " + " AND ".join(where)) if where else ""
+        return [AttemptRef._make(r) for r in self.conn.execute(sql, (outcome,) if outcome is not None else ())]
+
+    def ok_attempts_without_image(self) -> list[AttemptRef]:
+        """`ok` attempts whose image has no row (a second writer's leftovers), oldest first."""
+        return [AttemptRef._make(r) for r in self.conn.execute(
+            "SELECT a.id, a.url, a.sha256, a.query_id, a.caption FROM attempts a "
+            "LEFT JOIN images i ON i.sha256 = a.sha256 "
+            "WHERE a.outcome = 'ok' AND a.sha256 IS NOT NULL AND i.sha256 IS NULL ORDER BY a.id")]
+
+    def restore_ok_attempts(self) -> int:
+        """An image with no `ok` attempt: the first attempt of the URL its row names, recorded
+        `duplicate` (by a second writer), is its `ok` again. Returns how many."""
+        return self.conn.execute(
+            "UPDATE attempts SET outcome = 'ok', reason = '' WHERE outcome = 'duplicate' AND id IN ("
+            " SELECT MIN(a.id) FROM images i JOIN attempts a ON a.url = i.first_url AND a.sha256 = i.sha256"
+            " WHERE NOT EXISTS (SELECT 1 FROM attempts o WHERE o.sha256 = i.sha256 AND o.outcome = 'ok')"
+            " GROUP BY i.sha256)").rowcount
+
+    def ok_attempts_of_images(self) -> list[tuple[AttemptRef, str]]:
+        """Every `ok` attempt of a cached image, oldest first, with the image's `first_url`."""
+        return [(AttemptRef(*r[:5]), r[5]) for r in self.conn.execute(
+            "SELECT a.id, a.url, a.sha256, a.query_id, a.caption, i.first_url FROM attempts a "
+            "JOIN images i ON i.sha256 = a.sha256 WHERE a.outcome = 'ok' ORDER BY a.id")]
+
+    def mark_duplicate(self, attempt_ids: Iterable[int], reason: str) -> None:
+        self.conn.executemany("UPDATE attempts SET outcome = 'duplicate', reason = ? WHERE id = ?",
+                              [(reason, i) for i in attempt_ids])
+
+    def uncached_attempt_urls(self) -> list[str]:
+        """URLs of `ok` and `duplicate` attempts whose image is not cached."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT a.url FROM attempts a LEFT JOIN images i ON i.sha256 = a.sha256 "
+            "WHERE a.outcome IN ('ok', 'duplicate') AND a.sha256 IS NOT NULL AND i.sha256 IS NULL")]
+
+    def delete_uncached_attempts(self) -> None:
+        """Delete the attempts `uncached_attempt_urls` names: their URLs are fetched again."""
+        self.conn.execute("DELETE FROM attempts WHERE outcome IN ('ok', 'duplicate') AND sha256 IS NOT NULL "
+                          "AND sha256 NOT IN (SELECT sha256 FROM images)")
 
     def outcome_counts_for_round(self, round: int) -> dict[str, int]:
         rows = self.conn.execute(
@@ -306,6 +487,22 @@ class MetaDB:
         """Images this query brought in first (its `ok` attempts)."""
         return [dict(r) for r in self.conn.execute("SELECT * FROM images WHERE query_id=? ORDER BY added_at",
                                                    (query_id,))]
+
+    def stored_images(self) -> list[StoredImage]:
+        """Every images row, in table order."""
+        return [StoredImage._make(r) for r in self.conn.execute(
+            "SELECT sha256, path, bytes, vec_id, query_id, round FROM images")]
+
+    def vec_ids(self) -> set[int]:
+        return {r[0] for r in self.conn.execute("SELECT vec_id FROM images WHERE vec_id IS NOT NULL")}
+
+    def best_image_paths(self, concept: str, limit: int) -> list[str]:
+        """Paths of the images the concept's queries kept, highest freshest reward first."""
+        reward = "COALESCE(images.fresh_reward, images.reward)" \
+            if self.has_column("queries", "fresh_reward") else "images.reward"
+        return [r[0] for r in self.conn.execute(
+            "SELECT images.path FROM images JOIN queries ON images.query_id = queries.id "
+            f"WHERE queries.concept = ? ORDER BY {reward} DESC LIMIT ?", (concept, limit))]
 
     def iter_images(self, after_vec_id: int = -1) -> Iterator[dict]:
         for r in self.conn.execute("SELECT * FROM images WHERE vec_id > ? ORDER BY vec_id", (after_vec_id,)):

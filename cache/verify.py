@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-import sqlite3
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from cache.db import MetaDB, WriterLock
+from cache.db import AttemptRef, MetaDB, StoredImage, WriterLock
 from cache.errors import UserError
 from cache.index import VectorIndex
 from cache.outcomes import UrlOutcome
@@ -69,32 +68,27 @@ def verify(cache_dir: str | Path, db_path: str | Path | None = None, index_name:
     db_path = db_path_for(cache_dir, db_path)
     if not db_path.exists():
         return [f"no database at {db_path}"]
-    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    con.row_factory = sqlite3.Row
-    try:
-        problems = check_sqlite(con)
+    with MetaDB(db_path, readonly=True) as db:
+        problems = check_sqlite(db)
         if problems:
             return problems
-        images = [dict(r) for r in con.execute("SELECT * FROM images")]
+        images = db.stored_images()
         problems += check_files(cache_dir, images, orphans=own_db)
         problems += check_index(index_path, cache_dir, images, deep, embedding)
-        problems += check_attempts(con, images)
-        problems += check_rounds(con)
-    finally:
-        con.close()
+        problems += check_attempts(db, images)
+        problems += check_rounds(db)
     return problems
 
 
-def check_sqlite(con: sqlite3.Connection) -> list[str]:
-    rows = [r[0] for r in con.execute("PRAGMA integrity_check")]
-    return [] if rows == ["ok"] else [f"database: {r}" for r in rows]
+def check_sqlite(db: MetaDB) -> list[str]:
+    return [f"database: {r}" for r in db.integrity_problems()]
 
 
-def check_files(cache_dir: Path, images: list[dict], orphans: bool = True) -> list[str]:
+def check_files(cache_dir: Path, images: list[StoredImage], orphans: bool = True) -> list[str]:
     """Files on disk against `images` rows, with hashes and sizes: both ways, or (orphans=False,
     a store shared with other runs) the rows' files only."""
     out = Listing()
-    by_path = {r["path"]: r for r in images}
+    by_path = {r.path: r for r in images}
     root = cache_dir / IMAGES_DIR
     seen: set[str] = set()
     if orphans:
@@ -119,23 +113,23 @@ def check_files(cache_dir: Path, images: list[dict], orphans: bool = True) -> li
             out.add("file without an images row", rel)
             continue
         seen.add(rel)
-        if row["sha256"] != path.stem:
+        if row.sha256 != path.stem:
             out.add("images row whose sha256 is not its file's name", rel)
-        if row["bytes"] is not None and row["bytes"] != len(data):
-            out.add("file size differs from its row", f"{rel} ({len(data)} != {row['bytes']})")
+        if row.bytes is not None and row.bytes != len(data):
+            out.add("file size differs from its row", f"{rel} ({len(data)} != {row.bytes})")
     for rel in sorted(set(by_path) - seen):
         if not (cache_dir / rel).is_file():
             out.add("images row without its file", rel)
     return out.problems()
 
 
-def check_index(index_path: Path, cache_dir: Path, images: list[dict], deep: bool,
+def check_index(index_path: Path, cache_dir: Path, images: list[StoredImage], deep: bool,
                 embedding: Embedding) -> list[str]:
     """The index holds one vector per image row with a vec_id, and nothing else."""
     import faiss
 
     out = Listing()
-    want = Counter(r["vec_id"] for r in images if r["vec_id"] is not None)
+    want = Counter(r.vec_id for r in images if r.vec_id is not None)
     if not index_path.exists():
         if want:
             out.add("no index file, but images have vec_ids", f"{index_path} ({len(want)} vectors expected)")
@@ -158,72 +152,74 @@ def check_index(index_path: Path, cache_dir: Path, images: list[dict], deep: boo
         out.add("image missing from the index", str(vid))
     if not deep or index.d != embedding.dim:
         return out.problems()
-    rows = {r["vec_id"]: r for r in images if r["vec_id"] is not None}
+    rows = {r.vec_id: r for r in images if r.vec_id is not None}
     position = {vid: i for i, vid in enumerate(ids.tolist())}
     for vid in sorted(set(want) & set(have)):
-        path = cache_dir / rows[vid]["path"]
+        path = cache_dir / rows[vid].path
         if not path.is_file():
             continue  # reported by check_files
         try:
             expected = embedding.fn(path.read_bytes())
         except OSError as e:
-            out.add("stored file is not a readable image", f"{rows[vid]['path']}: {e}")
+            out.add("stored file is not a readable image", f"{rows[vid].path}: {e}")
             continue
         got = index.index.reconstruct(position[vid])  # the flat index under the id map: by position
         if float(np.dot(expected, got)) < SAME_IMAGE_COSINE:
-            out.add("index vector is not its image's embedding", f"vec_id {vid} ({rows[vid]['path']})")
+            out.add("index vector is not its image's embedding", f"vec_id {vid} ({rows[vid].path})")
     return out.problems()
 
 
-def check_attempts(con: sqlite3.Connection, images: list[dict]) -> list[str]:
+def check_attempts(db: MetaDB, images: list[StoredImage]) -> list[str]:
     out = Listing()
     known = {o.value for o in UrlOutcome}
-    for outcome, n in con.execute("SELECT outcome, COUNT(*) FROM attempts GROUP BY outcome"):
+    for outcome, n in db.outcome_counts().items():
         if outcome not in known:
             out.add("attempts with an unknown outcome", f"{outcome!r} x{n}")
-    shas = {r["sha256"] for r in images}
+    shas = {r.sha256 for r in images}
     ok = Counter()
-    for r in con.execute("SELECT url, sha256 FROM attempts WHERE outcome='ok'"):
-        if r["sha256"] not in shas:
-            out.add("ok attempt without an images row", r["url"])
-        ok[r["sha256"]] += 1
+    for a in db.attempt_refs("ok"):
+        if a.sha256 not in shas:
+            out.add("ok attempt without an images row", a.url)
+        ok[a.sha256] += 1
     for r in images:
-        if ok[r["sha256"]] != 1:
-            out.add("image without exactly one ok attempt", f"{r['sha256'][:16]} ({ok[r['sha256']]} ok attempts)")
-    for r in con.execute("SELECT url, sha256 FROM attempts WHERE outcome='duplicate' AND sha256 IS NOT NULL"):
-        if r["sha256"] not in shas:
-            out.add("duplicate attempt of an image not in the cache", r["url"])
-    queries = {r[0] for r in con.execute("SELECT id FROM queries")}
+        if ok[r.sha256] != 1:
+            out.add("image without exactly one ok attempt", f"{r.sha256[:16]} ({ok[r.sha256]} ok attempts)")
+    for a in db.attempt_refs("duplicate", with_sha256=True):
+        if a.sha256 not in shas:
+            out.add("duplicate attempt of an image not in the cache", a.url)
+    queries = set(db.query_rounds())
     if queries:  # a run's database (a plain `explore fetch` cache has no queries)
-        for r in con.execute("SELECT url, query_id FROM attempts"):
-            if r["query_id"] is not None and r["query_id"] not in queries:
-                out.add("attempt of an unknown query", f"{r['url']} (query {r['query_id']})")
+        for a in db.attempt_refs():
+            if a.query_id is not None and a.query_id not in queries:
+                out.add("attempt of an unknown query", f"{a.url} (query {a.query_id})")
     return out.problems()
 
 
-def check_rounds(con: sqlite3.Connection) -> list[str]:
+def check_rounds(db: MetaDB) -> list[str]:
     """Queries and images against their rounds."""
     out = Listing()
-    rounds = {r["round"]: dict(r) for r in con.execute("SELECT * FROM rounds")}
-    queries = {r["id"]: dict(r) for r in con.execute("SELECT * FROM queries")}
+    rounds = db.round_statuses()
+    queries = {q.id: q for q in db.query_states()}
     for q in queries.values():
-        if q["round"] not in rounds:
-            out.add("query of a round that has no row", f"query {q['id']} (round {q['round']})")
-        elif rounds[q["round"]]["status"] == "done" and q["status"] not in ("done", "failed", "retry"):
-            out.add("round done with a query unfinished", f"query {q['id']} {q['status']} (round {q['round']})")
-        if q["status"] in ("searched", "done") and q["n_results"] is None:
-            out.add("query searched without a result count", f"query {q['id']}")
-    for r in con.execute("SELECT sha256, query_id, round FROM images WHERE query_id IS NOT NULL"):
-        q = queries.get(r["query_id"])
+        if q.round not in rounds:
+            out.add("query of a round that has no row", f"query {q.id} (round {q.round})")
+        elif rounds[q.round] == "done" and q.status not in ("done", "failed", "retry"):
+            out.add("round done with a query unfinished", f"query {q.id} {q.status} (round {q.round})")
+        if q.status in ("searched", "done") and q.n_results is None:
+            out.add("query searched without a result count", f"query {q.id}")
+    for r in db.stored_images():
+        if r.query_id is None:
+            continue
+        q = queries.get(r.query_id)
         if q is None:
-            out.add("image of an unknown query", f"{r['sha256'][:16]} (query {r['query_id']})")
-        elif q["round"] != r["round"]:
-            out.add("image round differs from its query's", f"{r['sha256'][:16]} ({r['round']} != {q['round']})")
+            out.add("image of an unknown query", f"{r.sha256[:16]} (query {r.query_id})")
+        elif q.round != r.round:
+            out.add("image round differs from its query's", f"{r.sha256[:16]} ({r.round} != {q.round})")
     for q in queries.values():
-        if q["status"] == "pending":
-            n = con.execute("SELECT COUNT(*) FROM attempts WHERE query_id=?", (q["id"],)).fetchone()[0]
+        if q.status == "pending":
+            n = db.attempt_count(q.id)
             if n:
-                out.add("pending query with attempts", f"query {q['id']} ({n} attempts)")
+                out.add("pending query with attempts", f"query {q.id} ({n} attempts)")
     return out.problems()
 
 
@@ -267,24 +263,22 @@ def restore_image_rows(db, cache_dir: Path) -> str:
     (checked against its name); the first such attempt of a sha256 becomes its `first_url`."""
     from PIL import Image
 
-    lost = db.conn.execute(
-        "SELECT a.* FROM attempts a LEFT JOIN images i ON i.sha256 = a.sha256 "
-        "WHERE a.outcome = 'ok' AND a.sha256 IS NOT NULL AND i.sha256 IS NULL ORDER BY a.id").fetchall()
-    rounds = dict(db.conn.execute("SELECT id, round FROM queries").fetchall())
+    lost = db.ok_attempts_without_image()
+    rounds = db.query_rounds()
     restored = 0
-    for a in {r["sha256"]: r for r in reversed(lost)}.values():   # the first attempt of each sha256
-        rel = image_relpath(a["sha256"])
+    for a in {r.sha256: r for r in reversed(lost)}.values():   # the first attempt of each sha256
+        rel = image_relpath(a.sha256)
         try:
             data = (cache_dir / rel).read_bytes()
-            if hashlib.sha256(data).hexdigest() != a["sha256"]:
+            if hashlib.sha256(data).hexdigest() != a.sha256:
                 continue
             with Image.open(io.BytesIO(data)) as im:
                 width, height = im.size
         except OSError:  # no file, or not a readable image: left to retry_attempts_without_image
             continue
         # the size before resizing is not kept anywhere but in the lost row: unknown (NULL)
-        db.add_image(a["sha256"], rel, width, height, None, None, bytes=len(data), first_url=a["url"],
-                     caption=a["caption"] or "", query_id=a["query_id"], round=rounds.get(a["query_id"]),
+        db.add_image(a.sha256, rel, width, height, None, None, bytes=len(data), first_url=a.url,
+                     caption=a.caption or "", query_id=a.query_id, round=rounds.get(a.query_id),
                      vec_id=db.next_vec_id())
         restored += 1
     return f"restored {restored} image rows from their files" if restored else ""
@@ -294,42 +288,31 @@ def restore_ok_attempts(db) -> str:
     """A URL both writers fetched: the second found the first's image row and recorded
     `duplicate` over the first's `ok` (one row per URL and query). The attempt of the URL the
     row names is its `ok` again."""
-    cur = db.conn.execute(
-        "UPDATE attempts SET outcome = 'ok', reason = '' WHERE outcome = 'duplicate' AND id IN ("
-        " SELECT MIN(a.id) FROM images i JOIN attempts a ON a.url = i.first_url AND a.sha256 = i.sha256"
-        " WHERE NOT EXISTS (SELECT 1 FROM attempts o WHERE o.sha256 = i.sha256 AND o.outcome = 'ok')"
-        " GROUP BY i.sha256)")
-    return f"restored {cur.rowcount} ok attempts that a second writer had recorded as duplicate" if cur.rowcount else ""
+    n = db.restore_ok_attempts()
+    return f"restored {n} ok attempts that a second writer had recorded as duplicate" if n else ""
 
 
 def settle_extra_ok_attempts(db) -> str:
     """An image two writers both kept: the attempt its row names stays `ok`, the others become
     `duplicate` (what the second would have recorded alone)."""
-    rows = db.conn.execute(
-        "SELECT a.id, a.url, a.sha256, i.first_url FROM attempts a JOIN images i ON i.sha256 = a.sha256 "
-        "WHERE a.outcome = 'ok' ORDER BY a.id").fetchall()
-    by_sha: dict[str, list] = {}
-    for r in rows:
-        by_sha.setdefault(r["sha256"], []).append(r)
+    by_sha: dict[str, list[tuple[AttemptRef, str]]] = {}
+    for a, first_url in db.ok_attempts_of_images():
+        by_sha.setdefault(a.sha256, []).append((a, first_url))
     extra = []
     for attempts in by_sha.values():
-        keep = next((r for r in attempts if r["url"] == r["first_url"]), attempts[0])
-        extra += [(r["id"],) for r in attempts if r is not keep]
-    db.conn.executemany("UPDATE attempts SET outcome = 'duplicate', reason = 'same sha256 already cached "
-                        "(settled by cache verify --repair)' WHERE id = ?", extra)
+        keep = next((a for a, first_url in attempts if a.url == first_url), attempts[0][0])
+        extra += [a.id for a, _ in attempts if a is not keep]
+    db.mark_duplicate(extra, "same sha256 already cached (settled by cache verify --repair)")
     return f"marked {len(extra)} further ok attempts of one image as duplicate" if extra else ""
 
 
 def retry_attempts_without_image(db) -> str:
     """`ok` and `duplicate` attempts of an image that is not cached (and cannot be restored):
     deleted, so that the next fetch (or a resumed run) fetches their URL again."""
-    urls = [r[0] for r in db.conn.execute(
-        "SELECT a.url FROM attempts a LEFT JOIN images i ON i.sha256 = a.sha256 "
-        "WHERE a.outcome IN ('ok', 'duplicate') AND a.sha256 IS NOT NULL AND i.sha256 IS NULL")]
+    urls = db.uncached_attempt_urls()
     if not urls:
         return ""
-    db.conn.execute("DELETE FROM attempts WHERE outcome IN ('ok', 'duplicate') AND sha256 IS NOT NULL "
-                    "AND sha256 NOT IN (SELECT sha256 FROM images)")
+    db.delete_uncached_attempts()
     db.log_event("repair_retry", urls=urls[:MAX_LISTED], n=len(urls))
     return f"made {len(urls)} attempts of uncached images retryable: the next fetch gets them again"
 
@@ -355,7 +338,7 @@ def mend_index(db, cache_dir: Path, index_path: Path, embedding: Embedding) -> s
         fresh[vid] = vec
         if vid in held:  # the other writer's image under this id, or held twice
             unwanted.append(vid)
-    rows = {r[0] for r in db.conn.execute("SELECT vec_id FROM images WHERE vec_id IS NOT NULL")}
+    rows = db.vec_ids()
     strays = [vid for vid in held if vid not in rows]
     if not (fresh or strays or unreadable):
         return ""

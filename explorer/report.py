@@ -4,36 +4,23 @@ Reads only: the database (opened read-only), rounds.jsonl, budget.json and the c
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
-import sqlite3
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Iterator
 
 from rich import box
 from rich.table import Table
 
-from explorer.errors import CorruptRunState
+from cache.db import MetaDB
 from explorer.session import RunDir
 from explorer.terminal import plain, visible
 
 
-@contextlib.contextmanager
-def _connect(run: RunDir) -> Iterator[sqlite3.Connection]:
-    """The run's database, read-only. One that cannot be read (truncated, overwritten, not a
-    database) is the user's to restore: CorruptRunState, one line."""
-    con = sqlite3.connect(f"file:{run.db_path}?mode=ro", uri=True)
-    con.row_factory = sqlite3.Row
-    try:
-        yield con
-    except sqlite3.DatabaseError as e:
-        raise CorruptRunState(
-            f"cannot read the run database {run.db_path} ({e}): restore it from a copy, or "
-            f"salvage it with `sqlite3 {run.db_path} .recover`") from e
-    finally:
-        con.close()
+def _open(run: RunDir) -> AbstractContextManager[MetaDB]:
+    """The run's database, read-only, closed after; one that cannot be read is CorruptRunState."""
+    return MetaDB.reading(run.db_path, what="run database")
 
 
 def status(run: RunDir) -> dict:
@@ -41,19 +28,10 @@ def status(run: RunDir) -> dict:
 
     cfg = run.load_config()
     rounds = run.read_rounds()
-    with _connect(run) as con:
-        queries = con.execute("SELECT COUNT(*) FROM queries").fetchone()[0]
-        # a failed search is a row each time; "retry" ones are asked again in a later round
-        failed = con.execute("SELECT COUNT(*) FROM queries WHERE status IN ('failed', 'retry')").fetchone()[0]
-        retry = con.execute("SELECT COUNT(*) FROM queries WHERE status='retry'").fetchone()[0]
-        reasks = con.execute("SELECT COUNT(*) FROM queries WHERE refinement != ''").fetchone()[0] \
-            if _has_refinements(con) else 0
-        # crawled ahead, while the last round trained: rewarded once a round trains on them
-        awaiting = con.execute("SELECT COUNT(*) FROM queries WHERE reward IS NULL "
-                               "AND status NOT IN ('failed', 'retry')").fetchone()[0]
-        images = con.execute("SELECT COUNT(*) FROM images").fetchone()[0]
-        outcomes = {row[0]: row[1] for row in con.execute(
-            "SELECT outcome, COUNT(*) FROM attempts GROUP BY outcome ORDER BY 2 DESC")}
+    with _open(run) as db:
+        counts = db.query_counts()
+        images, _ = db.image_stats()
+        outcomes = db.outcome_counts(most_first=True)
     try:
         spent = json.loads(run.budget_path.read_text())["spent_s"]
     except (OSError, ValueError, KeyError):
@@ -66,11 +44,13 @@ def status(run: RunDir) -> dict:
         "run_dir": str(run.root),
         "target": cfg.run.target,
         "rounds_done": len(rounds),
-        "queries": queries,
-        "failed_queries": failed,
-        "queries_pending_retry": retry,
-        "queries_reasking": reasks,
-        "queries_awaiting_reward": awaiting,
+        "queries": counts.total,
+        # a failed search is a row each time; "retry" ones are asked again in a later round
+        "failed_queries": counts.failed,
+        "queries_pending_retry": counts.retry,
+        "queries_reasking": counts.reasks,
+        # crawled ahead, while the last round trained: rewarded once a round trains on them
+        "queries_awaiting_reward": counts.awaiting,
         "images_kept": images,
         "outcomes": outcomes,
         "train_steps": int(last.get("train", {}).get("step", 0)),
@@ -82,16 +62,6 @@ def status(run: RunDir) -> dict:
     }
 
 
-def _has_fresh(con: sqlite3.Connection) -> bool:
-    """Whether the database has refreshed rewards (one written before them has not)."""
-    return any(r["name"] == "fresh_reward" for r in con.execute("PRAGMA table_info(queries)"))
-
-
-def _has_refinements(con: sqlite3.Connection) -> bool:
-    """Whether the database records refinements (one written before them has none)."""
-    return any(r["name"] == "refinement" for r in con.execute("PRAGMA table_info(queries)"))
-
-
 def concept_rewards(run: RunDir, fresh: bool = True) -> list[dict]:
     """Every concept asked, best first: `reward` is the mean over its first asks (what the
     concept itself paid; a later page pays less by design), `reasks` how many times it was
@@ -99,31 +69,15 @@ def concept_rewards(run: RunDir, fresh: bool = True) -> list[dict]:
     `kept` count all its queries. `fresh`: each query's latest reward (re-scored by a later
     encoder where the run refreshed it), else the reward of its own round; `scored_round` is
     the latest round whose encoder scored one."""
-    with _connect(run) as con:
-        reward, scored = ("COALESCE(fresh_reward, reward)", "COALESCE(fresh_round, round)") \
-            if fresh and _has_fresh(con) else ("reward", "round")
-        first = "refinement = ''" if _has_refinements(con) else "1"
-        rows = con.execute(
-            f"SELECT concept, COUNT(*) AS n, AVG(CASE WHEN {first} THEN {reward} END) AS reward, "
-            f"SUM(NOT ({first})) AS reasks, AVG(CASE WHEN NOT ({first}) THEN {reward} END) AS reask_reward, "
-            f"SUM(n_kept) AS kept, MAX({scored}) AS scored_round "
-            "FROM queries WHERE reward IS NOT NULL GROUP BY concept "
-            "HAVING AVG(CASE WHEN {first} THEN {reward} END) IS NOT NULL ORDER BY reward DESC"
-            .replace("{first}", first).replace("{reward}", reward)
-        ).fetchall()
-    return [dict(r) for r in rows]
+    with _open(run) as db:
+        return [r._asdict() for r in db.concept_rewards(fresh)]
 
 
 def query_rows(run: RunDir) -> list[dict]:
     """Every query; `reward` is the one of its own round, `fresh_reward` a later encoder's;
     `refinement` how it re-asked its concept ("" = a first ask), with its `page` and `backend`."""
-    with _connect(run) as con:
-        fresh = ", fresh_reward, fresh_round" if _has_fresh(con) else ""
-        refined = ", refinement, page, backend" if _has_refinements(con) else ""
-        rows = con.execute(
-            "SELECT id, round, concept, text, engine, status, n_results, n_kept, reward, error"
-            f"{fresh}{refined} FROM queries ORDER BY round, id").fetchall()
-    return [dict(r) for r in rows]
+    with _open(run) as db:
+        return db.query_table()
 
 
 def rounds_table(rounds: list[dict]) -> Table:
@@ -194,19 +148,15 @@ def plot(run: RunDir, cache_dir: Path, top: int = 6, per_concept: int = 6) -> li
     out.append(path)
 
     best = concept_rewards(run)[:top]
-    with _connect(run) as con:
-        image_reward = "COALESCE(images.fresh_reward, images.reward)" if _has_fresh(con) else "images.reward"
+    with _open(run) as db:
         fig, axes = plt.subplots(len(best) or 1, per_concept, figsize=(per_concept * 1.3, (len(best) or 1) * 1.4),
                                  squeeze=False)
         for i, c in enumerate(best):
-            rows = con.execute(
-                "SELECT images.path FROM images JOIN queries ON images.query_id = queries.id "
-                f"WHERE queries.concept = ? ORDER BY {image_reward} DESC LIMIT ?",
-                (c["concept"], per_concept)).fetchall()
+            paths = db.best_image_paths(c["concept"], per_concept)
             for j in range(per_concept):
                 axes[i][j].axis("off")
-                if j < len(rows):
-                    p = Path(rows[j][0])
+                if j < len(paths):
+                    p = Path(paths[j])
                     p = p if p.is_absolute() else cache_dir / p
                     try:
                         axes[i][j].imshow(Image.open(p).convert("RGB"))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cache.atomic import write_atomic
+from cache.db import MetaDB
 from explorer.config import Config
 from explorer.errors import CorruptRunState, UserError
 
@@ -115,11 +116,8 @@ class RunDir:
         if not self.db_path.exists():
             return False
         try:
-            con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
-            try:
-                return con.execute("SELECT 1 FROM rounds LIMIT 1").fetchone() is not None
-            finally:
-                con.close()
+            with MetaDB(self.db_path, readonly=True) as db:
+                return db.has_rounds()
         except sqlite3.DatabaseError as e:
             # unreadable: keep what is there, the run itself then says what is wrong
             return "no such table" not in str(e)
