@@ -110,6 +110,7 @@ class Parts:
 def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
     from explorer.crawl import Crawler, open_cache
     from explorer.decontam import LeakIndex
+    from explorer.images import cheap_embedding, load_rgb
     from explorer.engines import CorpusEngine, make_engine
     from explorer.engines.cached import CachedEngine
     from explorer.learner import Learner, pick_device
@@ -132,7 +133,9 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
     except ValueError as e:
         raise UserError(str(e)) from e
     # the web's copies of the test images are dropped; the copy hash only where it is turned on
-    leak = LeakIndex.from_paths(test_paths, hashes=cfg.crawl.leak_hamming >= 0) if test_paths else None
+    # (read from the target's test files as the crawl would see them)
+    leak = LeakIndex.from_images((load_rgb(p) for p in test_paths), cheap_embedding,
+                                 hashes=cfg.crawl.leak_hamming >= 0) if test_paths else None
     crawler = Crawler.for_cache(cache, cfg.crawl, allow=allow, leak_index=leak,
                                 corpus_root=engine.root if isinstance(engine, CorpusEngine) else None,
                                 stop_when_full=True)

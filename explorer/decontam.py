@@ -1,4 +1,5 @@
-"""Decontamination: the web's copies of the target's *test* images are never kept (DESIGN.md §2, §9).
+"""Decontamination: the web's copies of the target's *test* images are never kept (ARCHITECTURE.md,
+"One round": the crawl's dedupe).
 
 A re-posted picture is rarely the same bytes: it is flipped, cropped, greyed, framed with a
 border, recompressed, resized, turned a little or recoloured. Two signatures find it:
@@ -8,7 +9,8 @@ border, recompressed, resized, turned a little or recoloured. Two signatures fin
   32x32 square (resized and stretched copies keep it), as a band of its detail (a
   difference of Gaussians: neither its overall light nor its pixel noise), one bit per
   pixel: whether the detail there is positive. Two of them: the picture as it is, and with uniform borders trimmed.
-- `LeakIndex`, made once per run from the target's test images alone: the copy hashes of each
+- `LeakIndex`, made once per run from the target's test images alone (and the crawl's cheap
+  embedding, handed in: images.py imports this module, not the other way): the copy hashes of each
   test image under the transforms a copy may have undone, itself, crops (a grid of windows,
   each side 70-100% anywhere), small rotations, and the mirror of each, in a FAISS binary
   index (Hamming distance). A crawled image within crawl.leak_hamming bits of any of them, or
@@ -21,8 +23,7 @@ pictures, and calibrates crawl.leak_hamming.
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -156,25 +157,19 @@ class LeakIndex:
             self.hashes.add(np.ascontiguousarray(hashes, np.uint8))
 
     @classmethod
-    def from_images(cls, images: Iterable[Image.Image], hashes: bool = True) -> "LeakIndex":
-        """`hashes=False`: the cheap embeddings only (crawl.leak_hamming=-1, the copy hash off)."""
-        from explorer.images import cheap_embedding
-
+    def from_images(cls, images: Iterable[Image.Image], embed: Callable[[Image.Image], np.ndarray],
+                    hashes: bool = True) -> "LeakIndex":
+        """`embed`: the crawl's cheap embedding of an image (explorer.images.cheap_embedding),
+        handed in, as this module is what images.py calls for the copy hashes.
+        `hashes=False`: the cheap embeddings only (crawl.leak_hamming=-1, the copy hash off)."""
         vectors, views, owners = [], [], []
         for i, im in enumerate(images):
-            vectors.append(cheap_embedding(im))
+            vectors.append(embed(im))
             views.append(target_hashes(im) if hashes else np.zeros((0, HASH_BYTES), np.uint8))
             owners.append(np.full(len(views[-1]), i))
         if not vectors:
             raise ValueError("a leak index needs at least one test image")
         return cls(np.stack(vectors), np.concatenate(views), np.concatenate(owners))
-
-    @classmethod
-    def from_paths(cls, paths: Iterable[str | Path], hashes: bool = True) -> "LeakIndex":
-        """From the target's test files, read as the crawl would see them."""
-        from explorer.images import load_rgb
-
-        return cls.from_images((load_rgb(p) for p in paths), hashes)
 
     def __len__(self) -> int:
         return len(self.vectors)

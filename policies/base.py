@@ -1,4 +1,4 @@
-"""The policy interface: which concepts to search for next (DESIGN.md §2).
+"""The policy interface: which concepts to search for next (ARCHITECTURE.md, "policies/").
 
 A policy sees concepts, their text embeddings and the rewards of finished queries; never the
 network or the model. Every policy:

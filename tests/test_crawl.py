@@ -8,6 +8,7 @@ from PIL import Image
 from explorer.config import CrawlConfig
 from explorer.crawl import CHEAP_EMBEDDING, Crawler, CrawlItem, open_cache
 from explorer.decontam import LeakIndex
+from explorer.images import cheap_embedding
 from explorer.records import UrlOutcome
 from tests.crawl_fixtures import image_app, jpeg_bytes, serve
 
@@ -89,7 +90,7 @@ def test_every_item_gets_one_outcome_and_refetch_downloads_nothing(tmp_path, poo
 def test_near_copies_of_target_test_images_are_dropped(tmp_path):
     test_image = jpeg_bytes(300, 200, seed=5)
     app, _ = image_app({"/leak.jpg": (resized_copy(test_image, (240, 160)), {}), "/fine.jpg": (jpeg_bytes(300, 200, seed=6), {})})
-    leak = LeakIndex.from_images([Image.open(io.BytesIO(test_image)).convert("RGB")])
+    leak = LeakIndex.from_images([Image.open(io.BytesIO(test_image)).convert("RGB")], cheap_embedding)
     with serve(app) as port:
         cache = open_cache(tmp_path, cfg())
         attempts = crawl(cache, cfg(), [CrawlItem(f"http://127.0.0.1:{port}/leak.jpg"),

@@ -16,7 +16,7 @@ from explorer.config import ConfigError, Config, CrawlConfig, apply_overrides
 from explorer.crawl import Crawler, CrawlItem, open_cache
 from explorer.decontam import HASH_BYTES, LeakIndex, copy_hashes, target_hashes, trim_borders
 from explorer.evaluate import format_table
-from explorer.images import Rejection, prepare_with_embedding
+from explorer.images import Rejection, cheap_embedding, prepare_with_embedding
 from explorer.records import UrlOutcome
 from explorer.sandbox.repost import KINDS, repost
 from explorer.sandbox.world import World
@@ -35,7 +35,7 @@ FLOOR = {"flip": 0.95, "grayscale": 0.95, "jpeg": 0.95, "resize": 0.95, "jitter"
 
 @pytest.fixture(scope="module")
 def leak():
-    return LeakIndex.from_images(TESTS)
+    return LeakIndex.from_images(TESTS, cheap_embedding)
 
 
 def served(im: Image.Image, quality: int = 85) -> bytes:

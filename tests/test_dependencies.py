@@ -20,13 +20,7 @@ POLICY_ALLOWED = {
 }
 
 # Cycles known and not yet broken; any other one fails, and so does an entry here that is gone.
-KNOWN_CYCLES = {
-    # images.prepare_with_embedding makes the copy hashes (decontam.copy_hashes) while
-    # decontam.LeakIndex reads test images with images.load_rgb/cheap_embedding (imports inside
-    # its methods). To break: the copy hash or the LeakIndex readers move; decontam.py is being
-    # changed for issue #18, so this waits for that work.
-    frozenset({"explorer.images", "explorer.decontam"}),
-}
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
 @dataclass(frozen=True)
