@@ -21,8 +21,7 @@ class ImageStore:
 
     The cap holds for the folder, whoever wrote its files: several runs may share one store
     (each with its own database), so `used_bytes` starts from the files themselves (one
-    `scandir` walk on open: 3.5 us a file measured here with the folders in the page cache,
-    so ~4 s per million files; longer from a cold disk) unless the caller gives it.
+    `scandir` walk on open, seconds for millions of files) unless the caller gives it.
     Files another process writes while this one runs are counted at its next open.
     """
 

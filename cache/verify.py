@@ -42,7 +42,7 @@ from cache.paths import IMAGES_DIR, db_path_for, image_relpath, index_path_for
 SHA_NAME = re.compile(r"^[0-9a-f]{64}\.jpg$")
 TEMP_NAME = re.compile(r"^[0-9a-f]{64}\.tmp\d+$")  # ImageStore.put's temp file, left by a kill
 # The index holds the embedding of the image before its JPEG re-encoding, verify re-embeds the
-# stored JPEG: the two agree to 0.98-1.0 (0.9876 the lowest seen in 1,400 images); any other
+# stored JPEG: re-encoding moves the cheap embedding a little, never below this; any other
 # cached image scores under the near-dup threshold (0.95), or it would not have been kept.
 SAME_IMAGE_COSINE = 0.95
 MAX_LISTED = 20  # problems of one kind listed one by one; the rest are counted

@@ -3,15 +3,12 @@
 Each image passes through a few buffers of 0.3-1 MB (the decoded pixels, the resizer's input
 and output copies). glibc serves blocks over 128 KiB with a fresh mmap, raises that threshold as
 big blocks are freed, and gives the top of the heap back to the kernel once more than twice that
-is free. With these sizes that meant new pages for nearly every buffer: in a profile of the image
-pipeline alone (`prepare_with_embedding` over the bench corpus), 27% of the CPU time was the
-kernel faulting pages in and zeroing them. Serving blocks under 32 MiB from the heap and keeping
-up to 64 MiB of free heap took the pipeline from 2.7 to 1.9 CPU-ms an image (session 6; with
-Pillow's resize, which copies less, 2.45 -> 2.36).
+is free. With these sizes that meant new pages for nearly every buffer, and the kernel's
+faulting and zeroing of them a large share of the pipeline's CPU time. Blocks under 32 MiB are
+served from the heap and up to 64 MiB of free heap is kept, so buffers are reused instead.
 
 The cost is memory a process holds on to after a peak, bounded by the trim threshold at the top
-of its heap. Measured in bench/soak.py (hostile web, 14k attempts): the two workers, their fork
-server and the resource tracker 272 MB against 247 MB without, flat over time. Larger blocks (a
+of its heap (bench/soak.py reports the workers' memory). Larger blocks (a
 decompression-bomb-sized decode) still come from mmap and go back at once.
 """
 from __future__ import annotations

@@ -294,8 +294,8 @@ class Crawler:
 
     async def _judge_and_store(self, cands: list, vecs: np.ndarray) -> None:
         """Leak check, near-dup check (against the cache and within the batch), then store the keepers."""
-        # Matrices of a few hundred rows gain nothing from BLAS threads, and threads that
-        # spin-wait after each call burned ~0.5 CPU-s of a 2,000-URL fetch on 2 cores (bench/crawl.py)
+        # Matrices of a few hundred rows gain nothing from BLAS threads, whose spin-waiting
+        # after each call costs CPU the crawl needs
         with threadpool_limits(limits=1, user_api="blas"):
             leaks = self._leaks(cands)
             near = self.index.max_similarity(vecs)

@@ -49,7 +49,7 @@ def _blur_matrix(n: int, sigma: float) -> np.ndarray:
     """[n, n] Gaussian blur along one axis (rows renormalised at the edges): B @ x @ B.T blurs x."""
     i = np.arange(n, dtype=np.float64)
     b = np.exp(-0.5 * ((i[:, None] - i[None, :]) / sigma) ** 2)
-    b[b < 1e-4] = 0  # cut at ~4 sigma: the tail's denormal float32s made each product 10x slower
+    b[b < 1e-4] = 0  # cut at ~4 sigma: the tail's denormal float32s make each product far slower
     return (b / b.sum(axis=1, keepdims=True)).astype(np.float32)
 
 

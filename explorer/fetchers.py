@@ -56,9 +56,9 @@ from explorer.records import Candidate, FetchResult, UrlOutcome
 
 Prepared = tuple[Candidate, np.ndarray] | images.Rejection  # (image, cheap vector [768]) or why not
 # A worker prepares JPEGs up to this size on its own loop, not in its thread: it has a core's
-# work either way, and the handoff and the GIL contention cost ~12% of the crawl's rate
-# (bench/crawl.py); anything bigger or slower to decode goes to the thread, so that the
-# worker's loop is never held for long while its other downloads wait.
+# work either way, and the handoff and the GIL contention would slow the crawl; anything bigger
+# or slower to decode goes to the thread, so that the worker's loop is never held for long
+# while its other downloads wait.
 INLINE_JPEG_BYTES = 2_000_000
 FAILED_STARTS = 3  # workers in a row that die before delivering anything: a broken setup, not bad input
 

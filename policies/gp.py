@@ -36,8 +36,8 @@ NOISE_MIN = 0.05
 
 class DotRBF(RBF):
     """sklearn's RBF, with k(X, Y) computed as exp(-(|x|² + |y|² - 2x·y) / 2ℓ²) by one BLAS
-    product where no gradient is asked (scipy's cdist/pdist loops are ~5x slower at
-    [20k, 2k] × 384); the hyper-parameter fit (with gradients) uses RBF's own code."""
+    product where no gradient is asked (scipy's cdist/pdist loops are slower on the sizes a
+    vocabulary makes); the hyper-parameter fit (with gradients) uses RBF's own code."""
 
     def __call__(self, X, Y=None, eval_gradient=False):
         if eval_gradient:
@@ -124,7 +124,7 @@ class GPPolicy(Policy):
                                       n_restarts_optimizer=int(self.cfg.gp_restarts),
                                       random_state=int(sub_rng.integers(2**31)))
         # Matrices of a few hundred rows gain nothing from BLAS threads, and threads that
-        # spin-wait on a busy machine made each small Cholesky ~100x slower (measured).
+        # spin-wait on a busy machine make each small Cholesky far slower.
         with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
             warnings.simplefilter("ignore", ConvergenceWarning)
             gp.fit(X[sub], y[sub])
