@@ -145,7 +145,7 @@ class PolicyConfig:
     descriptors: str = ""                 # file of words combined with concepts; "" = none
     descriptor_share: float = 0.0         # share of queries that get a descriptor
     concept_descriptors: str = ""         # file of `concept<TAB>descriptor` lines (file: vocabs); "" = none
-    reask_share: float = 0.25             # most of a round's queries that re-ask concepts that paid off
+    reask_share: float = 0.5              # most of a round's queries that re-ask concepts that paid off
     max_page: int = 5                     # results pages a concept is asked for at most
     temperature: float = 0.15             # tau in p(c) ∝ exp(z(c)/tau), z = r̂ z-scored over the vocab
     epsilon: float = 0.1                  # share of uniformly random concepts

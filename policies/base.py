@@ -180,20 +180,25 @@ class Policy(ABC):
         return queries
 
     def new_query_value(self, k: int) -> float:
-        """What the k best new concepts are expected to pay, in z over first asks' rewards
-        (-inf where the policy has no prediction: only the average first ask bounds re-asks)."""
-        predicted = self.predicted_reward()
-        if predicted is None:
-            return -np.inf
-        _, rewards, _ = self.first_asks()
+        """What a new concept is expected to pay now, in z over first asks' rewards: the lower
+        of what the policy predicts for its k best unasked concepts (a mean over the top of
+        the predictions, so optimistic) and what the last round's first asks paid (measured;
+        once the vocabulary's good concepts are asked, new ones pay less than predicted).
+        -inf where neither says (no prediction and one round seen): only the average first
+        ask bounds re-asks then."""
+        _, rewards, rounds = self.first_asks()
         if len(rewards) < 2:
             return -np.inf
-        pool = predicted[self.candidates() & ~self.asked]
-        if not len(pool):
-            return -np.inf
-        best = np.partition(pool, len(pool) - min(k, len(pool)))[-min(k, len(pool)):]
         sd = float(rewards.std()) or 1.0
-        return float((best.mean() - rewards.mean()) / sd)
+        values = []
+        predicted = self.predicted_reward()
+        pool = predicted[self.candidates() & ~self.asked] if predicted is not None else []
+        if len(pool):
+            best = np.partition(pool, len(pool) - min(k, len(pool)))[-min(k, len(pool)):]
+            values.append((best.mean() - rewards.mean()) / sd)
+        if len(set(rounds.tolist())) > 1:   # the first round was asked blind: it says nothing
+            values.append((rewards[rounds == rounds.max()].mean() - rewards.mean()) / sd)
+        return float(min(values)) if values else -np.inf
 
     def predicted_reward(self) -> np.ndarray | None:
         """The reward this policy predicts for each concept's first ask [N], if it predicts."""

@@ -158,6 +158,35 @@ def test_no_reask_where_new_concepts_are_expected_to_pay_more():
     assert not any(q.refinement for q in policy.sample_queries(16))
 
 
+def test_a_new_concept_is_valued_at_what_new_concepts_paid_lately_when_that_is_less():
+    """The prediction for the best unasked concepts is a top of the posterior, so optimistic;
+    once the good concepts are asked, the last round's first asks say what new ones pay."""
+    policy = policy_with()
+    policy.predicted_reward = lambda: np.full(len(CONCEPTS), 2.0)     # as the GP might hope
+    observed_round(policy, {c: float(i % 2) for i, c in enumerate(CONCEPTS[:20])})   # round 0
+    assert policy.new_query_value(8) == pytest.approx((2.0 - 0.5) / 0.5)   # round 0 was blind: the prediction
+    policy.update([outcome(c, 0.0, 1) for c in CONCEPTS[20:30]])      # round 1 paid the least
+    _, rewards, _ = policy.first_asks()
+    assert policy.new_query_value(8) == pytest.approx((0.0 - rewards.mean()) / rewards.std())
+    policy.update([outcome(c, 2.0, 2) for c in CONCEPTS[30:40]])      # round 2 paid over the prediction
+    _, rewards, _ = policy.first_asks()
+    assert policy.new_query_value(8) == pytest.approx((2.0 - rewards.mean()) / rewards.std())
+    ucb_like = policy_with()
+    ucb_like.predicted_reward = lambda: None                           # no prediction at all
+    observed_round(ucb_like, {c: float(i % 2) for i, c in enumerate(CONCEPTS[:20])})
+    assert ucb_like.new_query_value(8) == -np.inf
+
+
+def test_late_in_a_run_the_best_pages_displace_new_concepts_that_pay_little():
+    policy = policy_with(reask_share=0.5)
+    policy.predicted_reward = lambda: np.full(len(CONCEPTS), 3.0)
+    observed_round(policy, {c: (3.0 if i < 10 else 0.0) for i, c in enumerate(CONCEPTS[:40])})
+    assert not any(q.refinement for q in policy.sample_queries(16))   # new ones predicted to pay as much
+    policy.update([outcome(c, -1.0, 1) for c in CONCEPTS[40:56]])     # ... but they paid the least
+    again = [q for q in policy.sample_queries(16) if q.refinement]
+    assert len(again) == 8 and {q.concept for q in again} <= set(CONCEPTS[:10])
+
+
 def test_the_baselines_and_a_zero_share_never_reask():
     for name, cfg in (("random", {}), ("oracle", {}), ("gp", {"reask_share": 0.0})):
         policy = policy_with(name, **cfg)
