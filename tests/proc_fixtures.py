@@ -1,5 +1,5 @@
 """Processes below a test (fetch workers, fork servers), read from /proc: shared by the tests
-that kill `explore` and by bench/soak.py, which measures their memory."""
+that kill `explore` and by the soak (tests/soak_harness.py), which measures their memory."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,7 +1,7 @@
 """kill -9 of `explore run` on the sandbox, resumed each time (ARCHITECTURE.md, "Crash safety").
 
 Four kills, one inside each of the crawl's commit, the FAISS index write, a round's training
-and the checkpoint write (bench/crash.py arms a SIGKILL of the whole process group a few
+and the checkpoint write (tests/crash_harness.py arms a SIGKILL of the whole process group a few
 milliseconds into that step; kills at random wall-clock moments are in the bench, which costs
 a restart each). Afterwards the cache verifies clean, every round is logged once and the final
 checkpoint loads. "No query asked twice" means: no query whose
@@ -10,7 +10,7 @@ next process, and only then). The 20-kill version is `python bench/crash.py --ki
 """
 import pytest
 
-from bench.crash import run_crashes
+from tests.crash_harness import run_crashes
 
 
 @pytest.mark.slow

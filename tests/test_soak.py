@@ -1,4 +1,4 @@
-"""The soak (bench/soak.py) for one minute: the crawler against the sandbox's hostile profile.
+"""The soak (tests/soak_harness.py) for one minute: the crawler against the sandbox's hostile profile.
 
 Checked at the end: one attempt row per URL, each with an outcome its fault allows; the
 server's /stats agree fault by fault; no forbidden listener reached; memory (the FAISS index
@@ -14,7 +14,7 @@ prints the real slope (+1.6 MB per 10k over 20 minutes).
 """
 import pytest
 
-from bench.soak import SoakOptions, report, run_soak
+from tests.soak_harness import SoakOptions, report, run_soak
 
 
 @pytest.mark.slow
