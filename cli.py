@@ -90,7 +90,7 @@ def run(
     target: Annotated[str, typer.Option(help="flowers102, food101, oxford-pets, dtd, cifar10, cifar100, folder:PATH, sandbox-flowers, sandbox-vehicles")] = "sandbox-flowers",
     hours: Annotated[Optional[float], typer.Option(help="Wall-clock budget, counted across resumes.")] = None,
     run_dir: RunDirOption = None,
-    engine: Annotated[Optional[str], typer.Option(help="ddgs, sandbox or corpus:PATH.")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="ddgs, sandbox, corpus:PATH, or none (the target's images only).")] = None,
     policy: Annotated[Optional[str], typer.Option(help="gp, ucb, random or oracle (sandbox only).")] = None,
     vocab: Annotated[Optional[str], typer.Option(help="imagenet21k, wordnet, file:PATH (sandbox: its world).")] = None,
     model: Annotated[Optional[str], typer.Option(help="tiny-64, vit-s16 or vit-b16.")] = None,
@@ -213,17 +213,27 @@ def eval_(
     protocol: Annotated[Optional[list[str]], typer.Option(help="linear and/or knn (repeatable; default both).")] = None,
     label_fraction: Annotated[Optional[list[float]], typer.Option(help="Share of train labels, per class (repeatable; default 1.0 and 0.1).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    baseline: Annotated[Optional[Path], typer.Option(
+        help="Another run on the same target (e.g. a target-only run, --engine none): its latest "
+             "checkpoint is evaluated too, and the table adds INTERN's claim, this run's linear "
+             "probe with 10% of labels beside the baseline's with 100%.")] = None,
 ) -> None:
     """Linear probe and k-NN accuracy on the target, with all labels and with 10%."""
     import json
 
     from explorer.assemble import evaluate_run
-    from explorer.evaluate import format_table
+    from explorer.evaluate import format_table, intern_claim
 
     rd = _existing_run(run_dir)
+    base = _existing_run(baseline) if baseline is not None else None
+    protocols = tuple(protocol or ("linear", "knn"))
+    fractions = tuple(label_fraction) if label_fraction else None
     try:
-        results = evaluate_run(rd, checkpoint, tuple(protocol or ("linear", "knn")),
-                               tuple(label_fraction) if label_fraction else None)
+        results = evaluate_run(rd, checkpoint, protocols, fractions)
+        if base is not None:
+            results["baseline"] = evaluate_run(base, None, ("linear",), (1.0,))
+            results["baseline"]["run_dir"] = str(baseline)
+            results["intern_claim"] = intern_claim(results, results["baseline"])
     except ValueError as e:
         fail(str(e))
     if as_json:

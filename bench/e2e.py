@@ -172,6 +172,12 @@ def main() -> None:
                 cells.append(f"{protocol} {frac:.0%}: {d.mean():+.1f} ({d.std(ddof=1) / np.sqrt(len(d)):.1f}) "
                              f"[{' '.join(f'{x:+.1f}' for x in d)}]")
             print(f"  {a} - {b}: " + "; ".join(cells))
+    if "explore" in arms and "target-only" in arms:
+        # INTERN's claim: web data lets 10% of the labels do what all of them did without it
+        d = np.array([r["explore"]["acc"][1] - r["target-only"]["acc"][0] for r in by_seed.values()])
+        se = f" ({d.std(ddof=1) / np.sqrt(len(d)):.1f})" if len(d) > 1 else ""
+        print(f"\nINTERN's claim: explore's linear probe with 10% of labels minus target-only's with "
+              f"100%: {d.mean():+.1f}{se} [{' '.join(f'{x:+.1f}' for x in d)}]")
     last = {b: f"{leads(a, b, 0).mean():+.1f}" for a, b in pairs}  # linear probe, 100% labels
     print(f"explore-vs-random={last.get('random', 'nan')} "
           f"explore-vs-target-only={last.get('target-only', 'nan')}"

@@ -21,6 +21,7 @@ import faiss
 import numpy as np
 from PIL import Image
 from rich.table import Table
+from rich.text import Text
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -266,6 +267,23 @@ def progress_knn(encode_fn: EncodeFn, target: Target, cfg: EvalConfig) -> float:
     return knn_accuracy(Xtr, ytr, Xte, yte, cfg.knn_k, cfg.knn_temperature)
 
 
+def intern_claim(results: dict, baseline: dict) -> dict:
+    """INTERN's claim, that data from the web lets 10% of the labels do what all of them did
+    without it: this run's linear probe with 10% of labels beside a baseline run's (on the same
+    target) with 100%. ValueError where the two cannot be compared."""
+    same = ("target", "n_train", "n_test", "classes")
+    if any(results.get(k) != baseline.get(k) for k in same):
+        raise ValueError(f"the baseline run is on another target ({baseline.get('target')}, "
+                         f"{baseline.get('n_test')} test images) than this one "
+                         f"({results.get('target')}, {results.get('n_test')})")
+    mine = results.get("linear", {}).get(0.1)
+    theirs = baseline.get("linear", {}).get(1.0)
+    if mine is None or theirs is None:
+        raise ValueError("INTERN's claim needs this run's linear probe at 10% of labels "
+                         "(--protocol linear --label-fraction 0.1) and the baseline's at 100%")
+    return {"linear_10": mine, "baseline_linear_100": theirs, "gap": mine - theirs}
+
+
 def format_table(results: dict) -> Table:
     """The results of `evaluate_target` as a rich table: one row per protocol, one column per
     label fraction, accuracies in %."""
@@ -284,6 +302,14 @@ def format_table(results: dict) -> Table:
         notes.append("probe C: " + ", ".join(f"{f:.0%} → {results['linear_C'][f]:g}" for f in fractions))
     if "test_copies_removed" in results:  # (set by the run: its crawl's test_leak attempts)
         notes.append(f"test-image copies removed by the crawl: {results['test_copies_removed']}")
+    if "intern_claim" in results:   # (set by `explore eval --baseline`)
+        claim = results["intern_claim"]
+        table.add_row("INTERN: linear, this run at 10% vs baseline at 100%",
+                      *(f"{100 * claim['linear_10']:.1f} vs {100 * claim['baseline_linear_100']:.1f}"
+                        if i == 0 else "" for i in range(len(fractions))))
+        notes.append(f"INTERN's claim (10% of labels with web data match 100% without): "
+                     f"{'met' if claim['gap'] >= 0 else 'not met'}, {100 * claim['gap']:+.1f} points; "
+                     f"baseline {results['baseline'].get('run_dir', '')}")
     if notes:
-        table.caption = "\n".join(notes)
+        table.caption = Text("\n").join(plain(n) for n in notes)   # (a run directory's name is text)
     return table

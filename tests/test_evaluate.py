@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from explorer.config import EvalConfig
 from explorer.evaluate import (cached_features, checkpoint_id, evaluate_target, extract_features,
-                               feature_path, format_table, knn_accuracy, label_subset, linear_probe,
+                               feature_path, format_table, intern_claim, knn_accuracy, label_subset, linear_probe,
                                progress_knn)
 from explorer.targets import Target, TargetError
 
@@ -149,6 +149,24 @@ def test_evaluate_target_reaches_high_accuracy_and_formats(tmp_path):
     text = console.export_text()
     assert "linear probe" in text and "k-NN (k=20)" in text and "100% labels (40)" in text
     assert f"{100 * results['knn'][0.1]:.1f}" in text
+
+
+def test_intern_claim_row_compares_ten_percent_with_a_baselines_hundred():
+    results = evaluate_target(CountingEncoder(), colour_target(), FAST, fractions=(1.0, 0.1))
+    baseline = dict(results, linear={1.0: 0.5}, run_dir="runs/target-only[red]")
+    results["baseline"] = baseline
+    results["intern_claim"] = claim = intern_claim(results, baseline)
+    assert claim == {"linear_10": results["linear"][0.1], "baseline_linear_100": 0.5,
+                     "gap": pytest.approx(results["linear"][0.1] - 0.5)}
+    console = Console(record=True, width=160)
+    console.print(format_table(results))
+    text = console.export_text()
+    assert f"{100 * results['linear'][0.1]:.1f} vs 50.0" in text and "met, +" in text
+    assert "runs/target-only[red]" in text              # a path is text, not markup
+    with pytest.raises(ValueError, match="another target"):
+        intern_claim(results, dict(baseline, n_test=99))
+    with pytest.raises(ValueError, match="needs this run's linear probe at 10%"):
+        intern_claim(dict(results, linear={1.0: 0.9}), baseline)
 
 
 def test_one_protocol_only():

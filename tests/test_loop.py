@@ -282,6 +282,19 @@ def test_status_rewards_and_eval_read_the_run(finished_run):
     result = json.loads(ev.stdout)
     assert 0.0 <= result["knn"]["0.5"] <= 1.0 and "linear" not in result
 
+    # INTERN's claim: this run at 10% of labels beside a baseline run at 100% (here itself)
+    ev = cli.invoke(app, ["eval", str(run.root), "--json", "--protocol", "linear", "--baseline", str(run.root)])
+    assert ev.exit_code == 0, ev.output
+    result = json.loads(ev.stdout)
+    claim = result["intern_claim"]
+    assert claim["linear_10"] == result["linear"]["0.1"]
+    assert claim["baseline_linear_100"] == result["baseline"]["linear"]["1.0"] == result["linear"]["1.0"]
+    assert claim["gap"] == pytest.approx(claim["linear_10"] - claim["baseline_linear_100"])
+    text = cli.invoke(app, ["eval", str(run.root), "--protocol", "linear", "--baseline", str(run.root)])
+    assert "INTERN" in text.stdout and ("met," in text.stdout or "not met" in text.stdout)
+    one = cli.invoke(app, ["eval", str(run.root), "--protocol", "knn", "--baseline", str(run.root)])
+    assert one.exit_code != 0 and "--label-fraction 0.1" in one.output   # nothing to compare: one line
+
 
 def test_status_tells_queries_crawled_ahead_from_rewarded_ones(finished_run, tmp_path):
     """A run stopped while the next round's queries were crawled (during the last training) has
