@@ -11,17 +11,15 @@ Each mean change starts at a prior (later pages and side queries pay less: PRIOR
 shrunk towards it by PRIOR_WEIGHT pseudo-observations.
 
 A query's reward is a mean over the images it kept, blind to how many it kept, while what a
-query brings is its images: a descriptor that returns the pictures the first ask already
-fetched keeps a third as many new ones at the same mean. So a refinement is valued by the
-images it is expected to bring, in units of a first ask: what it is expected to score above a
-query that brings nothing (the lowest first ask's z, which is what the round's floor gives a
-query that kept nothing), times its expected yield (new images kept, as a share of what the
-same concept's previous ask kept; measured per kind like the change in z, with its own prior),
-plus that lowest z again. A concept whose page came back with less
-than half of its first page's results has no further page. A concept is a candidate for
-re-asking when its best refinement is expected to pay more than a new concept would: more
-than the average first ask (z > 0), and more than the policy's own prediction for the new
-concepts it would ask instead (the GP's posterior mean of its best unasked concepts).
+query brings is its images: a descriptor that returns the pictures the first ask already fetched
+keeps few new ones at the same mean. So a refinement is valued by the images it is expected to
+bring, in units of a first ask: what it is expected to score above a query that brings nothing of
+the target (the low tail of first asks' z: unrelated concepts), times its expected yield (new
+images kept per image the ask before kept; measured per kind like the change in z, with its own
+prior), plus that z again. A concept whose page came back with less than half of its first
+page's results has no further page. A concept is a candidate for re-asking when its best
+refinement is expected to bring more than a new concept would: more than the average first ask
+(z > 0), and more than what the policy values new concepts at (Policy.new_query_value).
 """
 from __future__ import annotations
 
@@ -34,6 +32,8 @@ from explorer.records import Query
 PRIOR_CHANGE = {"page": -0.5, "backend": -0.5, "desc": -0.5}
 PRIOR_YIELD = {"page": 0.8, "backend": 0.8, "desc": 0.8}   # new images kept, per image of the ask before
 PRIOR_WEIGHT = 3.0
+NONE_PERCENTILE = 10   # first asks this low brought nothing of the target: unrelated concepts (the
+                       # very lowest is an outlier, e.g. a query that kept nothing and got the floor)
 KINDS = tuple(PRIOR_CHANGE)
 
 
@@ -87,7 +87,7 @@ class Model:
 
     change: dict[str, float]     # kind -> mean change in z from the ask before
     yields: dict[str, float]     # kind -> new images kept per image the ask before kept
-    z_none: float                # z of a query that brings nothing: the lowest first ask's
+    z_none: float                # z of a query whose images are all unrelated: the low tail of first asks
 
 
 def before_of(refinement: str) -> str:
@@ -120,7 +120,7 @@ def learn(by_concept: dict[int, Observed]) -> Model:
                 ratios[kind].append(min(kept / kept_before, 2.0))
     return Model(change={k: shrunk(d, PRIOR_CHANGE[k]) for k, d in deltas.items()},
                  yields={k: shrunk(r, PRIOR_YIELD[k]) for k, r in ratios.items()},
-                 z_none=min(firsts, default=0.0))
+                 z_none=float(np.percentile(firsts, NONE_PERCENTILE)) if firsts else 0.0)
 
 
 def expected(query: Query, seen: Observed, model: Model) -> float | None:

@@ -67,7 +67,7 @@ def test_page_change_and_yield_are_measured_and_shrunk_to_their_priors():
     assert model.change["page"] == pytest.approx(-2.0, abs=0.05)       # each page pays 2 z less here
     assert model.yields["page"] == pytest.approx(0.75, abs=0.01)       # half, then all, of the page before
     assert model.change["desc"] == refine.PRIOR_CHANGE["desc"]
-    assert model.z_none == 1.0                                         # the lowest first ask
+    assert model.z_none == 1.0                                         # the first asks' low tail
     good = {i: Observed(z={"": 0.0, "desc:x": 1.0}, kept={"": 20, "desc:x": 40}) for i in range(3)}
     model = refine.learn(good)
     assert refine.PRIOR_CHANGE["desc"] < model.change["desc"] < 1.0    # a few: shrunk
@@ -110,7 +110,8 @@ def test_descriptors_that_repeat_the_first_ask_stop_being_asked():
     by_concept = {i: Observed(z={"": 1.0, "desc:x": 1.0, "page:2": 0.5},
                               results={"": 35, "desc:x": 35, "page:2": 35},
                               kept={"": 30, "desc:x": 6, "page:2": 27}) for i in range(20)}
-    by_concept[99] = Observed(z={"": -2.0}, results={"": 35}, kept={"": 30})
+    for i in range(90, 100):    # unrelated concepts
+        by_concept[i] = Observed(z={"": -2.0}, results={"": 35}, kept={"": 30})
     by_concept[7] = Observed(z={"": 1.5}, results={"": 35}, kept={"": 30})
     offer = Refinements(pages=True, descriptors={"c7": ["y"]})
     concepts = [f"c{i}" for i in range(100)]
