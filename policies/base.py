@@ -161,14 +161,15 @@ class Policy(ABC):
                       skip: set[str] = frozenset()) -> list[Query]:
         """Up to k refinements of distinct concepts (none in `skip`) that paid off, drawn with
         p ∝ exp(z/τ) of what each is expected to pay; only those expected to pay more than
-        `floor`, by default what the n new concepts the policy would ask instead are (their
-        mean prediction), and at least the average first ask; marked asked."""
+        `floor`, by default what a new concept is expected to pay now (`new_query_value`; the
+        average first ask where nothing says); marked asked."""
         if k <= 0 or not self.reasks:
             return []
         by_concept = refine.observed(self.obs_concept, self.obs_reward, self.obs_refinement,
                                      self.obs_results, self.obs_kept)
         if floor is None:
-            floor = max(0.0, self.new_query_value(n or k))
+            floor = self.new_query_value(n or k)
+            floor = 0.0 if floor == -np.inf else floor
         options = [(v, q) for v, q in refine.candidates(self.concepts, by_concept, self.refined,
                                                         self.offer, floor) if q.concept not in skip]
         if not options:

@@ -18,8 +18,9 @@ the target (the low tail of first asks' z: unrelated concepts), times its expect
 images kept per image the ask before kept; measured per kind like the change in z, with its own
 prior), plus that z again. A concept whose page came back with less than half of its first
 page's results has no further page. A concept is a candidate for re-asking when its best
-refinement is expected to bring more than a new concept would: more than the average first ask
-(z > 0), and more than what the policy values new concepts at (Policy.new_query_value).
+refinement is expected to bring more than a new concept would (Policy.new_query_value: the
+lower of the policy's prediction and what the last round's first asks paid; late in a run, when
+the good concepts are asked, that falls below the average first ask and the best pages win).
 """
 from __future__ import annotations
 

@@ -188,6 +188,22 @@ def test_late_in_a_run_the_best_pages_displace_new_concepts_that_pay_little():
     assert len(again) == 8 and {q.concept for q in again} <= set(CONCEPTS[:10])
 
 
+def test_below_the_average_first_ask_when_new_concepts_pay_less_still():
+    """The average first ask is no bound of its own: late in a run new concepts pay less than
+    it, and a page expected to pay less than it but more than them is worth asking."""
+    def reasked(value_of_new):
+        policy = policy_with(reask_share=0.5)
+        observed_round(policy, {c: float(i % 4) for i, c in enumerate(CONCEPTS[:40])})
+        by_concept = refine.observed(policy.obs_concept, policy.obs_reward, policy.obs_refinement,
+                                     policy.obs_results, policy.obs_kept)
+        values = {q.concept: v for v, q in refine.candidates(policy.concepts, by_concept, {},
+                                                            policy.offer, -np.inf)}
+        policy.new_query_value = lambda n: value_of_new
+        return [values[q.concept] for q in policy.sample_reasks(20, 20)]
+    assert any(v < 0 for v in reasked(-1.5)) and all(v > -1.5 for v in reasked(-1.5))
+    assert reasked(-np.inf) and all(v > 0 for v in reasked(-np.inf))   # nothing says: the average
+
+
 def test_the_baselines_and_a_zero_share_never_reask():
     for name, cfg in (("random", {}), ("oracle", {}), ("gp", {"reask_share": 0.0})):
         policy = policy_with(name, **cfg)
