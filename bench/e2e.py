@@ -1,4 +1,4 @@
-"""End to end on the sandbox (DESIGN.md §6): target accuracy after the same budget for
+"""End to end on the sandbox: target accuracy after the same budget for
 (a) the target's own images only, (b) random queries, (c) explore (the gp policy), and (d) the
 oracle policy (it asks the concepts the sandbox world knows are relevant: the best data the web
 gives at this budget; explore near it means the learner, not the policy, limits the figures).
