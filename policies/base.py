@@ -25,7 +25,6 @@ import numpy as np
 from explorer.config import PolicyConfig
 from explorer.records import Query, QueryOutcome
 from policies import refine
-from policies.registry import make_policy  # noqa: F401  (re-exported for tests/test_refine.py)
 
 
 def softmax_sample(scores: np.ndarray, n: int, temperature: float, epsilon: float,

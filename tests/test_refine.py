@@ -16,7 +16,7 @@ from explorer.loop import Explorer
 from explorer.records import Query, QueryOutcome, SearchResult
 from explorer.session import RunDir
 from policies import refine
-from policies.base import make_policy
+from policies.registry import make_policy
 from policies.refine import Observed, Refinements
 
 CONCEPTS = [f"c{i}" for i in range(200)]
