@@ -34,8 +34,9 @@ fixed --policies gp --rounds 20 --seed 0`), cumulative relevant / kept:
   ask's pictures (9 kept a query of 35) and the measured yield stops them. The ratio therefore
   grows with the budget in queries beyond the vocabulary's relevant concepts; at the default 8
   rounds it measures the two policies' noise (fixed encoder: 1.14 at seed 0 with this session's
-  first change, 4 re-asks in 128 queries; 0.93 at seed 1 in session 5, 17 re-asks). The steps this session (same command, seed 0, 20 rounds): valuing a
-  refinement by its images, not only their mean reward: 4833 (4 re-asks); then new concepts
+  first change, 4 re-asks in 128 queries; 0.93 at seed 1 in session 5, 17 re-asks).
+  The steps this session (same command, seed 0, 20 rounds): valuing a refinement by its
+  images, not only their mean reward: 4833 (4 re-asks); then new concepts
   valued at the lower of the GP's top predictions and what the last round's first asks paid, up
   to half a round of re-asks: 4463 (7; the lowest first ask as the "brings nothing" level made
   every yield penalty too large); that level at the first asks' 10th percentile: 4968 (15);
