@@ -77,9 +77,10 @@ class CrawlConfig:
     jpeg_quality: int = 90
     near_dup_threshold: float = 0.95      # cosine similarity at or above which an image is a near-copy
     leak_threshold: float = 0.92          # near-copies of target *test* images are dropped at this
-    leak_hamming: int = -1                # ... or when a copy hash is within this many of 1024 bits of a
-                                          # test image's (explorer/decontam.py; 100 is calibrated); -1: off,
-                                          # as its matching cost grows with the test images x 252 views each
+    leak_hamming: int = 230               # ... or when one of its copy hashes is within this many of 1024 bits
+                                          # of a test image's view (a candidate; explorer/decontam.py, calibrated
+                                          # by bench/decontam.py; -1: off, no copy hashes made) ...
+    leak_mismatch: float = 0.05           # ... and, verified, disagrees with it on at most this share of its detail
     cache_max_bytes: int = 50_000_000_000
     pool: str = "process"                 # process: fetch+prepare in worker processes, each with its own GIL;
                                           # thread: in this process, threads prepare (explorer/fetchers.py)
@@ -521,6 +522,7 @@ RULES: dict[str, object] = {
     "crawl.near_dup_threshold": COSINE,
     "crawl.leak_threshold": COSINE,
     "crawl.leak_hamming": Ints(-1, 1024, "-1 = the copy hash check off"),
+    "crawl.leak_mismatch": Num(0, 1),
     "crawl.cache_max_bytes": Ints(1, 10**15),
     "crawl.pool": Choice(("process", "thread")),
     "crawl.workers": WORKERS,

@@ -296,8 +296,9 @@ class Crawler:
         """Leak check, near-dup check (against the cache and within the batch), then store the keepers."""
         # Matrices of a few hundred rows gain nothing from BLAS threads, whose spin-waiting
         # after each call costs CPU the crawl needs
+        # (the leak check in a thread: its search and verification leave the event loop fetching)
+        leaks = await asyncio.to_thread(self._leaks, cands)
         with threadpool_limits(limits=1, user_api="blas"):
-            leaks = self._leaks(cands)
             near = self.index.max_similarity(vecs)
             batch_sims = vecs @ vecs.T  # [N, N] cosine within the batch
         kept: list[int] = []
@@ -331,8 +332,9 @@ class Crawler:
             return [None] * len(cands)
         hashes = [np.frombuffer(cand.copy_hash, np.uint8).reshape(-1, HASH_BYTES) if cand.copy_hash else None
                   for _, _, cand, _ in cands]
-        return self.leak_index.match(np.stack([v for *_, v in cands]), hashes, self.cfg.leak_threshold,
-                                     self.cfg.leak_hamming)
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self.leak_index.match(np.stack([v for *_, v in cands]), hashes, self.cfg.leak_threshold,
+                                         self.cfg.leak_hamming, self.cfg.leak_mismatch)
 
     def _store_files(self, keepers: list) -> list[str | None]:
         """Write each keeper's file; per keeper None, or why it could not be written."""

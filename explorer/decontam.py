@@ -8,22 +8,32 @@ border, recompressed, resized, turned a little or recoloured. Two signatures fin
   (`copy_hashes`): the luminance only (grey and recoloured copies keep it), squashed to a
   32x32 square (resized and stretched copies keep it), as a band of its detail (a
   difference of Gaussians: neither its overall light nor its pixel noise), one bit per
-  pixel: whether the detail there is positive. Two of them: the picture as it is, and with uniform borders trimmed.
+  pixel: whether the detail there is positive. Two of them: the picture as it is, and with
+  uniform borders trimmed.
 - `LeakIndex`, made once per run from the target's test images alone (and the crawl's cheap
-  embedding, handed in: images.py imports this module, not the other way): the copy hashes of each
-  test image under the transforms a copy may have undone, itself, crops (a grid of windows,
-  each side 70-100% anywhere), small rotations, and the mirror of each, in a FAISS binary
-  index (Hamming distance). A crawled image within crawl.leak_hamming bits of any of them, or
-  at cosine >= crawl.leak_threshold to a test image's cheap embedding (the older check, for
-  what the hash misses), is a test leak.
+  embedding, handed in: images.py imports this module, not the other way). A crawled image is
+  judged in two stages:
+  1. *candidates*: the copy hashes of each test image under the transforms a copy may have
+     undone (views: a grid of crop windows, each side 70-100% anywhere, small rotations, its
+     trimmed self, and the mirror of each) sit in a FAISS binary index; the test images with a
+     view within crawl.leak_hamming bits of one of the crawled image's hashes are candidates.
+     The radius is loose: a crop between two windows of the grid is far from both.
+  2. *verification*: the candidates' nearest views are compared with the crawled hash where it
+     counts: each pixel's disagreement weighted by the strength of the test image's detail
+     there (`mismatch`: 0 the same, about 0.5 unrelated), so flat areas, where a copy's bits are
+     noise, weigh nothing. Close but not close enough, the best of them is *refined*: its window's edges
+     and angle are moved, a step at a time, to the place where the crawled image was cut from.
+     A copy is a mismatch of at most crawl.leak_mismatch (a refined view: REFINED_SHARE of it).
+  A crawled image at cosine >= crawl.leak_threshold to a test image's cheap embedding (the older
+  check, for what the hash misses) is a test leak too.
 
 bench/decontam.py measures recall per transform and the false-positive rate on unrelated
-pictures, and calibrates crawl.leak_hamming.
+pictures, and calibrates both thresholds.
 """
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image
@@ -42,6 +52,21 @@ BORDER_MAX = 0.5               # borders over this share of a side are the pictu
 # crop windows, per axis: (share of the side kept, positions from one edge to the other)
 CROP_GRID = ((1.0, 1), (0.9, 3), (0.8, 3), (0.7, 4))
 ROTATIONS = (-5.0, -2.5, 2.5, 5.0)   # degrees
+VERIFY_SIDE = 96               # each test image's grey copy, kept to cut views from, px a side at most
+CANDIDATES = 3                 # test images verified per crawled image, the nearest by Hamming distance,
+VIEWS_EACH = 4                 # each by its views this near; the view that agrees best is the verdict's
+REFINE_BELOW = 0.16            # a view this close (mismatch) is refined (one a crawled image at most);
+                               # farther, it is another picture
+REFINE_STEPS = (0.04, 0.02, 0.01)  # a window edge moves by these shares of the side (the angle: x100 degrees)
+REFINE_EVALS = 160             # views tried per refinement at most
+REFINED_SHARE = 0.6            # a refined view must agree this much closer: its window and angle were
+                               # fitted to the crawled image (5 free numbers), and near-alike pictures fit
+MIN_KEEP = 0.5                 # a refined window keeps at least this share of each side
+FLAT_DETAIL = 0.5              # a view whose mean |detail| is under this (grey levels) cannot be verified
+FLAT_INDEX_MAX = 100_000       # views searched one by one up to this many; past it, in inverted lists:
+CODES_PER_LIST = 1_500         # about this many views a list, at most IVF_LISTS lists, of which
+IVF_LISTS = 1_024              # IVF_PROBE are searched (the near views of a copy share a list or its
+IVF_PROBE = 16                 # neighbours; bench/decontam.py measures what the lists miss)
 
 
 @lru_cache(maxsize=None)
@@ -64,15 +89,22 @@ def trim_borders(g: np.ndarray) -> np.ndarray:
     """`g` [H, W] without its uniform border lines (a frame, a letterbox), each side judged on its
     own, and the line beyond that blends border and picture; all of it when the "borders" would
     take over half a side (a flat picture)."""
+    top, bottom, left, right = border_lines(g)
+    h, w = g.shape
+    return g if top == bottom == left == right == 0 else g[top:h - bottom, left:w - right]
+
+
+def border_lines(g: np.ndarray) -> tuple[int, int, int, int]:
+    """How many lines of `g` [H, W] trim_borders cuts from the top, bottom, left and right."""
     h, w = g.shape
     if not _flat_lines(np.stack([g[0], g[-1], g[:, 0], g[:, -1]]), axis=1)[0].any():
-        return g  # (most photographs: no edge is flat, nothing to trim)
+        return 0, 0, 0, 0  # (most photographs: no edge is flat, nothing to trim)
     rows, cols = _flat_lines(g, axis=1), _flat_lines(g, axis=0)
     top, bottom = _border(*rows), _border(*(a[::-1] for a in rows))
     left, right = _border(*cols), _border(*(a[::-1] for a in cols))
     if top + bottom > BORDER_MAX * h or left + right > BORDER_MAX * w:
-        return g
-    return g[top:h - bottom, left:w - right]
+        return 0, 0, 0, 0
+    return top, bottom, left, right
 
 
 def _flat_lines(g: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -89,13 +121,34 @@ def _border(flat: np.ndarray, mean: np.ndarray) -> int:
     return n + 1 if n else 0
 
 
-def hash_grey(g: np.ndarray) -> np.ndarray:
-    """[HASH_BYTES] uint8: where a grey picture's detail is positive, on a HASH_SIDE square."""
+def detail(g: np.ndarray) -> np.ndarray:
+    """[HASH_SIDE, HASH_SIDE] float32: a grey picture's band of detail (fine blur minus coarse
+    blur), on a HASH_SIDE square, in grey levels."""
     if g.shape != (WORK_SIDE, WORK_SIDE):  # (trimmed)
         g = np.asarray(Image.fromarray(np.ascontiguousarray(g, np.float32), "F")
                        .resize((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX), np.float32)
     fine, coarse = _detail_matrices()
-    return np.packbits((fine @ g @ fine.T - coarse @ g @ coarse.T) > DETAIL_MIN)
+    return fine @ g @ fine.T - coarse @ g @ coarse.T
+
+
+def hash_grey(g: np.ndarray) -> np.ndarray:
+    """[HASH_BYTES] uint8: where a grey picture's detail is positive, on a HASH_SIDE square."""
+    return np.packbits(detail(g) > DETAIL_MIN)
+
+
+def mismatch(view: np.ndarray, bits: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """How far a crawled image's copy hash (`bits`: [HASH_BITS] bool) is from a test view's detail
+    ([HASH_SIDE, HASH_SIDE] float): the share of the view's detail, weighted by its strength,
+    whose sign the hash contradicts; `valid` ([HASH_SIDE, HASH_SIDE] bool): where the view shows
+    the picture (not a turned view's corners, which a copy fills with any colour). 1.0 for a
+    view too flat to say (its detail is noise)."""
+    strength = np.abs(view).ravel()
+    if strength.mean() < FLAT_DETAIL:
+        return 1.0
+    if valid is not None:
+        strength = strength * valid.ravel()
+    total = strength.sum()
+    return float(strength[(view.ravel() > DETAIL_MIN) != bits].sum() / total) if total > 0 else 1.0
 
 
 @lru_cache(maxsize=None)
@@ -121,40 +174,130 @@ def crop_windows() -> list[tuple[float, float, float, float]]:
     return [(x0, y0, x1, y1) for x0, x1 in spans for y0, y1 in spans]
 
 
-def target_hashes(im: Image.Image) -> np.ndarray:
-    """[V, HASH_BYTES] uint8: the copy hashes of one test image under the transforms a copy may
-    have undone (crop windows, small rotations, its trimmed self) and their mirrors."""
-    im = im.convert("RGB")
-    whole = grey_square(im)  # (made as copy_hashes makes it: an exact copy hashes the same)
-    # the views from a grey copy of at most 4 WORK_SIDE a side: a big test image costs no more
+class View(NamedTuple):
+    """A transform a copy may have undone: the window of the test image it shows ((left, top,
+    right, bottom) shares of the picture turned by `angle` degrees), mirrored or not."""
+    box: tuple[float, float, float, float]
+    angle: float = 0.0
+    mirror: bool = False
+
+
+def grey_copy(im: Image.Image) -> np.ndarray:
+    """[h, w] uint8, at most VERIFY_SIDE a side: the grey picture views are cut from."""
     grey = im.convert("L")
-    grey = grey.resize((min(grey.width, 4 * WORK_SIDE), min(grey.height, 4 * WORK_SIDE)), Image.Resampling.BOX)
-    w, h = grey.size
-    views = [whole if (x0, y0, x1, y1) == (0, 0, 1, 1) else grey_square(grey, box=(x0 * w, y0 * h, x1 * w, y1 * h))
-             for x0, y0, x1, y1 in crop_windows()]
-    fill = int(np.asarray(grey).mean())
-    views += [grey_square(grey.rotate(angle, Image.Resampling.BICUBIC, fillcolor=fill)) for angle in ROTATIONS]
-    views.append(trim_borders(whole))
-    hashes = [hash_grey(v) for v in views] + [hash_grey(v[:, ::-1]) for v in views]
-    return np.stack(hashes)
+    return np.asarray(grey.resize((min(grey.width, VERIFY_SIDE), min(grey.height, VERIFY_SIDE)),
+                                  Image.Resampling.BOX))
+
+
+def view_detail(grey: np.ndarray, view: View) -> np.ndarray:
+    """[HASH_SIDE, HASH_SIDE] float32: the detail of one view of a test image's grey copy."""
+    return detail(_cut(_turn(grey, view.angle)[0], view))
+
+
+def view_valid(grey: np.ndarray, view: View) -> np.ndarray | None:
+    """[HASH_SIDE, HASH_SIDE] bool: where a turned view's detail comes from the picture alone (not
+    from the corners the turn uncovers, nor their edge); None for a view that is not turned."""
+    return _valid(_turn(grey, view.angle)[1], view)
+
+
+def _turn(grey: np.ndarray, angle: float) -> tuple[Image.Image, Image.Image | None]:
+    """The grey copy turned by `angle` degrees (its uncovered corners filled with its mean), and
+    where the turned picture is (255) and is not (0); the copy itself and None for no turn."""
+    src = Image.fromarray(grey, "L")
+    if not angle:
+        return src, None
+    inside = Image.new("L", src.size, 255).rotate(angle, Image.Resampling.BICUBIC)
+    return src.rotate(angle, Image.Resampling.BICUBIC, fillcolor=int(grey.mean())), inside
+
+
+def _valid(inside: Image.Image | None, view: View) -> np.ndarray | None:
+    """view_valid, from _turn's mask."""
+    if inside is None:
+        return None
+    _, coarse = _detail_matrices()
+    return coarse @ _cut(inside, view) @ coarse.T >= 0.97 * 255
+
+
+def _cut(src: Image.Image, view: View) -> np.ndarray:
+    """The WORK_SIDE grey square of `view`'s window of `src` (turned already), mirrored if it is."""
+    w, h = src.size
+    x0, y0, x1, y1 = view.box
+    g = grey_square(src, box=(x0 * w, y0 * h, x1 * w, y1 * h))
+    return g[:, ::-1] if view.mirror else g
+
+
+def target_views(im: Image.Image, grey: np.ndarray | None = None) -> tuple[np.ndarray, list[View]]:
+    """The copy hashes [V, HASH_BYTES] uint8 of one test image under the transforms a copy may
+    have undone (crop windows, small rotations, its trimmed self, and their mirrors), and the View
+    each was made from. `grey`: its grey_copy, where the caller has it."""
+    grey = grey_copy(im) if grey is None else grey
+    whole = grey_square(im.convert("RGB"))  # (made as copy_hashes makes it: an exact copy hashes the same)
+    top, bottom, left, right = border_lines(whole)
+    n = WORK_SIDE
+    views = [View(box) for box in crop_windows()] + [View((0.0, 0.0, 1.0, 1.0), angle) for angle in ROTATIONS]
+    if top or bottom or left or right:
+        views.append(View((left / n, top / n, 1 - right / n, 1 - bottom / n)))
+    src = _turn(grey, 0.0)[0]
+    squares = np.stack([whole if v.box == (0, 0, 1, 1) and not v.angle
+                        else _cut(_turn(grey, v.angle)[0] if v.angle else src, v) for v in views])
+    fine, coarse = _detail_matrices()
+    details = fine @ squares @ fine.T - coarse @ squares @ coarse.T  # [V, HASH_SIDE, HASH_SIDE]
+    # (a mirrored square's detail is the mirror of its detail: the blurs are the same both ways)
+    hashes = np.concatenate([details, details[:, :, ::-1]]) > DETAIL_MIN
+    mirrored = [View(v.box, v.angle, True) for v in views]
+    return np.packbits(hashes.reshape(len(hashes), -1), axis=1), views + mirrored
+
+
+def refine(grey: np.ndarray, view: View, bits: np.ndarray, score: float) -> float:
+    """The least mismatch between `bits` and a view of `grey` found by moving `view`'s window edges
+    (and, for a turned view, its angle) a step at a time, coarse steps then finer, starting at
+    `score` (its mismatch)."""
+    turned: dict[float, tuple[Image.Image, Image.Image | None]] = {}  # (each angle turned once)
+
+    def mismatch_of(v: View) -> float:
+        if v.angle not in turned:
+            turned[v.angle] = _turn(grey, v.angle)
+        src, inside = turned[v.angle]
+        return mismatch(detail(_cut(src, v)), bits, _valid(inside, v))
+
+    box, angle, evals = list(view.box), view.angle, 0
+    params = 5 if view.angle else 4  # (a crop window is not searched for a turn: few copies are both)
+    for step in REFINE_STEPS:
+        improved = True
+        while improved and evals < REFINE_EVALS:
+            improved = False
+            for k in range(params):
+                for sign in (-1, 1):
+                    b, a = list(box), angle
+                    if k < 4:
+                        b[k] += sign * step
+                        if not (0 <= b[k] <= 1) or b[2] - b[0] < MIN_KEEP or b[3] - b[1] < MIN_KEEP:
+                            continue
+                    else:
+                        a += sign * step * 100
+                    evals += 1
+                    s = mismatch_of(View(tuple(b), a, view.mirror))
+                    if s < score:
+                        score, box, angle, improved = s, b, a, True
+    return score
 
 
 class LeakIndex:
-    """The target's test images, as their cheap embeddings and their copy hashes; `match` says
-    which crawled images are copies of one. A pure function of the test images."""
+    """The target's test images, as their cheap embeddings, their views' copy hashes and their grey
+    copies; `match` says which crawled images are copies of one. A pure function of the test images."""
 
-    def __init__(self, vectors: np.ndarray, hashes: np.ndarray, owners: np.ndarray) -> None:
+    def __init__(self, vectors: np.ndarray, hashes: np.ndarray, owners: np.ndarray,
+                 views: Sequence[View] = (), greys: Sequence[np.ndarray] = ()) -> None:
         """vectors: [T, 768] cheap embeddings; hashes: [H, HASH_BYTES] uint8; owners: [H], the test
-        image (row of `vectors`) each hash was made from."""
-        import faiss  # (not in the fetch workers, which only hash)
-
-        from cache.index import VectorIndex
+        image (row of `vectors`) each hash was made from; views: [H], the View each was made from;
+        greys: [T], each test image's grey_copy (views and greys: empty for the cosine check alone)."""
+        from cache.index import VectorIndex  # (faiss: not in the fetch workers, which only hash)
 
         self.vectors = VectorIndex.from_vectors(vectors)
         self.owners = np.asarray(owners, np.int64)
-        self.hashes = faiss.IndexBinaryFlat(HASH_BITS)
-        if len(hashes):
-            self.hashes.add(np.ascontiguousarray(hashes, np.uint8))
+        self.views = list(views)
+        self.greys = list(greys)
+        self.hashes = binary_index(np.ascontiguousarray(hashes, np.uint8).reshape(-1, HASH_BYTES))
 
     @classmethod
     def from_images(cls, images: Iterable[Image.Image], embed: Callable[[Image.Image], np.ndarray],
@@ -162,14 +305,19 @@ class LeakIndex:
         """`embed`: the crawl's cheap embedding of an image (explorer.images.cheap_embedding),
         handed in, as this module is what images.py calls for the copy hashes.
         `hashes=False`: the cheap embeddings only (crawl.leak_hamming=-1, the copy hash off)."""
-        vectors, views, owners = [], [], []
+        vectors, codes, owners, views, greys = [], [], [], [], []
         for i, im in enumerate(images):
             vectors.append(embed(im))
-            views.append(target_hashes(im) if hashes else np.zeros((0, HASH_BYTES), np.uint8))
-            owners.append(np.full(len(views[-1]), i))
+            if hashes:
+                greys.append(grey_copy(im))
+                h, v = target_views(im, greys[-1])
+                codes.append(h)
+                views += v
+                owners.append(np.full(len(h), i))
         if not vectors:
             raise ValueError("a leak index needs at least one test image")
-        return cls(np.stack(vectors), np.concatenate(views), np.concatenate(owners))
+        return cls(np.stack(vectors), np.concatenate(codes) if codes else np.zeros((0, HASH_BYTES), np.uint8),
+                   np.concatenate(owners) if owners else np.zeros(0, np.int64), views, greys)
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -184,22 +332,88 @@ class LeakIndex:
         d, _ = self.hashes.search(np.ascontiguousarray(hashes.reshape(-1, HASH_BYTES)), 1)
         return d[:, 0].reshape(n, -1).min(axis=1).astype(np.int64)
 
+    def candidates(self, hashes: np.ndarray, radius: int) -> list[tuple[int, int, int]]:
+        """[K, HASH_BYTES] one crawled image's copy hashes -> its candidate views, nearest first:
+        (bits, view row, which of its hashes), the VIEWS_EACH nearest of each of the CANDIDATES
+        test images with a view within `radius` bits."""
+        return self.candidates_of([hashes], radius)[0]
+
+    def candidates_of(self, hashes: Sequence[np.ndarray], radius: int) -> list[list[tuple[int, int, int]]]:
+        """`candidates` of several crawled images ([K, HASH_BYTES] each), in one search."""
+        counts = [len(h) for h in hashes]
+        if self.hashes.ntotal == 0 or not sum(counts):
+            return [[] for _ in hashes]
+        flat = np.ascontiguousarray(np.concatenate([np.asarray(h, np.uint8).reshape(-1, HASH_BYTES)
+                                                    for h in hashes]))
+        lims, dist, rows = self.hashes.range_search(flat, radius + 1)
+        out, q = [], 0
+        for n in counts:
+            found = sorted((int(d), int(row), k) for k in range(n)
+                           for d, row in zip(dist[lims[q + k]:lims[q + k + 1]], rows[lims[q + k]:lims[q + k + 1]]))
+            q += n
+            views: dict[int, list[tuple[int, int, int]]] = {}
+            for d, row, k in found:
+                owner = int(self.owners[row])
+                if owner in views or len(views) < CANDIDATES:
+                    mine = views.setdefault(owner, [])
+                    if len(mine) < VIEWS_EACH and all(r != row for _, r, _ in mine):
+                        mine.append((d, row, k))
+            out.append(sorted(v for mine in views.values() for v in mine))
+        return out
+
+    def judge(self, hashes: np.ndarray, candidates: list[tuple[int, int, int]], accept: float) -> tuple[float, int]:
+        """The mismatch of a crawled image's best candidate view (its copy hashes [K, HASH_BYTES]),
+        and that view's distance in bits: (2.0, -1) without candidates. Where the best is above
+        `accept` but near, it is refined, and the refined view's mismatch counts 1 / REFINED_SHARE
+        times (`accept` 0: always, where near)."""
+        best = (2.0, -1, -1, -1)  # (mismatch, bits, row, hash)
+        for d, row, k in candidates:
+            view, grey = self.views[row], self.greys[self.owners[row]]
+            score = mismatch(view_detail(grey, view), np.unpackbits(hashes[k]).astype(bool), view_valid(grey, view))
+            best = min(best, (score, d, row, k))
+        score, d, row, k = best
+        if accept < score <= REFINE_BELOW:
+            grey = self.greys[self.owners[row]]
+            score = min(score, refine(grey, self.views[row], np.unpackbits(hashes[k]).astype(bool), score) / REFINED_SHARE)
+        return score, d
+
     def match(self, vectors: np.ndarray, hashes: Sequence[np.ndarray | None], cosine: float,
-              hamming: int) -> list[str | None]:
+              hamming: int, accept: float) -> list[str | None]:
         """Per crawled image (its cheap vector [768] and copy hashes [K, HASH_BYTES], or None where it
-        has none): why it is a copy of a test image, or None."""
+        has none): why it is a copy of a test image, or None. `hamming`: the candidates' radius in
+        bits; `accept`: the greatest mismatch of a copy."""
         n = len(vectors)
         sims = self.vectors.max_similarity(np.asarray(vectors, np.float32)) if n else np.zeros(0)
-        dist = np.full(n, HASH_BITS + 1, np.int64)
-        have = [i for i, h in enumerate(hashes) if h is not None and np.size(h)]
-        if have:
-            dist[have] = self.distances(np.stack([np.asarray(hashes[i], np.uint8) for i in have]))
+        hashes = [np.zeros((0, HASH_BYTES), np.uint8) if h is None or hamming < 0
+                  else np.asarray(h, np.uint8).reshape(-1, HASH_BYTES) for h in hashes]
         out: list[str | None] = []
-        for sim, d in zip(sims, dist):
-            if d <= hamming:
-                out.append(f"copy hash {d}/{HASH_BITS} bits from a target test image's")
-            elif sim >= cosine:
-                out.append(f"cosine {sim:.3f} to a target test image")
-            else:
-                out.append(None)
+        for sim, h, cands in zip(sims, hashes, self.candidates_of(hashes, hamming)):
+            verdict = None
+            score, d = self.judge(h, cands, accept)
+            if score <= accept:
+                verdict = (f"copy of a target test image: {score:.0%} of its detail disagrees "
+                           f"(copy hash {d}/{HASH_BITS} bits from that view)")
+            if verdict is None and sim >= cosine:
+                verdict = f"cosine {sim:.3f} to a target test image"
+            out.append(verdict)
         return out
+
+
+def binary_index(codes: np.ndarray, lists: int | None = None):
+    """A FAISS binary index of `codes` [H, HASH_BYTES]: flat (every code compared) up to
+    FLAT_INDEX_MAX codes; past it, inverted lists (a flowers102 test set's 1.55M views compared one
+    by one cost tens of ms a crawled image), trained on a sample of the codes (seeded: the same
+    codes give the same index). `lists`: that many lists whatever the size (bench/decontam.py)."""
+    import faiss
+
+    if lists is None and len(codes) <= FLAT_INDEX_MAX:
+        index = faiss.IndexBinaryFlat(HASH_BITS)
+    else:
+        lists = lists or min(IVF_LISTS, len(codes) // CODES_PER_LIST)
+        index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(HASH_BITS), HASH_BITS, lists)
+        sample = np.random.default_rng(0).choice(len(codes), min(len(codes), 40 * lists), replace=False)
+        index.train(codes[np.sort(sample)])
+        index.nprobe = IVF_PROBE
+    if len(codes):
+        index.add(codes)
+    return index
