@@ -8,7 +8,7 @@ and dropped when they are near-copies of the target's test images.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -113,6 +113,8 @@ class Crawler:
                  allow: Iterable[str] = (), embed_fn: EmbedFn | None = None,
                  leak_index: LeakIndex | None = None, corpus_root: Path | None = None,
                  index_path: str | Path | None = None, stop_when_full: bool = False) -> None:
+        if leak_index is None or leak_index.hashes.ntotal == 0:
+            cfg = replace(cfg, leak_hamming=-1)  # (no test views: the workers make no copy hashes)
         self.cfg, self.store, self.db, self.index = cfg, store, db, index
         self.allow = list(allow)
         self.embed_fn = embed_fn

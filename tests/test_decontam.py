@@ -209,6 +209,17 @@ def test_inverted_lists_find_what_the_flat_index_finds(leak):
     assert found >= 0.95
 
 
+def test_a_crawl_without_test_images_makes_no_copy_hashes(tmp_path, leak):
+    cfg = CrawlConfig(pool="thread", workers=2, retries=0)
+    assert cfg.leak_hamming >= 0  # (on by default)
+    cache = open_cache(tmp_path, cfg)
+    for leak_index, hashes_made in ((None, False), (LeakIndex.from_images(TESTS[:2], cheap_embedding, hashes=False), False),
+                                    (leak, True)):
+        with Crawler.for_cache(cache, cfg, leak_index=leak_index) as crawler:
+            assert (crawler.cfg.leak_hamming >= 0) == hashes_made
+    cache.close()
+
+
 def test_a_crawl_records_reposted_copies_as_test_leaks_and_eval_counts_them(tmp_path, leak):
     rng = random.Random(3)
     files = {f"/copy-{kind}.jpg": (served(repost(TESTS[i], kind, random.Random(rng.random()))), {})
