@@ -10,7 +10,7 @@ truth comes from the sandbox world, which the policies never see (the oracle exc
 construction). Last line: `gp/oracle=<x> gp/random=<y> reask-vs-once=<gp / gp-once>` over
 cumulative relevant images (training mode when run, else fixed).
 
-    python bench/policy.py [--rounds 8] [--queries 16] [--policies gp,gp-once,ucb,random,oracle]
+    python bench/policy.py [--rounds 8] [--queries 16] [--policies gp,gp-once,ucb,random,oracle] [--looks shared]
 
 Arms that re-ask also print, by kind of query (first ask, page, backend, descriptor), how many
 were asked and the relevant and kept images each brought on average.
@@ -105,7 +105,7 @@ def run_policy(arm: str, mode: str, args, root: Path,
         f"run.target={args.target}", f"run.rounds={args.rounds}", "run.hours=10",
         f"run.seed={args.seed}", f"run.data_root={root / 'data'}", f"policy.name={policy}",
         f"crawl.queries_per_round={args.queries}", f"crawl.results_per_query={args.results}",
-        f"sandbox.seed={args.seed}", f"sandbox.page_size={args.page_size}",
+        f"sandbox.seed={args.seed}", f"sandbox.page_size={args.page_size}", f"sandbox.looks={args.looks}",
     ] + extra + (["train.steps_per_round=0"] if mode == "fixed" else []), by_kind)
     return per_round
 
@@ -123,6 +123,9 @@ def main() -> None:
                     help=f"arms among {', '.join(ARMS)}; gp-once = gp without re-asks")
     ap.add_argument("--modes", default="fixed,train")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--looks", default="family", choices=("family", "shared"),
+                    help="sandbox.looks: shared = every family's backdrops and palettes are shared, "
+                         "only shape and texture tell the target's pictures apart")
     args = ap.parse_args()
     policies = args.policies.split(",")
     totals: dict[tuple[str, str], int] = {}
@@ -130,7 +133,7 @@ def main() -> None:
         for mode in args.modes.split(","):
             print(f"\n== {mode} encoder: {args.rounds} rounds x {args.queries} queries x "
                   f"{args.results} results, page size {args.page_size or 'unlimited'}, "
-                  f"target {args.target}")
+                  f"target {args.target}, looks {args.looks}")
             print(f"{'policy':8s} " + " ".join(f"r{r:<5d}" for r in range(args.rounds))
                   + "  cumulative relevant / kept   seconds")
             for policy in policies:

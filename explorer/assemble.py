@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -30,9 +30,8 @@ def sandbox_for(cfg: Config):
         return
     from explorer.sandbox.server import start_sandbox
 
-    with start_sandbox(seed=cfg.sandbox.seed, profile=cfg.sandbox.profile,
-                       host=cfg.sandbox.host, port=cfg.sandbox.port) as server:
-        yield server
+    with start_sandbox(**asdict(cfg.sandbox)) as server:  # (all of sandbox.*: the web
+        yield server                                                  # and the target one world)
 
 
 def resolve_target(cfg: Config, world=None):
@@ -46,11 +45,12 @@ def resolve_target(cfg: Config, world=None):
         if world is None:
             from explorer.sandbox.world import World
 
-            world = World(cfg.sandbox.seed, test_per_class=cfg.sandbox.test_per_class)
+            world = World(cfg.sandbox.seed, test_per_class=cfg.sandbox.test_per_class, looks=cfg.sandbox.looks)
         if spec not in world.target_names:
             raise UserError(f"unknown sandbox target {spec!r}; have {', '.join(world.target_names)}")
         default = SandboxConfig.test_per_class
         name = spec if world.test_per_class == default else f"{spec}-test{world.test_per_class}"
+        name += "" if world.looks == "family" else f"-{world.looks}"
         folder = world.write_target(spec, data_root / f"sandbox-seed{cfg.sandbox.seed}" / name)
         return load_folder(folder, name=spec)
     try:

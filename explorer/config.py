@@ -163,6 +163,8 @@ class SandboxConfig:
     seed: int = 0
     profile: str = "none"                 # none, realistic, hostile; throttled, down (searches only)
     test_per_class: int = 20              # sandbox targets' test images a class (more: steadier accuracies)
+    looks: str = "family"                 # family: backdrop and palette give the family away; shared: only
+                                          # shape and texture do (explorer/sandbox/world.py)
     host: str = "127.0.0.1"
     port: int = 0                         # 0 = any free port
     stall_s: float = 30.0                 # how long a stalled response stays silent
@@ -587,6 +589,7 @@ RULES: dict[str, object] = {
     "sandbox.seed": SEED,
     "sandbox.profile": Choice(("none", "realistic", "hostile", "throttled", "down")),
     "sandbox.test_per_class": Ints(1, 10_000),
+    "sandbox.looks": Choice(("family", "shared")),
     "sandbox.host": Loopback(),
     "sandbox.port": Ints(0, 65_535, "0 = any free port"),
     "sandbox.stall_s": TIMEOUT,

@@ -360,3 +360,17 @@ def test_throttled_and_down_are_served_over_http():
     assert served["http_429"] + served["http_202"] == 2 * w
     with start_sandbox(seed=0, profile="down") as server:
         assert set(asyncio.run(statuses(server, 5))) == {503}
+
+
+def test_a_runs_sandbox_web_is_made_with_every_sandbox_setting():
+    """The web a run starts and the target it writes are one world: the same looks, test images
+    (whose copies the web re-posts) and pages."""
+    from explorer.assemble import sandbox_for
+    from explorer.config import Config, apply_overrides
+
+    cfg = apply_overrides(Config(), ["run.target=sandbox-flowers", "sandbox.page_size=7", "sandbox.looks=shared",
+                                     "sandbox.test_per_class=3", "sandbox.page_decay=0.5"])
+    with sandbox_for(cfg) as server:
+        assert server.sandbox.options == cfg.sandbox
+        assert server.world.looks == "shared" and server.world.test_per_class == 3
+        assert server.sandbox.index.page_size == 7 and server.sandbox.index.page_decay == 0.5

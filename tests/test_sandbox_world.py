@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from explorer.sandbox import vocab
 from explorer.sandbox.search import SearchIndex
 from explorer.sandbox.world import CANVAS, MARKER, World
 
@@ -216,3 +217,37 @@ def test_pictures_are_drawn_small(world):
         img = world._render_base(info)
         assert CANVAS - 1 <= max(img.size) <= CANVAS and min(img.size) >= 32, (info, img.size)
     print(f"rendering rate: {len(ids) / (time.perf_counter() - start):.0f} pictures/s")
+
+
+def family_from_colour_accuracy(world: World, per_family: int = 12) -> float:
+    """Leave-one-out nearest-centroid accuracy of a picture's family from its mean colour and
+    its border's mean colour (what an untrained encoder sees first), over every family."""
+    feats, labels = [], []
+    for f, family in enumerate(world.families):
+        names = [c for c in world.concepts if world.family_of(c) == family]
+        for i in range(per_family):
+            a = np.asarray(world.render(f"c{world.concepts.index(names[i % len(names)])}v{i}"), np.float32)
+            border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+            feats.append(np.concatenate([a.reshape(-1, 3).mean(0), border.mean(0)]))
+            labels.append(f)
+    feats, labels = np.stack(feats), np.asarray(labels)
+    hits = 0
+    for i in range(len(feats)):
+        others = np.arange(len(feats)) != i
+        centroids = np.stack([feats[others & (labels == f)].mean(0) for f in range(len(world.families))])
+        hits += int(np.argmin(((centroids - feats[i]) ** 2).sum(1)) == labels[i])
+    return hits / len(feats)
+
+
+def test_shared_looks_take_colour_away_as_a_clue_to_the_family():
+    family, shared = World(0), World(0, looks="shared")
+    assert family_from_colour_accuracy(family) > 0.6
+    assert family_from_colour_accuracy(shared) < 0.35
+    # the k-th noun of every family has one palette
+    target = shared.target_names[0]
+    noun = shared.target_classes(target)[0]
+    other = next(f for f in shared.families if f != shared.target_family(target))
+    assert shared._palette[(shared.target_family(target), noun)] == shared._palette[(other, vocab.FAMILIES[other][0][0])]
+    assert shared.relevance(target) == family.relevance(target)  # the same ground truth
+    with pytest.raises(ValueError):
+        World(0, looks="plain")

@@ -338,10 +338,11 @@ def _clutter(d: ImageDraw.ImageDraw, w: int, h: int, rng: random.Random, count: 
 
 
 def draw_picture(family: str, params: Params, colour: RGB, effect: str | None, rng: random.Random,
-                 size: tuple[int, int], noise: int = 12) -> Image.Image:
-    """One RGB picture of size `size` (w, h) of a family's object; deterministic given `rng`."""
+                 size: tuple[int, int], noise: int = 12, backdrop: str | None = None) -> Image.Image:
+    """One RGB picture of size `size` (w, h) of a family's object, before the background of family
+    `backdrop` (its own by default); deterministic given `rng`."""
     w, h = size
-    bg, ground = BACKGROUNDS[family]
+    bg, ground = BACKGROUNDS[backdrop or family]
     bg = jitter(bg, rng, 30)
     if effect == "dark":
         bg = shade(bg, 0.35)

@@ -94,7 +94,7 @@ class Sandbox:
             if not is_loopback(host):
                 raise ValueError(f"the sandbox web listens on loopback addresses only, not {host!r}")
         self.options = options
-        self.world = World(options.seed, test_per_class=options.test_per_class)
+        self.world = World(options.seed, test_per_class=options.test_per_class, looks=options.looks)
         self.index = SearchIndex(self.world, page_size=options.page_size, page_decay=options.page_decay)
         self.stats = Stats()
         self._search_attempts: Counter = Counter()

@@ -11,6 +11,11 @@ again from its id alone:
                                        recompressed, resized, turned or recoloured, by the id
 
 Pictures are drawn small (long side <= 128 px) and resized to the size the id claims.
+
+`looks`: "family" (each family has its backdrop, each noun its palette: colour alone tells a
+family apart, and an untrained encoder's rewards already pick the right one) or "shared" (every
+picture's backdrop is any family's, and the k-th noun of every family has the same palette: only
+shape and texture tell the target's classes from their distractors, as in real photographs).
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from explorer.sandbox.draw import draw_picture
 from explorer.sandbox.repost import KINDS, repost
 
 FORMATS = ("jpg", "png", "webp")
+LOOKS = ("family", "shared")
 FORMAT_SHARES = (0.7, 0.15, 0.15)   # as on the web, mostly JPEG
 CANVAS = 128                      # long side at which pictures are drawn before resizing
 MARKER = ".complete"              # written last into a finished target folder
@@ -88,8 +94,11 @@ class World:
     """A seeded world of concepts, pictures and targets. Cheap to build; pictures on demand."""
 
     def __init__(self, seed: int = 0, images_per_concept: int = 40,
-                 train_per_class: int = 30, test_per_class: int = 20):
+                 train_per_class: int = 30, test_per_class: int = 20, looks: str = "family"):
+        if looks not in LOOKS:
+            raise ValueError(f"unknown sandbox looks {looks!r}; choose from {', '.join(LOOKS)}")
         self.seed = seed
+        self.looks = looks
         self.images_per_concept = images_per_concept
         self.train_per_class = train_per_class
         self.test_per_class = test_per_class
@@ -104,8 +113,12 @@ class World:
         self._by_name = {c.name: c for c in self._concepts}
         self._params = {f: self._shape_params(f, nouns) for f, (nouns, _) in vocab.FAMILIES.items()}
         colours = list(vocab.COLOURS)
-        self._palette = {(f, n): random.Random(stable_hash(seed, "palette", f, n)).sample(colours, 3)
-                         for f, (nouns, _) in vocab.FAMILIES.items() for n in nouns}
+        if looks == "family":
+            self._palette = {(f, n): random.Random(stable_hash(seed, "palette", f, n)).sample(colours, 3)
+                             for f, (nouns, _) in vocab.FAMILIES.items() for n in nouns}
+        else:  # (the k-th noun of every family: one palette)
+            self._palette = {(f, n): random.Random(stable_hash(seed, "palette", k)).sample(colours, 3)
+                             for f, (nouns, _) in vocab.FAMILIES.items() for k, n in enumerate(nouns)}
         self.target_names: list[str] = list(vocab.TARGETS)
 
     # ---- concepts and ground truth ---------------------------------------------------------
@@ -226,7 +239,9 @@ class World:
         r = random.Random(stable_hash(self.seed, "draw", *key))
         if colour is None:
             colour = r.choice(self._palette[(family, noun)])
-        return draw_picture(family, self._params[family][noun], vocab.COLOURS[colour], effect, r, size)
+        backdrop = r.choice(sorted(vocab.FAMILIES)) if self.looks == "shared" else family
+        return draw_picture(family, self._params[family][noun], vocab.COLOURS[colour], effect, r, size,
+                            backdrop=backdrop)
 
     def target_image(self, target: str, split: str, class_index: int, index: int) -> Image.Image:
         """One labelled target image (64-96 px); its colour comes from the class's palette and
@@ -293,6 +308,8 @@ class World:
         self.target_family(name)
         stamp = {"target": name, "seed": self.seed, "train_per_class": self.train_per_class,
                  "test_per_class": self.test_per_class, "classes": self.target_classes(name)}
+        if self.looks != "family":  # (stamps written before looks existed stay valid)
+            stamp["looks"] = self.looks
         marker = root / MARKER
         if marker.exists() and json.loads(marker.read_text()) == stamp:
             return root
