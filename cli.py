@@ -138,7 +138,7 @@ def resume(
 
 
 def _run(rd, overrides: list[str], hours: Optional[float], quiet: bool, fresh: Optional[Config] = None) -> None:
-    from explorer.assemble import run_exploration
+    from explorer.run.assemble import run_exploration
 
     overrides = list(overrides) + ([f"run.hours={hours}"] if hours is not None else [])
     try:
@@ -158,8 +158,7 @@ def rewards(
     original: Annotated[bool, typer.Option("--original", help="Concept rewards as their own round's encoder scored them, not the latest refresh.")] = False,
 ) -> None:
     """Print the reward log: per round, and the best and worst concepts."""
-    from explorer import report
-
+    from explorer.run import report
     rd = _existing_run(run_dir)
     if fmt in ("csv", "json"):
         typer.echo(report.export(rd, fmt))
@@ -184,8 +183,7 @@ def status(
     """Rounds done, queries, images kept, outcomes, training steps, budget used and left."""
     import json
 
-    from explorer import report
-
+    from explorer.run import report
     info = report.status(_existing_run(run_dir))
     if as_json:
         typer.echo(json.dumps(info))
@@ -221,8 +219,8 @@ def eval_(
     """Linear probe and k-NN accuracy on the target, with all labels and with 10%."""
     import json
 
-    from explorer.assemble import evaluate_run
-    from explorer.evaluate import format_table, intern_claim
+    from explorer.run.assemble import evaluate_run
+    from explorer.model.evaluate import format_table, intern_claim
 
     rd = _existing_run(run_dir)
     base = _existing_run(baseline) if baseline is not None else None
@@ -259,11 +257,11 @@ def fetch(
 
     cfg = load_config(config_file, set_)
     if cfg.crawl.pool == "process":
-        from explorer import worker_server
+        from explorer.crawl import worker_server
         worker_server.start()  # first: the workers' imports then run while this process does its own
 
-    from explorer.crawl import Crawler, open_cache, outcome_summary, read_url_list
-    from explorer.netguard import normalise_allow
+    from explorer.crawl.crawler import Crawler, open_cache, outcome_summary, read_url_list
+    from explorer.crawl.netguard import normalise_allow
 
     try:
         normalise_allow(allow or [])
@@ -302,7 +300,7 @@ def vocab(
     """Show the concept vocabulary: its size and a sample; with --embed, cache its embeddings."""
     import numpy as np
 
-    from explorer.vocab import VocabError, concept_embeddings, load_vocab
+    from explorer.inputs.vocab import VocabError, concept_embeddings, load_vocab
 
     cfg = load_config(config_file, set_)
     spec = vocab_spec or cfg.policy.vocab
@@ -400,7 +398,7 @@ def cache_verify(
     """Check that files, database rows and the FAISS index agree; exit 1 listing every problem."""
     from cache.paths import db_path_for
     from cache.verify import verify
-    from explorer.crawl import CHEAP_EMBEDDING
+    from explorer.crawl.crawler import CHEAP_EMBEDDING
 
     if not cache_dir.is_dir():
         fail(f"{cache_dir} is not a directory")
@@ -441,7 +439,7 @@ def _repair(cache_dir: Path, db_path: Optional[Path]) -> None:
     """`cache verify --repair`: mend, as the database's one writer, and say what was done."""
     from cache.db import WriterBusy
     from cache.verify import repair
-    from explorer.crawl import CHEAP_EMBEDDING
+    from explorer.crawl.crawler import CHEAP_EMBEDDING
 
     try:
         done = repair(cache_dir, db_path, embedding=CHEAP_EMBEDDING)

@@ -44,7 +44,7 @@ Session 3: py-spy --gil showed Pillow's JPEG *encoder* holding the GIL (26% of G
 Session 4: one process used only ~1.7 of the 2 cores (the GIL: per-thread CPU showed the
   preparing threads at 4.4 ms an image against 3.7 alone); two `explore fetch` processes on
   half the list each made 375 img/s together. Now the default (crawl.pool=process, see
-  explorer/fetchers.py): one spawned worker per core downloads and prepares, JPEGs up to 2 MB
+  explorer/crawl/fetchers.py): one spawned worker per core downloads and prepares, JPEGs up to 2 MB
   on the worker's own loop (a thread handoff cost ~12%: 295 -> 330-342 img/s), and only the
   stored JPEG and signature come back. Also fixed: the first `images.pixels` call imported
   pandas through pyarrow (0.2-0.4 s per worker). Timeline of one run (in process): first result at
@@ -87,7 +87,7 @@ Session 6: the resize after the DCT-scaled decode was Pillow's BOX, 0.7 of 2.5 C
   through plain-bytes copies (~2 MB of fresh buffers an image), and glibc faulted those pages in
   anew each time (its dynamic thresholds trimmed the heap after every image): perf showed 27% of
   the image pipeline's CPU in the kernel. The preparing processes now keep freed heap
-  (explorer/allocator.py). Each alone gained ~2% (A/B of `explore fetch`, 2 runs each:
+  (explorer/crawl/allocator.py). Each alone gained ~2% (A/B of `explore fetch`, 2 runs each:
   baseline 617/628, allocator 625/642, resizer 664/669, both 751/751 img/s). Image work is now
   ~1.9 CPU-ms (decode 1.24, resize ~0.25, encode 0.26, signature 0.13).
   tmpfs, --repeat 3, load 1.7-1.8: explore 744-760 img/s, img2dataset 234-249 img/s, pairs

@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from explorer import decontam, images  # noqa: E402
 from explorer.config import CrawlConfig  # noqa: E402
-from explorer.decontam import LeakIndex  # noqa: E402
+from explorer.crawl.decontam import LeakIndex  # noqa: E402
 from explorer.sandbox.repost import KINDS, repost  # noqa: E402
 from explorer.sandbox.world import World  # noqa: E402
 

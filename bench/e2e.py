@@ -76,7 +76,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sandbox_runs import run_sandbox  # noqa: E402
 
-from explorer.assemble import evaluate_run  # noqa: E402
+from explorer.run.assemble import evaluate_run  # noqa: E402
 
 ARMS = {"target-only": ["crawl.engine=none"], "random": ["policy.name=random"],
         "explore": ["policy.name=gp"],

@@ -1,6 +1,6 @@
 """A real-image check that installs offline (issue #18, item 5): Fashion-MNIST's photos as a
 `folder:` target of some classes and a `corpus:` of all ten classes' other images, each captioned
-by its class name among noise words (explorer/fashion_mnist.py builds both, with a vocabulary of
+by its class name among noise words (explorer/inputs/fashion_mnist.py builds both, with a vocabulary of
 the ten class names and 30 distractor concepts). Unlike the sandbox, these are real product
 photos, all grey: colour gives no class away, only shape and texture do.
 
@@ -72,15 +72,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from explorer.assemble import _drive, build  # noqa: E402
+from explorer.run.assemble import _drive, build  # noqa: E402
 from explorer.config import SANDBOX_PRESET, Config, apply_overrides  # noqa: E402
 from explorer.errors import UserError  # noqa: E402
-from explorer.evaluate import knn_accuracy  # noqa: E402
-from explorer.fashion_mnist import (CLASSES, DEFAULT_SOURCE, BuildSpec, Built,  # noqa: E402
+from explorer.model.evaluate import knn_accuracy  # noqa: E402
+from explorer.inputs.fashion_mnist import (CLASSES, DEFAULT_SOURCE, BuildSpec, Built,  # noqa: E402
                                     build as build_fashion, parse_classes)
-from explorer.images import load_rgb  # noqa: E402
+from explorer.crawl.images import load_rgb  # noqa: E402
 from explorer.session import RunDir  # noqa: E402
-from explorer.targets import load_folder  # noqa: E402
+from explorer.inputs.targets import load_folder  # noqa: E402
 
 
 @dataclass

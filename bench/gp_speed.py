@@ -14,7 +14,7 @@ import numpy as np
 
 from explorer.config import Config
 from explorer.records import QueryOutcome
-from explorer.vocab import concept_embeddings, load_vocab
+from explorer.inputs.vocab import concept_embeddings, load_vocab
 from policies.registry import make_policy
 
 

@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rich.console import Console  # noqa: E402
 
-from explorer.assemble import _drive, build, sandbox_for  # noqa: E402
+from explorer.run.assemble import _drive, build, sandbox_for  # noqa: E402
 from explorer.config import SANDBOX_PRESET, Config, apply_overrides  # noqa: E402
 from explorer.sandbox import image_id_of_url  # noqa: E402
 from explorer.session import RunDir  # noqa: E402

@@ -1,6 +1,6 @@
 """Soak: the crawler against the sandbox's hostile profile for a long while (issue: reliability).
 
-Drives `explorer.crawl.Crawler` directly on distinct sandbox image URLs (drawn from the world's
+Drives `explorer.crawl.crawler.Crawler` directly on distinct sandbox image URLs (drawn from the world's
 image ids, so no search is needed) in batches, and checks, at the end:
   - no crash, and every URL submitted has exactly one `attempts` row;
   - each URL's outcome is one its fault (a pure function of the URL, faults.image_fault) allows,

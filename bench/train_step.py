@@ -29,8 +29,8 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from explorer.config import Config  # noqa: E402
-from explorer.mug import MODEL_CONFIGS, build_model  # noqa: E402
-from explorer.train import Trainer  # noqa: E402
+from explorer.model.mug import MODEL_CONFIGS, build_model  # noqa: E402
+from explorer.model.train import Trainer  # noqa: E402
 
 VOCAB = 30522
 # Dense bf16 tensor-core peaks, FLOP/s (vendor datasheets).

@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS search_cache (
     engine TEXT, query TEXT, results TEXT, created_at REAL, PRIMARY KEY (engine, query));
 CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, time REAL, kind TEXT, message TEXT);
 """
-# Rewards recomputed with a later encoder (explorer.loop's refresh), kept beside the reward the
+# Rewards recomputed with a later encoder (explorer.run.loop's refresh), kept beside the reward the
 # row got when its round scored it: (table, column, type). Added to databases made before them.
 FRESH_COLUMNS = (("images", "fresh_reward", "REAL"), ("images", "fresh_round", "INTEGER"),
                  ("queries", "fresh_reward", "REAL"), ("queries", "fresh_round", "INTEGER"))

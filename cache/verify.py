@@ -51,7 +51,7 @@ MAX_LISTED = 20  # problems of one kind listed one by one; the rest are counted
 @dataclass(frozen=True)
 class Embedding:
     """How the index's vectors are made from an image file: `fn(bytes) -> [dim]` unit-norm
-    float32. The cache does not make them; its writer says how (explorer.crawl.CHEAP_EMBEDDING)."""
+    float32. The cache does not make them; its writer says how (explorer.crawl.crawler.CHEAP_EMBEDDING)."""
 
     fn: Callable[[bytes], np.ndarray]
     dim: int

@@ -78,12 +78,12 @@ class CrawlConfig:
     near_dup_threshold: float = 0.95      # cosine similarity at or above which an image is a near-copy
     leak_threshold: float = 0.92          # near-copies of target *test* images are dropped at this
     leak_hamming: int = 230               # ... or when one of its copy hashes is within this many of 1024 bits
-                                          # of a test image's view (a candidate; explorer/decontam.py, calibrated
+                                          # of a test image's view (a candidate; explorer/crawl/decontam.py, calibrated
                                           # by bench/decontam.py; -1: off, no copy hashes made) ...
     leak_mismatch: float = 0.05           # ... and, verified, disagrees with it on at most this share of its detail
     cache_max_bytes: int = 50_000_000_000
     pool: str = "process"                 # process: fetch+prepare in worker processes, each with its own GIL;
-                                          # thread: in this process, threads prepare (explorer/fetchers.py)
+                                          # thread: in this process, threads prepare (explorer/crawl/fetchers.py)
     workers: int = 0                      # worker processes (0 = one per core) or preparing threads (0 = 2 per core)
     prepare_timeout_s: float = 5.0        # CPU seconds one image's decode+resize may take; past it: decode_timeout
     db_batch: int = 256                   # attempts committed per transaction

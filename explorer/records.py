@@ -71,7 +71,7 @@ class Candidate:
     url: str = ""
     caption: str = ""
     query_id: int | None = None
-    copy_hash: bytes = b""                # copy hashes of the stored image (explorer/decontam.py)
+    copy_hash: bytes = b""                # copy hashes of the stored image (explorer/crawl/decontam.py)
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ def load_descriptors(path: str) -> list[str]:
     """Descriptor words from a file, one a line ("" = none); normalised and deduplicated."""
     if not path:
         return []
-    from explorer.vocab import file_concepts
+    from explorer.inputs.vocab import file_concepts
 
     return file_concepts(path)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from explorer.vocab import normalise_concept
+from explorer.inputs.vocab import normalise_concept
 from policies.base import Policy
 from policies.registry import register
 

@@ -86,9 +86,9 @@ def _arm(phase: str, nth: int, delay_s: float) -> None:
     import inspect
 
     from cache.index import VectorIndex
-    from explorer.crawl import Crawler
-    from explorer.learner import Learner
-    from explorer.train import Trainer
+    from explorer.crawl.crawler import Crawler
+    from explorer.model.learner import Learner
+    from explorer.model.train import Trainer
 
     owner, name = {"crawl": (Crawler, "_commit"), "train": (Learner, "train_round"),
                    "checkpoint": (Trainer, "save_checkpoint"), "index": (VectorIndex, "save")}[phase]
@@ -187,8 +187,8 @@ def check_run(run_dir: Path, searches: Path, rounds: int, report: CrashReport) -
     """The promises of ARCHITECTURE.md's "Crash safety", checked on the finished run."""
     sys.path.insert(0, str(ROOT))
     from cache.verify import verify
-    from explorer import report as run_report
-    from explorer.crawl import CHEAP_EMBEDDING
+    from explorer.run import report as run_report
+    from explorer.crawl.crawler import CHEAP_EMBEDDING
     from explorer.engines.base import search_key
     from explorer.session import RunDir
 
@@ -251,7 +251,7 @@ def check_searches(path: Path, report: CrashReport) -> list[str]:
 
 def check_checkpoint(run, cfg, rounds: int) -> list[str]:
     """The final checkpoint loads into a Learner, which then knows every round is done."""
-    from explorer.learner import Learner
+    from explorer.model.learner import Learner
 
     try:
         learner = Learner(cfg, run, [])

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from explorer.config import CrawlConfig
-from explorer.crawl import CrawlItem, Crawler, open_cache
+from explorer.crawl.crawler import CrawlItem, Crawler, open_cache
 from explorer.sandbox import faults
 from explorer.sandbox.server import bomb_png, gzip_bomb, start_sandbox
 from explorer.sandbox.world import FORMATS, World

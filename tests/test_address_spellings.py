@@ -11,7 +11,7 @@ from aiohttp.helpers import is_ip_address
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 from yarl import URL
 
-from explorer.netguard import is_public_address, normalise_allow, url_problem
+from explorer.crawl.netguard import is_public_address, normalise_allow, url_problem
 
 ALLOW = normalise_allow(["127.0.0.1:8080", "[::1]:9000"])
 

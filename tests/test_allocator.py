@@ -1,14 +1,14 @@
-"""explorer/allocator.py: freed image-sized buffers are reused, not faulted in again."""
+"""explorer/crawl/allocator.py: freed image-sized buffers are reused, not faulted in again."""
 import subprocess
 import sys
 
 import pytest
 
-from explorer.allocator import keep_freed_memory
+from explorer.crawl.allocator import keep_freed_memory
 
 CYCLES = """
 import resource, sys
-from explorer.allocator import keep_freed_memory
+from explorer.crawl.allocator import keep_freed_memory
 if sys.argv[1] == "kept":
     assert keep_freed_memory()
 def one_image():  # the buffers one crawled image passes through (decoded, resizer in and out), all touched

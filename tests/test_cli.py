@@ -19,7 +19,7 @@ def test_cache_verify_given_a_run_directory_verifies_that_runs_cache(tmp_path):
     import asyncio
 
     from explorer.config import CrawlConfig
-    from explorer.crawl import CrawlItem, Crawler, open_cache
+    from explorer.crawl.crawler import CrawlItem, Crawler, open_cache
     from explorer.sandbox.server import start_sandbox
     from tests.run_fixtures import make_run
 
@@ -123,7 +123,7 @@ def test_resume_of_a_live_run_is_refused_before_it_writes_its_config(tmp_path):
 
 
 def _stop_at_build(monkeypatch) -> list:
-    from explorer import assemble
+    from explorer.run import assemble
     from explorer.errors import UserError
 
     seen = []

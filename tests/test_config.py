@@ -172,7 +172,7 @@ def test_batch_shares_cannot_all_be_zero():
 
 
 def test_choices_match_the_registries_they_name():
-    from explorer.mug import MODEL_CONFIGS
+    from explorer.model.mug import MODEL_CONFIGS
     from explorer.sandbox.faults import PROFILES
     from policies.registry import POLICIES  # importing the package registers every policy
     assert set(RULES["model.name"].options) == set(MODEL_CONFIGS)

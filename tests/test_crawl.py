@@ -6,9 +6,9 @@ import pytest
 from PIL import Image
 
 from explorer.config import CrawlConfig
-from explorer.crawl import CHEAP_EMBEDDING, Crawler, CrawlItem, open_cache
-from explorer.decontam import LeakIndex
-from explorer.images import cheap_embedding
+from explorer.crawl.crawler import CHEAP_EMBEDDING, Crawler, CrawlItem, open_cache
+from explorer.crawl.decontam import LeakIndex
+from explorer.crawl.images import cheap_embedding
 from explorer.records import UrlOutcome
 from tests.crawl_fixtures import image_app, jpeg_bytes, serve
 

@@ -11,13 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from explorer.assemble import removed_test_copies
+from explorer.run.assemble import removed_test_copies
 from explorer.config import ConfigError, Config, CrawlConfig, apply_overrides
-from explorer.crawl import Crawler, CrawlItem, open_cache
-from explorer import decontam
-from explorer.decontam import HASH_BYTES, LeakIndex, View, copy_hashes, target_views, trim_borders
-from explorer.evaluate import format_table
-from explorer.images import Rejection, cheap_embedding, prepare_with_embedding
+from explorer.crawl.crawler import Crawler, CrawlItem, open_cache
+from explorer.crawl import decontam
+from explorer.crawl.decontam import HASH_BYTES, LeakIndex, View, copy_hashes, target_views, trim_borders
+from explorer.model.evaluate import format_table
+from explorer.crawl.images import Rejection, cheap_embedding, prepare_with_embedding
 from explorer.records import UrlOutcome
 from explorer.sandbox.repost import KINDS, repost
 from explorer.sandbox.world import World

@@ -15,8 +15,21 @@ TOP = ("cache", "policies", "explorer", "cli")
 POLICY_ALLOWED = {
     "explorer.config",    # PolicyConfig: a policy's own settings
     "explorer.records",   # Query and QueryOutcome: what a policy returns and learns from
-    "explorer.vocab",     # normalise_concept, file_concepts: concept names read and compared as the
+    "explorer.inputs.vocab",     # normalise_concept, file_concepts: concept names read and compared as the
                           # vocabulary spells them (its text model is loaded only to embed, never here)
+}
+
+# explorer's stages, each importing only those before it (and the shared modules at the top of
+# explorer/, which import no stage): ARCHITECTURE.md, "Dependencies"
+STAGES = ("explorer.crawl", "explorer.inputs", "explorer.model", "explorer.engines", "explorer.sandbox",
+          "explorer.run")
+STAGE_MAY_IMPORT = {
+    "explorer.crawl": set(),
+    "explorer.inputs": {"explorer.crawl"},
+    "explorer.model": {"explorer.crawl", "explorer.inputs"},
+    "explorer.engines": {"explorer.inputs"},
+    "explorer.sandbox": set(),
+    "explorer.run": {"explorer.crawl", "explorer.inputs", "explorer.model", "explorer.engines", "explorer.sandbox"},
 }
 
 # Cycles known and not yet broken; any other one fails, and so does an entry here that is gone.
@@ -110,6 +123,25 @@ def layer_violations(imports: list[Import]) -> list[str]:
     return out
 
 
+def stage_of(module: str) -> str | None:
+    """The stage package of an explorer module; None for the shared modules and everything else."""
+    return next((s for s in STAGES if module == s or module.startswith(s + ".")), None)
+
+
+def stage_violations(imports: list[Import]) -> list[str]:
+    """Imports from one stage of explorer/ into a stage it may not import (STAGE_MAY_IMPORT), and
+    imports of a stage by explorer's shared modules."""
+    out = []
+    for imp in imports:
+        source, target = stage_of(imp.source), stage_of(imp.target)
+        if target is None or source == target or not imp.source.startswith("explorer"):
+            continue
+        if source is None or target not in STAGE_MAY_IMPORT[source]:
+            out.append(f"{imp.source}:{imp.line} imports {imp.target} "
+                       f"({source or 'a shared module'} may import {', '.join(sorted(STAGE_MAY_IMPORT.get(source, ()))) or 'no stage'})")
+    return out
+
+
 def cycles(imports: list[Import]) -> list[frozenset[str]]:
     """Strongly connected components of more than one module (or a module importing itself) in
     the graph of imports that run (Tarjan's algorithm, iterative)."""
@@ -161,7 +193,7 @@ def cycles(imports: list[Import]) -> list[frozenset[str]]:
 
 def test_the_walk_sees_the_project():
     mods = project_modules()
-    assert {"cli", "cache.verify", "policies.registry", "explorer.loop", "explorer.sandbox.server",
+    assert {"cli", "cache.verify", "policies.registry", "explorer.run.loop", "explorer.sandbox.server",
             "explorer.engines.base"} <= set(mods)
     imports = all_imports(mods)
     assert Import("cache.verify", "cache.paths", 0, False) in [
@@ -170,6 +202,24 @@ def test_the_walk_sees_the_project():
 
 def test_cache_and_policies_import_nothing_above_them():
     assert layer_violations(all_imports(project_modules())) == []
+
+
+def test_explorers_stages_import_only_the_stages_before_them():
+    assert stage_violations(all_imports(project_modules())) == []
+    assert set(STAGES) <= set(project_modules())  # (each stage is a package)
+
+
+def test_the_stage_check_catches_an_arrow_back(tmp_path):
+    mods = _tree(tmp_path, {
+        "explorer/__init__.py": "", "explorer/config.py": "import explorer.model.mug\n",
+        "explorer/crawl/__init__.py": "", "explorer/crawl/images.py": "import explorer.config\n",
+        "explorer/model/__init__.py": "",
+        "explorer/model/mug.py": "from explorer.crawl import images\ndef f():\n    from explorer.run import loop\n",
+        "explorer/run/__init__.py": "", "explorer/run/loop.py": "import explorer.model.mug\n",
+    })
+    assert stage_violations(all_imports(mods)) == [
+        "explorer.config:1 imports explorer.model.mug (a shared module may import no stage)",
+        "explorer.model.mug:3 imports explorer.run.loop (explorer.model may import explorer.crawl, explorer.inputs)"]
 
 
 def test_no_import_cycles():
@@ -191,19 +241,19 @@ def test_the_checks_catch_imports_inside_functions_and_relative_ones(tmp_path):
         "cache/db.py": "def f():\n    from explorer.errors import UserError\n",
         "cache/store.py": "from . import db\n",
         "policies/__init__.py": "from policies import gp  # registers\n",
-        "policies/gp.py": "from policies.registry import register\nimport explorer.loop\n",
+        "policies/gp.py": "from policies.registry import register\nimport explorer.run.loop\n",
         "policies/registry.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from policies.gp import X\n",
         "explorer/__init__.py": "",
         "explorer/errors.py": "",
-        "explorer/loop.py": "from explorer import crawl\n",
-        "explorer/crawl.py": "def g():\n    import explorer.loop\n",
+        "explorer/run/loop.py": "from explorer.crawl import crawler\n",
+        "explorer/crawl/crawler.py": "def g():\n    import explorer.run.loop\n",
         "cli.py": "",
     })
     imports = all_imports(mods)
     assert layer_violations(imports) == [
         "cache.db:2 imports explorer.errors (cache imports only cache)",
-        "policies.gp:2 imports explorer.loop (policies may import explorer.config, explorer.records, "
-        "explorer.vocab of explorer)"]
+        "policies.gp:2 imports explorer.run.loop (policies may import explorer.config, explorer.inputs.vocab, "
+        "explorer.records of explorer)"]
     # the package __init__ importing gp, and a type-only import back, are no cycle; a function's import is
-    assert cycles(imports) == [frozenset({"explorer.loop", "explorer.crawl"})]
+    assert cycles(imports) == [frozenset({"explorer.run.loop", "explorer.crawl.crawler"})]
     assert Import("cache.store", "cache.db", 1, False) in imports

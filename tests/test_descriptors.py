@@ -6,10 +6,10 @@ import types
 
 import pytest
 
-from explorer.descriptors import MAX_CHARS, MAX_WORDS, concept_descriptors, gloss_phrase
+from explorer.inputs.descriptors import MAX_CHARS, MAX_WORDS, concept_descriptors, gloss_phrase
 from explorer.sandbox.search import SearchIndex
 from explorer.sandbox.world import World
-from explorer.vocab import VocabError, load_vocab
+from explorer.inputs.vocab import VocabError, load_vocab
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_descriptor_file_skips_hostile_lines_and_counts_them(tmp_path, caplog):
         b"orchid\twhite",                   # not in the vocabulary
     ]))
     vocab = ["rose", "tulip", "red tulip"]
-    with caplog.at_level(logging.WARNING, logger="explorer.descriptors"):
+    with caplog.at_level(logging.WARNING, logger="explorer.inputs.descriptors"):
         got = concept_descriptors(f"file:{tmp_path / 'v.txt'}", vocab, path=str(path))
     assert got == {"rose": ["wild rose", "damask rose"], "tulip": ["parrot tulip"]}
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

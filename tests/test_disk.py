@@ -16,7 +16,7 @@ import pytest
 from cache.store import CacheFull, StoreError
 from cache.verify import verify
 from explorer.config import CrawlConfig
-from explorer.crawl import CHEAP_EMBEDDING, CrawlItem, Crawler, open_cache
+from explorer.crawl.crawler import CHEAP_EMBEDDING, CrawlItem, Crawler, open_cache
 from explorer.sandbox.server import start_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent

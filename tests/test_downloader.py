@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 
 from explorer.config import CrawlConfig
-from explorer.downloader import Downloader
+from explorer.crawl.downloader import Downloader
 from explorer.records import UrlOutcome
 from tests.crawl_fixtures import CountingListener, can_bind, image_app, jpeg_bytes, serve
 

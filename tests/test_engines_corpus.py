@@ -14,7 +14,7 @@ from PIL import Image
 
 import explorer.engines.corpus as corpus
 from explorer.config import CrawlConfig
-from explorer.crawl import Crawler, CrawlItem, open_cache
+from explorer.crawl.crawler import Crawler, CrawlItem, open_cache
 from explorer.engines import CorpusEngine, make_engine
 from explorer.engines.corpus import caption_from_name, list_corpus
 from explorer.records import UrlOutcome

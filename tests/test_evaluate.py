@@ -10,10 +10,10 @@ from rich.console import Console
 from torch.utils.data import Dataset
 
 from explorer.config import EvalConfig
-from explorer.evaluate import (cached_features, checkpoint_id, evaluate_target, extract_features,
+from explorer.model.evaluate import (cached_features, checkpoint_id, evaluate_target, extract_features,
                                feature_path, format_table, intern_claim, knn_accuracy, label_subset, linear_probe,
                                progress_knn)
-from explorer.targets import Target, TargetError
+from explorer.inputs.targets import Target, TargetError
 
 FAST = EvalConfig(workers=0, batch_size=16, probe_c=(0.1, 1.0), max_iter=200)
 

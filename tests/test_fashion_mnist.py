@@ -1,4 +1,4 @@
-"""The Fashion-MNIST check's converter (explorer/fashion_mnist.py), on small IDX files written
+"""The Fashion-MNIST check's converter (explorer/inputs/fashion_mnist.py), on small IDX files written
 here (gzipped, as Debian ships them): the target it writes loads as a folder target, the corpus
 lists with the captions it meant, and a bad IDX file is one clear error, never a traceback."""
 from __future__ import annotations
@@ -12,12 +12,12 @@ import pytest
 
 from explorer.config import CrawlConfig
 from explorer.engines.corpus import CorpusEngine
-from explorer.fashion_mnist import (CLASSES, DISTRACTORS, NOISE_WORDS, SPLIT_FILES, BuildSpec,
+from explorer.inputs.fashion_mnist import (CLASSES, DISTRACTORS, NOISE_WORDS, SPLIT_FILES, BuildSpec,
                                     FashionBuildError, IdxError, build, folder_name, load_split,
                                     main, parse_classes, read_idx)
-from explorer.images import Rejection, prepare
-from explorer.targets import load_folder
-from explorer.vocab import file_concepts
+from explorer.crawl.images import Rejection, prepare
+from explorer.inputs.targets import load_folder
+from explorer.inputs.vocab import file_concepts
 
 PER_CLASS = {"train": 7, "test": 3}
 

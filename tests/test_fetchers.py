@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from explorer.config import CrawlConfig
-from explorer.crawl import Crawler, CrawlItem, open_cache
+from explorer.crawl.crawler import Crawler, CrawlItem, open_cache
 from explorer.records import UrlOutcome
 from tests.crawl_fixtures import jpeg_bytes, serve
 
@@ -194,7 +194,7 @@ def test_workers_that_cannot_start_stop_the_crawl_with_one_clear_error(tmp_path)
 def test_a_garbled_message_from_a_worker_costs_its_jobs_and_the_worker_only():
     from multiprocessing import Pipe
 
-    from explorer.fetchers import ProcessFetcher
+    from explorer.crawl.fetchers import ProcessFetcher
 
     class FakeProcess:  # stands for the worker's process: records the kill
         pid, exitcode, killed = 4242, None, False
@@ -222,8 +222,7 @@ def test_a_garbled_message_from_a_worker_costs_its_jobs_and_the_worker_only():
 
 
 def test_a_worker_that_cannot_be_forked_stops_the_crawl_with_one_clear_error(tmp_path, monkeypatch):
-    from explorer import worker_server
-
+    from explorer.crawl import worker_server
     class NoForkServer:  # as when the fork server died at start (a main script that raises on import)
         def Pipe(self, duplex=True):
             from multiprocessing import Pipe

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from explorer.config import CrawlConfig
-from explorer.crawl import Crawler, CrawlItem, open_cache
+from explorer.crawl.crawler import Crawler, CrawlItem, open_cache
 from explorer.engines import CachedEngine, SandboxEngine
 from explorer.sandbox.server import start_sandbox
 

@@ -10,7 +10,7 @@ import simplejpeg
 from PIL import Image, ImageOps
 
 from explorer.config import CrawlConfig
-from explorer.images import Rejection, cheap_embedding, pixels, prepare, resize_area, sniff
+from explorer.crawl.images import Rejection, cheap_embedding, pixels, prepare, resize_area, sniff
 from explorer.records import Candidate, UrlOutcome
 from tests.crawl_fixtures import jpeg_bytes
 

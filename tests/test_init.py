@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from cli import app
 from explorer.config import PRETRAINED_INIT, Config, ModelConfig, resolve_init
-from explorer import mug
-from explorer.mug import MODEL_CONFIGS, WeightsUnavailable, check_init
+from explorer.model import mug
+from explorer.model.mug import MODEL_CONFIGS, WeightsUnavailable, check_init
 from explorer.session import RunDir
 
 WIDE = {"COLUMNS": "400"}   # one error line stays one line
@@ -82,7 +82,7 @@ def _saved(run: RunDir, **model) -> None:
 
 
 def test_a_saved_config_keeps_its_init_and_an_unsaid_one_is_resolved(tmp_path):
-    from explorer.assemble import settle_config
+    from explorer.run.assemble import settle_config
 
     quiet = Console(file=io.StringIO())
     old = RunDir(tmp_path / "old")
@@ -166,7 +166,7 @@ def test_run_records_the_init_it_resolved(tmp_path, monkeypatch):
     says which. (The weights are timm's architecture on the meta device: shapes only.)"""
     import timm
 
-    import explorer.mug as mug
+    import explorer.model.mug as mug
 
     def weights(name):
         assert name == PRETRAINED_INIT["vit-s16"].removeprefix("timm:")
@@ -195,7 +195,7 @@ def test_a_run_with_a_checkpoint_resumes_without_its_starting_weights(tmp_path):
     """resume and eval restore every weight from the checkpoint: the --init weights (a download,
     a file since moved) are not asked for again."""
     from explorer.config import apply_overrides
-    from explorer.learner import Learner
+    from explorer.model.learner import Learner
 
     cfg = apply_overrides(Config(), ["model.name=tiny-64", "run.device=cpu", "model.init=scratch"])
     run = RunDir(tmp_path / "run")

@@ -1,4 +1,4 @@
-"""file:// URLs of the corpus engine (explorer/localfile.py): only regular files, under the byte
+"""file:// URLs of the corpus engine (explorer/crawl/localfile.py): only regular files, under the byte
 cap, from under the corpus root unless the user opts in; everything else an outcome."""
 import os
 import socket
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from explorer.localfile import read_file_url, read_regular
+from explorer.crawl.localfile import read_file_url, read_regular
 from explorer.records import UrlOutcome
 
 CAP = 1_000

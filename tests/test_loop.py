@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 import torch
 
-from explorer.assemble import _drive, build, sandbox_for
+from explorer.run.assemble import _drive, build, sandbox_for
 from explorer.config import SANDBOX_PRESET, Config, apply_overrides
 from explorer.engines.base import Engine, SearchOutcome
 from explorer.session import RunDir
@@ -83,8 +83,7 @@ def test_each_round_is_chosen_knowing_every_earlier_rounds_rewards(finished_run)
 def test_round_one_refreshes_round_zero_and_the_policy_and_report_use_it(finished_run):
     """reward.refresh_every=1: round 1 re-scores round 0's images with its encoder (trained
     since); the checkpointed policy and `explore rewards` hold the fresh values."""
-    from explorer import report
-
+    from explorer.run import report
     run, *_ = finished_run
     fresh = db_rows(run, "SELECT concept, round, reward, fresh_reward, fresh_round FROM queries ORDER BY id")
     assert {(r, fr) for _, r, _, _, fr in fresh} == {(0, 1), (1, None)}
@@ -154,7 +153,7 @@ class DyingEngine(Engine):
 
 
 def test_a_dead_engine_pauses_crawling_not_training_then_stops_resumable(tmp_path):
-    from explorer import report
+    from explorer.run import report
     from explorer.errors import SearchUnavailable
 
     run, cfg = small_config(tmp_path, 6, "crawl.search_pause_s=0.2", "crawl.search_patience_s=0.3")
@@ -299,8 +298,7 @@ def test_status_rewards_and_eval_read_the_run(finished_run):
 def test_status_tells_queries_crawled_ahead_from_rewarded_ones(finished_run, tmp_path):
     """A run stopped while the next round's queries were crawled (during the last training) has
     queries that no round rewarded yet: status counts them apart, not only in `queries`."""
-    from explorer import report
-
+    from explorer.run import report
     run, *_ = finished_run
     copy = RunDir(tmp_path / "copy")
     shutil.copytree(run.root, copy.root)

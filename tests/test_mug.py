@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from explorer.config import PRETRAINED_INIT, ModelConfig
-from explorer.mug import (ENCODER, MODEL_CONFIGS, MUG, Arch, LoadReport, WeightsUnavailable,
+from explorer.model.mug import (ENCODER, MODEL_CONFIGS, MUG, Arch, LoadReport, WeightsUnavailable,
                           build_model, check_init, fit_state)
 
 VOCAB = 30522

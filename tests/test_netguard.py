@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from explorer.netguard import ForbiddenAddress, GuardedResolver, check_url, is_public_address, normalise_allow, url_problem
+from explorer.crawl.netguard import ForbiddenAddress, GuardedResolver, check_url, is_public_address, normalise_allow, url_problem
 
 NOT_PUBLIC = [
     "10.0.0.1", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "100.127.255.254",

@@ -19,8 +19,8 @@ from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 from explorer.config import CrawlConfig
-from explorer.crawl import Crawler, CrawlItem, open_cache
-from explorer.fetchers import PrepareClock
+from explorer.crawl.crawler import Crawler, CrawlItem, open_cache
+from explorer.crawl.fetchers import PrepareClock
 from explorer.records import UrlOutcome
 from explorer.sandbox.slow_jpeg import slow_jpeg
 from tests.crawl_fixtures import jpeg_bytes, serve

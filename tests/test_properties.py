@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from explorer.config import CrawlConfig
-from explorer.crawl import read_url_list
-from explorer.images import MAGIC, Rejection, embed_bytes, prepare_with_embedding, sniff
-from explorer.netguard import check_url, is_public_address, normalise_allow, parse_ip
+from explorer.crawl.crawler import read_url_list
+from explorer.crawl.images import MAGIC, Rejection, embed_bytes, prepare_with_embedding, sniff
+from explorer.crawl.netguard import check_url, is_public_address, normalise_allow, parse_ip
 from explorer.records import Candidate
 
 CFG = CrawlConfig(image_size=48, min_side=8, max_aspect=8.0, max_pixels=2_000_000)

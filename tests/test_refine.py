@@ -12,7 +12,7 @@ import pytest
 from cache.db import MetaDB
 from explorer.config import Config, PolicyConfig, apply_overrides
 from explorer.engines.base import Engine, SearchOutcome
-from explorer.loop import Explorer
+from explorer.run.loop import Explorer
 from explorer.records import Query, QueryOutcome, SearchResult
 from explorer.session import RunDir
 from policies import refine
@@ -313,8 +313,7 @@ def test_rewards_report_a_concept_by_its_first_asks_and_its_reasks_apart(tmp_pat
     """`explore rewards`: a concept's reward is what its first ask paid (a later page pays less
     by design), beside how often it was re-asked and what that paid; the export names each
     query's refinement."""
-    from explorer import report
-
+    from explorer.run import report
     run = RunDir(tmp_path / "run")
     run.root.mkdir(parents=True)
     with MetaDB(run.db_path) as db:

@@ -13,10 +13,10 @@ from hypothesis import given, settings, strategies as st
 
 from cache.db import MetaDB
 from explorer.config import Config, apply_overrides
-from explorer.loop import Explorer
+from explorer.run.loop import Explorer
 from explorer.records import QueryOutcome
 from explorer.session import RunDir
-from explorer.train import sample_replay
+from explorer.model.train import sample_replay
 from policies.registry import make_policy
 
 

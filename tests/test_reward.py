@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from explorer.config import RewardConfig
-from explorer.reward import (image_rewards, query_rewards, query_rewards_by_round, round_query_rewards,
+from explorer.model.reward import (image_rewards, query_rewards, query_rewards_by_round, round_query_rewards,
                              web_centre, web_contrast)
 
 

@@ -1,4 +1,4 @@
-"""One way to make an image RGB (explorer/images.py to_rgb): the crawl, a `folder:` target and
+"""One way to make an image RGB (explorer/crawl/images.py to_rgb): the crawl, a `folder:` target and
 the training and embedding loaders see the same picture, transparency over white, whatever hides
 under the transparent pixels."""
 from __future__ import annotations
@@ -15,9 +15,9 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from explorer.config import CrawlConfig
-from explorer.data import ImageCaptionDataset, ImageRecord, embed_paths
-from explorer.images import Rejection, prepare, to_rgb
-from explorer.targets import load_target
+from explorer.model.data import ImageCaptionDataset, ImageRecord, embed_paths
+from explorer.crawl.images import Rejection, prepare, to_rgb
+from explorer.inputs.targets import load_target
 
 CFG = CrawlConfig(image_size=64, min_side=16, max_aspect=4.0, max_pixels=4_000_000)
 SIDE = 128  # source pictures: stored at 64, so the crawl resizes them by exactly 2

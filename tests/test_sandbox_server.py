@@ -365,7 +365,7 @@ def test_throttled_and_down_are_served_over_http():
 def test_a_runs_sandbox_web_is_made_with_every_sandbox_setting():
     """The web a run starts and the target it writes are one world: the same looks, test images
     (whose copies the web re-posts) and pages."""
-    from explorer.assemble import sandbox_for
+    from explorer.run.assemble import sandbox_for
     from explorer.config import Config, apply_overrides
 
     cfg = apply_overrides(Config(), ["run.target=sandbox-flowers", "sandbox.page_size=7", "sandbox.looks=shared",

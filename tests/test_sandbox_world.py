@@ -175,7 +175,7 @@ def test_pages_without_page_size_and_of_unmatched_queries(index):
             index.search("red rose", 10, page=page)
 
 def test_related_names_are_close_in_text_embedding(world):
-    from explorer.text import embed_texts
+    from explorer.inputs.text import embed_texts
 
     sample = random.Random(0).sample(world.concepts, 200)
     emb = embed_texts(sample)

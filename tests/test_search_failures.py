@@ -18,7 +18,7 @@ from cache.db import MetaDB
 from explorer.config import Config, apply_overrides
 from explorer.engines.base import Engine, SearchOutcome, SearchWatch
 from explorer.errors import SearchUnavailable
-from explorer.loop import Explorer
+from explorer.run.loop import Explorer
 from explorer.records import Query, SearchResult
 from explorer.session import RunDir
 from policies.registry import make_policy

@@ -17,7 +17,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from explorer.targets import FOLDER_SPLIT_SEED, Target, TargetError, TargetUnavailable, _hash_share, load_folder, load_target
+from explorer.inputs.targets import FOLDER_SPLIT_SEED, Target, TargetError, TargetUnavailable, _hash_share, load_folder, load_target
 
 COLOURS = [(220, 30, 30), (30, 200, 40), (30, 40, 220), (230, 210, 30)]
 
@@ -299,7 +299,7 @@ def test_folder_mistakes_are_one_line_errors(tmp_path):
 
 
 def test_sandbox_test_split_size_is_configurable_and_kept_apart(tmp_path):
-    from explorer.assemble import resolve_target
+    from explorer.run.assemble import resolve_target
     from explorer.config import Config, apply_overrides
 
     base = ["run.target=sandbox-birds", f"run.data_root={tmp_path}"]

@@ -58,8 +58,8 @@ def test_rewards_and_status_print_any_name_as_text(name):
 def test_the_round_line_and_the_run_summary_print_any_concept_as_text(name, capsys, monkeypatch):
     """The progress display's round line (bars and --quiet) and the end-of-run summary, with
     the concept in the tables and in the run directory's name."""
-    from explorer.assemble import finish
-    from explorer.progress import RunProgress
+    from explorer.run.assemble import finish
+    from explorer.run.progress import RunProgress
 
     monkeypatch.setenv("COLUMNS", "400")   # the summary's own Console: no folded cells
     report = SimpleNamespace(round=0, queries=1, failed_queries=0, fetched=3, kept=2, seconds=1.0,

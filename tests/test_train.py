@@ -11,10 +11,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from explorer.config import Config
-from explorer.data import ImageRecord, MixedBatchSampler, embed_paths, mixed_batches
-from explorer.mug import build_model
-from explorer.text import load_tokenizer
-from explorer.train import Trainer, lr_factor, param_groups
+from explorer.model.data import ImageRecord, MixedBatchSampler, embed_paths, mixed_batches
+from explorer.model.mug import build_model
+from explorer.inputs.text import load_tokenizer
+from explorer.model.train import Trainer, lr_factor, param_groups
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220),
            "yellow": (230, 210, 20)}
@@ -226,7 +226,7 @@ def test_ddp_two_gloo_ranks_end_with_identical_weights(shapes, tmp_path):
            "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path.cwd())}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
            "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "explorer.train",
+           "--master_port", str(_free_port()), "-m", "explorer.model.train",
            "--target", str(tmp_path / "t.tsv"), "--candidates", str(tmp_path / "c.tsv"),
            "--steps", "3", "--set", "model.name=tiny-64", "--set", "train.batch_size=4",
            "--set", "train.workers=0", "--set", "model.max_caption_tokens=8",

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from typer.testing import CliRunner
 
 from cli import app
-from explorer import netguard
-from explorer.crawl import read_url_list
+from explorer.crawl import netguard
+from explorer.crawl.crawler import read_url_list
 from explorer.records import UrlOutcome
 from explorer.sandbox.server import start_sandbox
 from cache.db import MetaDB

@@ -114,8 +114,8 @@ BAD_CHECKPOINTS = {
 @pytest.fixture(scope="module")
 def trainer(one_torch_thread):
     from explorer.config import Config, apply_overrides
-    from explorer.mug import build_model
-    from explorer.train import Trainer
+    from explorer.model.mug import build_model
+    from explorer.model.train import Trainer
 
     cfg = apply_overrides(Config(), ["model.name=tiny-64", "run.device=cpu"])
     return Trainer(cfg, build_model(cfg.model, vocab_size=100), "cpu")
@@ -159,7 +159,7 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_old_one(trainer, tmp_pa
     """/dev/full answers every write with ENOSPC, as a full disk does."""
     import contextlib
 
-    import explorer.train
+    import explorer.model.train
 
     if not Path("/dev/full").exists():
         pytest.skip("no /dev/full here")
@@ -171,7 +171,7 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_old_one(trainer, tmp_pa
     def full_disk(_path):
         with open("/dev/full", "wb") as f:
             yield f
-    monkeypatch.setattr(explorer.train, "atomic_write", full_disk)
+    monkeypatch.setattr(explorer.model.train, "atomic_write", full_disk)
     with pytest.raises(CheckpointNotSaved, match="No space left on device") as err:
         trainer.save_checkpoint(path)
     assert "latest.pt" in str(err.value) and "explore resume" in str(err.value)
@@ -194,7 +194,7 @@ def test_eval_with_a_corrupt_checkpoint_is_one_line(tmp_path, one_torch_thread):
 
 @pytest.mark.parametrize("name", ["bogus", "cuda:x", "meta", "mps", "cuda", "cuda:7"])
 def test_a_device_this_machine_lacks_is_a_bad_setting(name, monkeypatch):
-    from explorer.learner import pick_device
+    from explorer.model.learner import pick_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(BadSetting, match="run.device"):
@@ -202,7 +202,7 @@ def test_a_device_this_machine_lacks_is_a_bad_setting(name, monkeypatch):
 
 
 def test_a_device_that_exists_is_taken():
-    from explorer.learner import pick_device
+    from explorer.model.learner import pick_device
 
     assert pick_device("cpu") == torch.device("cpu")
     assert pick_device("auto").type in ("cpu", "cuda")
@@ -253,7 +253,7 @@ def _folder(root: Path, bad: str) -> Path:
 
 @pytest.mark.parametrize("bad", UNREADABLE)
 def test_an_unreadable_image_in_a_folder_target_is_named(tmp_path, bad):
-    from explorer.targets import TargetError, load_folder
+    from explorer.inputs.targets import TargetError, load_folder
 
     folder = _folder(tmp_path / "mine", bad)
     with pytest.raises(TargetError, match=bad) as err:
@@ -288,8 +288,7 @@ def test_a_corrupt_index_is_one_line(tmp_path):
 
 def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
     """Only UserError is the user's: anything else is not swallowed by the one-line handler."""
-    from explorer import report
-
+    from explorer.run import report
     run = make_run(tmp_path / "run")
     monkeypatch.setattr(report, "status", lambda run: 1 / 0)
     result = CliRunner().invoke(app, ["status", str(run.root)])

@@ -17,7 +17,7 @@ from cache.index import VectorIndex
 from cache.verify import repair, verify
 from cli import app
 from explorer.config import CrawlConfig
-from explorer.crawl import CHEAP_EMBEDDING, CrawlItem, Crawler, open_cache
+from explorer.crawl.crawler import CHEAP_EMBEDDING, CrawlItem, Crawler, open_cache
 from explorer.sandbox.server import start_sandbox
 
 CFG = CrawlConfig(image_size=48, workers=1, pool="thread", concurrency=8, per_host=8)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from explorer.vocab import (VocabError, cache_key, concept_embeddings, load_vocab,
+from explorer.inputs.vocab import (VocabError, cache_key, concept_embeddings, load_vocab,
                             normalise_concepts)
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from cache.db import WriterBusy, WriterLock
 from cache.verify import verify
 from explorer.config import CrawlConfig
-from explorer.crawl import CHEAP_EMBEDDING, Crawler, CrawlItem, open_cache
+from explorer.crawl.crawler import CHEAP_EMBEDDING, Crawler, CrawlItem, open_cache
 from explorer.errors import UserError
 from explorer.sandbox.server import start_sandbox
 from tests.crawl_fixtures import image_app, jpeg_bytes, serve

@@ -10,7 +10,7 @@
   `height`). A `url` without a scheme is a path relative to the table's folder.
 
 The corpus root is the folder, or the table's folder: the crawl reads file:// results only from
-under it (explorer/localfile.py), unless `crawl.corpus_allow_outside`.
+under it (explorer/crawl/localfile.py), unless `crawl.corpus_allow_outside`.
 
 Captions are embedded once with the sentence model (unit norm) and cached on disk under a
 hash of (model, captions); a query is embedded the same way and answered by cosine similarity
@@ -34,7 +34,7 @@ from cache.atomic import atomic_write
 
 from explorer.config import CrawlConfig
 from explorer.engines.base import Engine, SearchOutcome, check_refinement, clean_results
-from explorer.text import embed_texts
+from explorer.inputs.text import embed_texts
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Builds a run's parts from its config and drives it: the composition root of `explore run`.
 
-The loop itself (explorer/loop.py) is handed finished parts; this module decides which parts,
+The loop itself (explorer/run/loop.py) is handed finished parts; this module decides which parts,
 starts the sandbox web when the target lives there, handles Ctrl-C, and prints the summary.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ def sandbox_for(cfg: Config):
 def resolve_target(cfg: Config, world=None):
     """The target dataset. A sandbox target is first written out by its world (like a
     download), then read as a folder; `world` defaults to the sandbox world of cfg's seed."""
-    from explorer.targets import TargetError, load_folder, load_target
+    from explorer.inputs.targets import TargetError, load_folder, load_target
 
     spec = cfg.run.target
     data_root = Path(cfg.run.data_root).expanduser()
@@ -60,7 +60,7 @@ def resolve_target(cfg: Config, world=None):
 
 
 def load_concepts(cfg: Config, sandbox) -> list[str]:
-    from explorer.vocab import VocabError, load_vocab, normalise_concepts
+    from explorer.inputs.vocab import VocabError, load_vocab, normalise_concepts
 
     if cfg.policy.vocab == "sandbox":
         if sandbox is None:
@@ -73,9 +73,9 @@ def load_concepts(cfg: Config, sandbox) -> list[str]:
 
 
 def load_concept_descriptors(cfg: Config, concepts: list[str], sandbox) -> dict[str, list[str]]:
-    """Each concept's descriptor queries (explorer/descriptors.py), for the policy's re-asks."""
-    from explorer.descriptors import concept_descriptors
-    from explorer.vocab import VocabError
+    """Each concept's descriptor queries (explorer/inputs/descriptors.py), for the policy's re-asks."""
+    from explorer.inputs.descriptors import concept_descriptors
+    from explorer.inputs.vocab import VocabError
 
     world = sandbox.world.descriptors if sandbox is not None and cfg.policy.vocab == "sandbox" else None
     try:
@@ -108,15 +108,15 @@ class Parts:
 
 
 def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
-    from explorer.crawl import Crawler, open_cache
-    from explorer.decontam import LeakIndex
-    from explorer.images import cheap_embedding, load_rgb
+    from explorer.crawl.crawler import Crawler, open_cache
+    from explorer.crawl.decontam import LeakIndex
+    from explorer.crawl.images import cheap_embedding, load_rgb
     from explorer.engines import CorpusEngine, make_engine
     from explorer.engines.cached import CachedEngine
-    from explorer.learner import Learner, pick_device
-    from explorer.loop import Explorer
-    from explorer.progress import RunProgress
-    from explorer.vocab import concept_embeddings
+    from explorer.model.learner import Learner, pick_device
+    from explorer.run.loop import Explorer
+    from explorer.run.progress import RunProgress
+    from explorer.inputs.vocab import concept_embeddings
     from policies.base import load_descriptors
     from policies.registry import make_policy
     from policies.refine import Refinements
@@ -177,8 +177,8 @@ def finish(run: RunDir, cfg: Config, parts: Parts, console: Console, stopped: bo
     """The user's summary: the reward table, the final evaluation, where everything is."""
     import json
 
-    from explorer import report
-    from explorer.evaluate import checkpoint_id, evaluate_target, format_table
+    from explorer.run import report
+    from explorer.model.evaluate import checkpoint_id, evaluate_target, format_table
 
     out = Console()
     rounds = run.read_rounds()
@@ -221,7 +221,7 @@ def settle_init(cfg: Config, console: Console) -> None:
     """Resolve model.init and make sure its weights can be had and fit the model, so that a
     missing download or a wrong file ends the command in one line (naming --init and the fix)
     before the run directory is written."""
-    from explorer.mug import check_init
+    from explorer.model.mug import check_init
 
     cfg.model.init = resolve_init(cfg)
     report = check_init(cfg.model)
@@ -289,8 +289,8 @@ def _drive(explorer) -> int:
 def evaluate_run(run: RunDir, checkpoint: Path | None, protocols: tuple[str, ...],
                  fractions: tuple[float, ...] | None) -> dict:
     """`explore eval`: frozen features of a checkpoint on the run's target."""
-    from explorer.evaluate import checkpoint_id, evaluate_target
-    from explorer.learner import Learner, pick_device
+    from explorer.model.evaluate import checkpoint_id, evaluate_target
+    from explorer.model.learner import Learner, pick_device
 
     cfg = run.load_config()
     pick_device(cfg.run.device)

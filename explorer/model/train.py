@@ -8,7 +8,7 @@ DistributedDataParallel; rank 0 alone writes checkpoints.
 A checkpoint is one plain dict {model, optimizer, scheduler, step, rng, config}, written to
 a temp file, fsynced and renamed over the old one.
 
-    torchrun --nproc_per_node N -m explorer.train --target T.tsv --steps 100 --save ck.pt
+    torchrun --nproc_per_node N -m explorer.model.train --target T.tsv --steps 100 --save ck.pt
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from cache.atomic import atomic_write
 from explorer.config import Config, apply_overrides
 from explorer.errors import BadCheckpoint, CheckpointNotSaved, first_line
-from explorer.mug import MUG
+from explorer.model.mug import MUG
 
 NO_DECAY = {"pos_embed", "cls_token", "mask_token"}
 
@@ -257,7 +257,7 @@ def _as_tuples(x):
 # ---- entry point (also what torchrun launches) -----------------------------------------------
 def read_records(path: str | None):
     """A TSV of `path<TAB>caption` lines (caption optional) -> list[ImageRecord]."""
-    from explorer.data import ImageRecord
+    from explorer.model.data import ImageRecord
 
     if not path:
         return []
@@ -283,9 +283,9 @@ def setup_distributed() -> torch.device:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from explorer.data import mixed_batches
-    from explorer.mug import MODEL_CONFIGS, build_model
-    from explorer.text import load_tokenizer
+    from explorer.model.data import mixed_batches
+    from explorer.model.mug import MODEL_CONFIGS, build_model
+    from explorer.inputs.text import load_tokenizer
 
     ap = argparse.ArgumentParser(description="Train MUG on image files listed in TSVs.")
     ap.add_argument("--config", help="config.toml (defaults otherwise)")

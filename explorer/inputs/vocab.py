@@ -151,7 +151,7 @@ def concept_embeddings(concepts: list[str], model_name: str, cache_dir: str | Pa
         if cached.shape[0] == len(concepts):
             return cached
     if embed_fn is None:
-        from explorer.text import embed_texts
+        from explorer.inputs.text import embed_texts
 
         def embed_fn(batch: list[str]) -> np.ndarray:
             return embed_texts(batch, name=model_name, batch_size=min(batch_size, 256))

@@ -25,13 +25,13 @@ import numpy as np
 from rich.console import Console
 
 from explorer.config import Config
-from explorer.crawl import CrawlItem
+from explorer.crawl.crawler import CrawlItem
 from explorer.engines.base import SearchWatch
 from explorer.errors import SearchUnavailable
-from explorer.learner import RoundImages
-from explorer.progress import RunProgress
+from explorer.model.learner import RoundImages
+from explorer.run.progress import RunProgress
 from explorer.records import Query, QueryOutcome, UrlOutcome
-from explorer.reward import query_rewards_by_round, round_query_rewards
+from explorer.model.reward import query_rewards_by_round, round_query_rewards
 from explorer.session import Budget, RunDir
 from explorer.terminal import visible
 
@@ -287,8 +287,8 @@ class Explorer:
 
     def replay_rows(self, round_: int) -> list[dict]:
         """Up to train.replay_size images of earlier rounds, drawn with p ∝ exp(z/τ) of their
-        freshest reward (explorer.train.sample_replay); the same draw for a resumed round."""
-        from explorer.train import sample_replay
+        freshest reward (explorer.model.train.sample_replay); the same draw for a resumed round."""
+        from explorer.model.train import sample_replay
 
         n, mean, std = self.db.reward_moments(before_round=round_)
         rng = np.random.default_rng([self.cfg.run.seed, round_])
@@ -341,7 +341,7 @@ class Explorer:
 
     # ---- reward: r(image), r(query) -----------------------------------------------------------
     def background_paths(self) -> list[str]:
-        """The web sample that centres the rewards (explorer.reward): images kept in the run's
+        """The web sample that centres the rewards (explorer.model.reward): images kept in the run's
         first round with any, the same every round (a stable centre; in the sandbox and with
         imagenet21k the first round's concepts are drawn uniformly)."""
         n = self.cfg.reward.background_images

@@ -1,4 +1,4 @@
-"""Imported by the fetch workers' fork server only (explorer/worker_server.py), before numpy:
+"""Imported by the fetch workers' fork server only (explorer/crawl/worker_server.py), before numpy:
 importing it ties the importing process's life to its parent's.
 
 The workers multiply no matrices, but numpy's OpenBLAS starts a thread per core when it is
@@ -13,8 +13,7 @@ server, as no worker exists yet. `SERVER_PID`, inherited by the workers, is thei
 """
 import os
 
-from explorer import worker_server
-
+from explorer.crawl import worker_server
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 SERVER_PID = os.getpid()

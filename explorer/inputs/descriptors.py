@@ -26,7 +26,7 @@ import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
-from explorer.vocab import VocabError, _timm_info_dir, imagenet21k_synsets, imagenet_synset_lemmas, normalise_concept
+from explorer.inputs.vocab import VocabError, _timm_info_dir, imagenet21k_synsets, imagenet_synset_lemmas, normalise_concept
 
 log = logging.getLogger(__name__)
 

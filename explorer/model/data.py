@@ -1,7 +1,7 @@
 """Training and embedding data, streamed from image files on disk.
 
 Only paths and captions are held in memory; each image is opened, decoded (as the crawl sees
-it: explorer/images.py load_rgb) and augmented by a DataLoader worker when its batch is drawn. A training batch mixes three sources in
+it: explorer/crawl/images.py load_rgb) and augmented by a DataLoader worker when its batch is drawn. A training batch mixes three sources in
 configured shares: the target's images (no captions), this round's candidates, and a replay
 buffer of earlier high-reward images.
 """
@@ -18,7 +18,7 @@ from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
 from explorer.config import Config
-from explorer.images import load_rgb
+from explorer.crawl.images import load_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -20,11 +20,11 @@ from cache.index import VectorIndex
 from cache.paths import db_path_for, index_path_for
 from cache.store import ImageStore, StoreError
 from cache.verify import Embedding
-from explorer import images
+from explorer.crawl import images
 from explorer.config import CrawlConfig
-from explorer.decontam import HASH_BYTES, LeakIndex
+from explorer.crawl.decontam import HASH_BYTES, LeakIndex
 from explorer.errors import UserError
-from explorer.fetchers import Fetched, LocalFetcher, ProcessFetcher, make_fetcher
+from explorer.crawl.fetchers import Fetched, LocalFetcher, ProcessFetcher, make_fetcher
 from explorer.records import Candidate, UrlOutcome
 
 EmbedFn = Callable[[list[Candidate]], np.ndarray]  # candidates -> [N, D] unit-norm float32
@@ -102,7 +102,7 @@ class Crawler:
 
     `embed_fn` maps candidates to unit vectors for the near-dup check; by default the
     cheap embedding computed in the worker. `leak_index` holds the target's test images
-    (explorer/decontam.py) and judges each image's copy hashes and cheap embedding.
+    (explorer/crawl/decontam.py) and judges each image's copy hashes and cheap embedding.
     `file://` URLs are read only from under `corpus_root` (the local corpus engine's folder; anywhere with crawl.corpus_allow_outside), never when it is None.
     When the store cannot write (cap reached, disk full, read-only), the images get `disk_full`
     (retryable) attempts; with `stop_when_full`, `crawl` then raises that StoreError once the

@@ -31,7 +31,7 @@ from torchvision import datasets as tvd
 from torchvision.datasets.folder import IMG_EXTENSIONS, is_image_file, make_dataset
 
 from explorer.errors import UserError, first_line
-from explorer.images import load_rgb
+from explorer.crawl.images import load_rgb
 
 UNLABELLED = -1
 FOLDER_TRAIN_SHARE = 0.8      # class-folder targets without train/test: this share goes to train
@@ -48,7 +48,7 @@ class TargetUnavailable(TargetError):
 
 class ImageFiles(Dataset):
     """Images stored as files, with one int label each (-1 = unlabelled), read as the crawl sees
-    them (upright, transparency over white: explorer/images.py load_rgb)."""
+    them (upright, transparency over white: explorer/crawl/images.py load_rgb)."""
 
     def __init__(self, paths: list[str], labels: list[int]):
         assert len(paths) == len(labels)

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from cache.atomic import atomic_write
 from explorer.config import EvalConfig
-from explorer.targets import Target, TargetError, slug
+from explorer.inputs.targets import Target, TargetError, slug
 from explorer.terminal import plain
 
 EncodeFn = Callable[[list[Image.Image]], np.ndarray]   # B PIL images -> [B, D] features

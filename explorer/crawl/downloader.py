@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
-from explorer import netguard
+from explorer.crawl import netguard
 from explorer.config import CrawlConfig
 from explorer.records import FetchResult, UrlOutcome
 

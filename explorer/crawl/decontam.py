@@ -302,7 +302,7 @@ class LeakIndex:
     @classmethod
     def from_images(cls, images: Iterable[Image.Image], embed: Callable[[Image.Image], np.ndarray],
                     hashes: bool = True) -> "LeakIndex":
-        """`embed`: the crawl's cheap embedding of an image (explorer.images.cheap_embedding),
+        """`embed`: the crawl's cheap embedding of an image (explorer.crawl.images.cheap_embedding),
         handed in, as this module is what images.py calls for the copy hashes.
         `hashes=False`: the cheap embeddings only (crawl.leak_hamming=-1, the copy hash off)."""
         vectors, codes, owners, views, greys = [], [], [], [], []

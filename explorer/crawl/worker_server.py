@@ -9,7 +9,7 @@ its own. This module imports nothing heavy, so that it can be called that early.
 
 When `explore` dies, even by kill -9, its workers die with it, also one busy inside a decoder
 that reads no pipe: the kernel kills the server when `explore` exits and each worker when the
-server exits (`die_with_parent`, asked for by explorer/worker_env.py and `worker_main`). That
+server exits (`die_with_parent`, asked for by explorer/crawl/worker_env.py and `worker_main`). That
 signal is tied to the *thread* that started the process: a server started from a thread that
 ends before `explore` dies with it, and the workers with it; their URLs get `worker_lost` and
 the next fetch starts a new server (as after the OOM killer).
@@ -27,7 +27,7 @@ from multiprocessing.context import BaseContext
 # What the server imports before it forks anything. "__main__" is the command's own script
 # (cli.py or the `explore` entry point), which a forked worker would otherwise run again;
 # multiprocessing imports it first, then the rest in order.
-PRELOAD = ["__main__", "explorer.worker_env", "explorer.fetchers"]
+PRELOAD = ["__main__", "explorer.crawl.worker_env", "explorer.crawl.fetchers"]
 
 
 def available() -> bool:

@@ -4,7 +4,7 @@ Debian's `dataset-fashion-mnist` puts the four IDX files of Fashion-MNIST (70,00
 product photos, 10 classes) under /usr/share/datasets/fashion-mnist, gzipped. `build` turns them
 into what a run takes:
 
-- `OUT/target/{train,test}/<class>/*.png`: a labelled `folder:` target (explorer/targets.py) of
+- `OUT/target/{train,test}/<class>/*.png`: a labelled `folder:` target (explorer/inputs/targets.py) of
   some of the classes; train images from Fashion-MNIST's train split, test images from its
   test split.
 - `OUT/corpus/`: a folder for `--engine corpus:OUT/corpus` (explorer/engines/corpus.py) holding
@@ -20,7 +20,7 @@ Images are upscaled (bicubic) to `size` pixels a side: the crawl rejects origina
 `crawl.min_side` (32). Everything is fixed by the seed. A missing, truncated or malformed IDX
 file is an `IdxError`: one line naming the file and what is wrong.
 
-    python -m explorer.fashion_mnist OUT [--target-classes "Pullover,Coat,Shirt"] [--corpus-per-class 60]
+    python -m explorer.inputs.fashion_mnist OUT [--target-classes "Pullover,Coat,Shirt"] [--corpus-per-class 60]
 """
 from __future__ import annotations
 

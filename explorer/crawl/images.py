@@ -2,7 +2,7 @@
 
 `prepare` never raises for bad input: it returns a `Candidate`, or a `Rejection` with an
 UrlOutcome and a reason. It is CPU work, kept off the crawl's event loop: the fetch workers run
-it (explorer/fetchers.py), or threads with crawl.pool=thread. Pillow
+it (explorer/crawl/fetchers.py), or threads with crawl.pool=thread. Pillow
 parses headers (formats, sizes, EXIF) and decodes everything but plain JPEGs; libjpeg-turbo
 (simplejpeg) decodes JPEGs DCT-scaled straight to about the stored size and encodes the stored
 JPEG, and fast_image_resize (SIMD) does the rest of the resizing, all with the GIL released: most
@@ -23,7 +23,7 @@ from cykooz_resizer import FilterType, ImageData, PixelType, ResizeAlg, ResizeOp
 from PIL import Image
 
 from explorer.config import CrawlConfig
-from explorer.decontam import copy_hashes
+from explorer.crawl.decontam import copy_hashes
 from explorer.records import Candidate, UrlOutcome
 
 # Formats we read, by their magic bytes; anything else is not_image whatever its Content-Type.
@@ -220,7 +220,7 @@ def resize_area(im: Image.Image, size: tuple[int, int]) -> Image.Image:
     INTER_AREA, img2dataset's choice). By fast_image_resize (cykooz.resizer: SIMD, the GIL
     released): 0.2-0.3 ms for a crawled image against Pillow's 0.7, which was the largest cost
     after the decode. It takes plain bytes (its Pillow bridge takes no RGBX and reads Pillow's C
-    structs): one copy in, one out, which explorer/allocator.py keeps cheap. A source over
+    structs): one copy in, one out, which explorer/crawl/allocator.py keeps cheap. A source over
     COPY_MAX_PIXELS (a big PNG that Pillow decoded whole) goes to Pillow's BOX instead: its
     copies would hold ~3x the picture's memory (0.8 GB at crawl.max_pixels) for a worker's while."""
     if im.width * im.height > COPY_MAX_PIXELS:
@@ -242,7 +242,7 @@ def encode_jpeg(im: Image.Image, quality: int) -> bytes:
 
 def prepare_with_embedding(body: bytes, cfg: CrawlConfig) -> tuple[Candidate, np.ndarray] | Rejection:
     """`prepare` plus the cheap embedding of the stored image ([768] float32); the Candidate
-    carries the image's copy hashes (explorer/decontam.py), for the leak check."""
+    carries the image's copy hashes (explorer/crawl/decontam.py), for the leak check."""
     fmt = sniff(body)
     if fmt is None:
         head = body[:16].lstrip().lower()

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 
 from explorer.config import Config
-from explorer.data import ImageRecord, embed_paths, eval_transform, mixed_batches
+from explorer.model.data import ImageRecord, embed_paths, eval_transform, mixed_batches
 from explorer.errors import BadSetting
-from explorer.images import to_rgb
-from explorer.mug import MODEL_CONFIGS, build_model, new_model
-from explorer.reward import scored_rewards
+from explorer.crawl.images import to_rgb
+from explorer.model.mug import MODEL_CONFIGS, build_model, new_model
+from explorer.model.reward import scored_rewards
 from explorer.session import RunDir
-from explorer.train import Trainer
+from explorer.model.train import Trainer
 
 SCORE_CHUNK = 8192   # images embedded at once when scoring
 
@@ -55,7 +55,7 @@ def pick_device(name: str) -> torch.device:
 class Learner:
     def __init__(self, cfg: Config, run: RunDir, target_train: list[str], target=None,
                  checkpoint: Path | None = None):
-        from explorer.text import load_tokenizer
+        from explorer.inputs.text import load_tokenizer
 
         self.cfg = cfg
         self.run = run
@@ -148,7 +148,7 @@ class Learner:
         """A cheap per-round progress signal: k-NN accuracy on (a fixed subset of) the target."""
         if self.eval_target is None:
             return None
-        from explorer.evaluate import progress_knn
+        from explorer.model.evaluate import progress_knn
 
         return float(progress_knn(self.encode_images, self.eval_target, self.cfg.eval))
 

@@ -4,7 +4,7 @@ A fetcher's `session()` yields `fetch(url) -> Fetched`: the FetchResult (its bod
 what `images.prepare` made of the body. `crawl.pool` picks one of two:
 
 - "process" (`ProcessFetcher`, the default): `crawl.workers` processes (0 = one per core),
-  forked from a fork server (explorer/worker_server.py), each with its own event loop and
+  forked from a fork server (explorer/crawl/worker_server.py), each with its own event loop and
   Downloader. A decoder that crashes on hostile bytes takes down one worker, not the crawl,
   and neither the HTTP client nor the Python glue around the decoders waits on this
   process's GIL. Only the stored JPEG and its signature come back, never the downloaded
@@ -48,10 +48,10 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from explorer import images, localfile, worker_server
-from explorer.allocator import keep_freed_memory
+from explorer.crawl import images, localfile, worker_server
+from explorer.crawl.allocator import keep_freed_memory
 from explorer.config import CrawlConfig
-from explorer.downloader import Downloader, HostPacer, host_key
+from explorer.crawl.downloader import Downloader, HostPacer, host_key
 from explorer.records import Candidate, FetchResult, UrlOutcome
 
 Prepared = tuple[Candidate, np.ndarray] | images.Rejection  # (image, cheap vector [768]) or why not
@@ -138,7 +138,7 @@ async def within_deadline(clock: PrepareClock, key: Hashable, future: asyncio.Fu
 
 async def fetch_body(downloader: Downloader, url: str, cfg: CrawlConfig, corpus_root: Path | None) -> FetchResult:
     """HTTP(S) through the guarded downloader; file:// (the local corpus engine) from under
-    `corpus_root` only (explorer/localfile.py), none when it is None."""
+    `corpus_root` only (explorer/crawl/localfile.py), none when it is None."""
     try:
         scheme = urlsplit(url).scheme.lower()
     except ValueError:  # a malformed authority ("http://[x"): the downloader records a bad URL
@@ -202,7 +202,7 @@ class LocalFetcher:
 def worker_main(conn, cfg: CrawlConfig, allow: list[str], corpus_root: Path | None) -> None:
     """A worker process: (job, url) messages in, (job, Fetched) out, until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
-    server = sys.modules.get("explorer.worker_env")  # the fork server's preload (absent when spawned)
+    server = sys.modules.get("explorer.crawl.worker_env")  # the fork server's preload (absent when spawned)
     if server is not None and server.SERVER_PID != os.getpid():
         worker_server.die_with_parent(server.SERVER_PID)
     keep_freed_memory()
@@ -290,7 +290,7 @@ class _Worker:
     reads (no thread: a reader thread per worker cost GIL hand-offs and a loop wake-up per result)."""
 
     def __init__(self, owner: "ProcessFetcher") -> None:
-        # forked by the fork server (explorer/worker_server.py), never by this process: forking
+        # forked by the fork server (explorer/crawl/worker_server.py), never by this process: forking
         # one that runs an event loop and threads is unsafe
         ctx = worker_server.context()
         self.conn, child = ctx.Pipe(duplex=True)
