@@ -137,6 +137,9 @@ class RewardConfig:
     refresh_every: int = 5                # every N rounds re-score earlier rounds' images with the
                                           # current encoder (0 = never): GP, replay and `explore
     refresh_per_query: int = 32           # rewards` use fresh values; images re-scored per query
+    encoder: str = "model"                # what embeds for rewards: the encoder being trained ("model"), or
+                                          # a frozen one of model.name's shape: scratch, timm:NAME, file:PATH
+                                          # (a from-scratch encoder's rewards follow colour, not content)
 
 
 @dataclass
@@ -566,6 +569,7 @@ RULES: dict[str, object] = {
     "reward.contrast": Flag(),
     "reward.floor": Num(-10, 10),
     "reward.floor_mode": Choice(("fixed", "round_min")),
+    "reward.encoder": Form(r"model|scratch|timm:\S+|file:[^\x00\n]+", "model, scratch, timm:NAME or file:PATH"),
     "reward.refresh_every": Ints(0, 1_000_000, "0 = never"),
     "reward.refresh_per_query": Ints(1, 1_000_000),
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import socket
 
+import numpy as np
 import pytest
 import tomli_w
 import tomllib
@@ -208,3 +209,65 @@ def test_a_run_with_a_checkpoint_resumes_without_its_starting_weights(tmp_path):
         assert torch.equal(a, b), name
     with pytest.raises(WeightsUnavailable, match="moved-away.pt"):
         Learner(cfg, RunDir(tmp_path / "fresh"), [])  # with no checkpoint they are needed
+
+
+# ---- a frozen encoder for rewards ------------------------------------------------------------------
+
+def test_a_reward_encoder_that_cannot_be_had_is_refused_in_one_line_naming_its_option(tmp_path, offline_hub):
+    run_dir, error, _ = _run(tmp_path, "--model", "tiny-64", "--init", "scratch",
+                             "--set", f"reward.encoder=file:{tmp_path / 'gone.pt'}")
+    assert "reward.encoder=file:" in error and "gone.pt" in error and "--init" not in error
+    assert not run_dir.exists()
+
+
+def test_a_run_says_where_its_rewards_come_from(tmp_path):
+    run_dir, error, output = _run(tmp_path, "--model", "tiny-64", "--init", "scratch",
+                                  "--set", "reward.encoder=scratch")
+    assert "no-images" in error  # (it went on, to the missing target)
+    assert "rewards from a frozen encoder, reward.encoder=scratch" in output
+
+
+def test_rewards_come_from_the_frozen_encoder_which_training_leaves_alone(tmp_path):
+    """reward.encoder=file:PATH: the learner's rewards embed with those weights, frozen, however
+    the trained model moves; "model" (the default) embeds with the trained model."""
+    from PIL import Image
+
+    from explorer.config import apply_overrides
+    from explorer.model.data import embed_paths
+    from explorer.model.learner import Learner
+
+    paths = []
+    for i in range(4):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.effect_noise((40, 40), 30 + 20 * i).convert("RGB").save(paths[-1])
+    base = ["model.name=tiny-64", "run.device=cpu", "model.init=scratch"]
+    source = Learner(apply_overrides(Config(), base), RunDir(tmp_path / "source"), [])
+    torch.save(source.model.state_dict(), tmp_path / "frozen.pt")
+    cfg = apply_overrides(Config(), base + [f"reward.encoder=file:{tmp_path / 'frozen.pt'}", "run.seed=1"])
+    learner = Learner(cfg, RunDir(tmp_path / "run"), [])
+    assert not any(p.requires_grad for p in learner.reward_model.parameters())
+    assert not learner.reward_model.training
+    expected = embed_paths(source.model, paths, learner.image_size)
+    assert np.allclose(learner.embed(paths), expected, atol=1e-5)
+    assert not np.allclose(embed_paths(learner.model, paths, learner.image_size), expected, atol=1e-3)
+    with torch.no_grad():
+        for p in learner.model.parameters():
+            p.add_(0.5)  # (what training does to the model, exaggerated)
+    assert np.allclose(learner.embed(paths), expected, atol=1e-5)
+    plain_learner = Learner(apply_overrides(Config(), base), RunDir(tmp_path / "plain"), [])
+    assert plain_learner.reward_model is None
+    before = plain_learner.embed(paths)
+    with torch.no_grad():
+        for p in plain_learner.model.parameters():
+            p.add_(0.5)
+    assert not np.allclose(plain_learner.embed(paths), before, atol=1e-3)
+
+
+def test_reward_encoder_is_validated():
+    from explorer.config import ConfigError, apply_overrides
+
+    for good in ("model", "scratch", "timm:vit_small_patch16_224.dino", "file:/x/y.pt"):
+        assert apply_overrides(Config(), [f"reward.encoder={good}"]).reward.encoder == good
+    for bad in ("frozen", "timm:", "file:"):
+        with pytest.raises(ConfigError):
+            apply_overrides(Config(), [f"reward.encoder={bad}"])

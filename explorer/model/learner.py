@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from explorer.config import Config
 from explorer.model.data import ImageRecord, embed_paths, eval_transform, mixed_batches
 from explorer.errors import BadSetting
 from explorer.crawl.images import to_rgb
-from explorer.model.mug import MODEL_CONFIGS, build_model, new_model
+from explorer.model.mug import MODEL_CONFIGS, WeightsUnavailable, build_model, new_model
 from explorer.model.reward import scored_rewards
 from explorer.session import RunDir
 from explorer.model.train import Trainer
@@ -52,6 +52,18 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def reward_encoder(cfg: Config, vocab_size: int, device: torch.device):
+    """The frozen encoder reward.encoder names (model.name's architecture, its weights from
+    scratch, timm or a file, never trained), or None for "model": the encoder being trained."""
+    if cfg.reward.encoder == "model":
+        return None
+    try:
+        frozen = build_model(replace(cfg.model, init=cfg.reward.encoder), vocab_size=vocab_size)
+    except WeightsUnavailable as e:  # (its message names --init: say which option it was)
+        raise WeightsUnavailable(str(e).replace("--init ", "--set reward.encoder=")) from None
+    return frozen.requires_grad_(False).eval().to(device)
+
+
 class Learner:
     def __init__(self, cfg: Config, run: RunDir, target_train: list[str], target=None,
                  checkpoint: Path | None = None):
@@ -67,6 +79,7 @@ class Learner:
         make = new_model if checkpoint.exists() else build_model
         self.model = make(cfg.model, vocab_size=self.tokenizer.vocab_size)
         self.trainer = Trainer(cfg, self.model, self.device)
+        self.reward_model = reward_encoder(cfg, self.tokenizer.vocab_size, self.device)
         self.image_size = MODEL_CONFIGS[cfg.model.name].image_size
         self.target = [ImageRecord(p, None) for p in target_train]
         self.target_train = list(target_train)
@@ -136,7 +149,9 @@ class Learner:
             yield batch
 
     def embed(self, paths: list[str]) -> np.ndarray:
-        return embed_paths(self.model, paths, self.image_size, batch_size=128, device=self.device)
+        """Embeddings for rewards: the frozen reward encoder's where there is one (reward.encoder)."""
+        model = self.reward_model if self.reward_model is not None else self.model
+        return embed_paths(model, paths, self.image_size, batch_size=128, device=self.device)
 
     def encode_images(self, images: list) -> np.ndarray:
         """PIL images -> unit embeddings [N, D] (the evaluation transform), for evaluation."""

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -221,7 +221,7 @@ def settle_init(cfg: Config, console: Console) -> None:
     """Resolve model.init and make sure its weights can be had and fit the model, so that a
     missing download or a wrong file ends the command in one line (naming --init and the fix)
     before the run directory is written."""
-    from explorer.model.mug import check_init
+    from explorer.model.mug import WeightsUnavailable, check_init
 
     cfg.model.init = resolve_init(cfg)
     report = check_init(cfg.model)
@@ -230,6 +230,13 @@ def settle_init(cfg: Config, console: Console) -> None:
     elif not is_sandbox_target(cfg.run.target):
         console.print(plain(f"model.init=scratch: {cfg.model.name} starts from random weights "
                             "(--init timm:NAME or file:PATH starts it pretrained)"))
+    if cfg.reward.encoder != "model":
+        try:
+            report = check_init(replace(cfg.model, init=cfg.reward.encoder))
+        except WeightsUnavailable as e:  # (its message names --init: say which option it was)
+            raise WeightsUnavailable(str(e).replace("--init ", "--set reward.encoder=")) from None
+        line = report.line(cfg.reward.encoder) if report else "model.init=scratch: random weights"
+        console.print(plain("rewards from a frozen encoder, " + line.replace("model.init=", "reward.encoder=", 1)))
 
 
 def run_exploration(run: RunDir, console: Console, quiet: bool = False, fresh: Config | None = None,
