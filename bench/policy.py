@@ -10,7 +10,7 @@ truth comes from the sandbox world, which the policies never see (the oracle exc
 construction). Last line: `gp/oracle=<x> gp/random=<y> reask-vs-once=<gp / gp-once>` over
 cumulative relevant images (training mode when run, else fixed).
 
-    python bench/policy.py [--rounds 8] [--queries 16] [--policies gp,gp-once,ucb,random,oracle] [--looks shared]
+    python bench/policy.py [--rounds 8] [--queries 16] [--policies gp,gp-once,ucb,random,oracle] [--looks shared] [--set reward.encoder=file:PATH]
 
 Arms that re-ask also print, by kind of query (first ask, page, backend, descriptor), how many
 were asked and the relevant and kept images each brought on average.
@@ -106,7 +106,7 @@ def run_policy(arm: str, mode: str, args, root: Path,
         f"run.seed={args.seed}", f"run.data_root={root / 'data'}", f"policy.name={policy}",
         f"crawl.queries_per_round={args.queries}", f"crawl.results_per_query={args.results}",
         f"sandbox.seed={args.seed}", f"sandbox.page_size={args.page_size}", f"sandbox.looks={args.looks}",
-    ] + extra + (["train.steps_per_round=0"] if mode == "fixed" else []), by_kind)
+    ] + extra + (["train.steps_per_round=0"] if mode == "fixed" else []) + args.sets, by_kind)
     return per_round
 
 
@@ -126,6 +126,8 @@ def main() -> None:
     ap.add_argument("--looks", default="family", choices=("family", "shared"),
                     help="sandbox.looks: shared = every family's backdrops and palettes are shared, "
                          "only shape and texture tell the target's pictures apart")
+    ap.add_argument("--set", dest="sets", action="append", default=[],
+                    help="more config overrides for every arm, e.g. reward.encoder=file:PATH")
     args = ap.parse_args()
     policies = args.policies.split(",")
     totals: dict[tuple[str, str], int] = {}
