@@ -7,8 +7,10 @@ commit a query's attempts and its status together. One process writes a database
 (`WriterLock`); readers (stats, verify, status) need no lock and open it read-only
 (`MetaDB(path, readonly=True)`, or `MetaDB.reading`, which also closes it).
 
-Every SQL statement of the project is here. Methods added for the readers return small typed
-records (the NamedTuples below); the older ones the loop and crawl use return dicts.
+Every SQL statement of the project is here. Rows come back as small typed records (the
+NamedTuples below: `QueryRow`, `AttemptRow`, `ImageRow` hold every column of their table);
+only `query_table` (an export, its columns as the database has them), `events` and the cached
+search results (decoded JSON) are dicts.
 """
 from __future__ import annotations
 
@@ -64,12 +66,97 @@ QUERY_FIELDS = {"status", "n_results", "n_kept", "reward", "error", "text", "eng
 RETRYABLE_OUTCOMES = ("timeout", "connection_error", "disk_full", "worker_lost")
 
 
-def is_final(row: dict) -> bool:
+def is_final(row: AttemptRow) -> bool:
     """Whether an attempt row settles its URL for good (no point fetching it again)."""
-    if row["outcome"] in RETRYABLE_OUTCOMES:
+    if row.outcome in RETRYABLE_OUTCOMES:
         return False
-    status = row["status_code"] or 0
-    return not (row["outcome"] == "http_error" and (status in (0, 429) or status >= 500))
+    status = row.status_code or 0
+    return not (row.outcome == "http_error" and (status in (0, 429) or status >= 500))
+
+
+class QueryRow(NamedTuple):
+    """A queries row, every column (those added by migrations last, as the table has them)."""
+
+    id: int
+    round: int
+    concept: str
+    text: str
+    engine: str
+    status: str
+    n_results: int | None
+    n_kept: int | None
+    reward: float | None
+    error: str | None
+    created_at: float | None
+    fresh_reward: float | None
+    fresh_round: int | None
+    refinement: str
+    page: int
+    backend: str
+
+
+class AttemptRow(NamedTuple):
+    """An attempts row, every column."""
+
+    id: int
+    url: str
+    query_id: int | None
+    caption: str | None
+    outcome: str
+    reason: str | None
+    sha256: str | None
+    status_code: int | None
+    bytes: int | None
+    elapsed_s: float | None
+    created_at: float | None
+
+
+class ImageRow(NamedTuple):
+    """An images row, every column (the refreshed reward and its round last)."""
+
+    sha256: str
+    path: str
+    width: int | None
+    height: int | None
+    orig_width: int | None
+    orig_height: int | None
+    bytes: int | None
+    first_url: str | None
+    caption: str | None
+    query_id: int | None
+    round: int | None
+    reward: float | None
+    vec_id: int | None
+    added_at: float | None
+    fresh_reward: float | None
+    fresh_round: int | None
+
+
+class ScoredImage(NamedTuple):
+    """An image of earlier rounds with its freshest reward (the replay pool's stream)."""
+
+    sha256: str
+    path: str
+    caption: str | None
+    reward: float
+
+
+class RefreshItem(NamedTuple):
+    """A scored query's kept image, to be re-scored by a later encoder."""
+
+    query_id: int
+    round: int
+    concept: str
+    sha256: str
+    path: str
+    caption: str | None
+
+
+def _row(cls, r: sqlite3.Row):
+    """`cls` (a NamedTuple above) from a row, by column name: None for a column the row lacks
+    (a database written before a migration added it, opened read-only, is not migrated)."""
+    have = r.keys()
+    return cls(*(r[f] if f in have else None for f in cls._fields))
 
 
 class QueryCounts(NamedTuple):
@@ -125,11 +212,11 @@ class QueryState(NamedTuple):
     n_results: int | None
 
 
-def first_per_url(rows: Iterable[dict]) -> dict[str, dict]:
+def first_per_url(rows: Iterable[AttemptRow]) -> dict[str, AttemptRow]:
     """The first of `rows` (attempt rows, oldest first) for each URL."""
-    out: dict[str, dict] = {}
+    out: dict[str, AttemptRow] = {}
     for r in rows:
-        out.setdefault(r["url"], r)
+        out.setdefault(r.url, r)
     return out
 
 
@@ -294,10 +381,6 @@ class MetaDB:
     def round_statuses(self) -> dict[int, str]:
         return {r[0]: r[1] for r in self.conn.execute("SELECT round, status FROM rounds")}
 
-    def rounds(self) -> list[dict]:
-        rows = self.conn.execute("SELECT * FROM rounds ORDER BY round").fetchall()
-        return [dict(r) | {"info": json.loads(r["info"] or "{}")} for r in rows]
-
     # -- queries -------------------------------------------------------------------------------
     def add_query(self, round: int, concept: str, text: str, engine: str, refinement: str = "",
                   page: int = 1, backend: str = "") -> int:
@@ -318,13 +401,13 @@ class MetaDB:
         sets = ", ".join(f"{k}=?" for k in cols)
         self.conn.execute(f"UPDATE queries SET {sets} WHERE id=?", (*cols.values(), query_id))
 
-    def queries(self, round: int | None = None, status: str | None = None) -> list[dict]:
+    def queries(self, round: int | None = None, status: str | None = None) -> list[QueryRow]:
         sql, args = "SELECT * FROM queries WHERE 1=1", []
         if round is not None:
             sql, args = sql + " AND round=?", args + [round]
         if status is not None:
             sql, args = sql + " AND status=?", args + [status]
-        return [dict(r) for r in self.conn.execute(sql + " ORDER BY id", args)]
+        return [_row(QueryRow, r) for r in self.conn.execute(sql + " ORDER BY id", args)]
 
     def query_counts(self) -> QueryCounts:
         def count(where: str) -> int:
@@ -378,28 +461,29 @@ class MetaDB:
             (url, query_id, caption, str(getattr(outcome, "value", outcome)), reason, sha256, status_code,
              bytes, elapsed_s, time.time()))
 
-    def attempts_for_urls(self, urls: Iterable[str]) -> list[dict]:
+    def attempts_for_urls(self, urls: Iterable[str]) -> list[AttemptRow]:
         """Every attempt row of these URLs, oldest first."""
         urls = list(dict.fromkeys(urls))
-        rows: list[dict] = []
+        rows: list[AttemptRow] = []
         for i in range(0, len(urls), 500):
             chunk = urls[i:i + 500]
-            rows += [dict(r) for r in self.conn.execute(
+            rows += [_row(AttemptRow, r) for r in self.conn.execute(
                 f"SELECT * FROM attempts WHERE url IN ({','.join('?' * len(chunk))}) ORDER BY id", chunk)]
         return rows
 
-    def final_attempt_rows(self, urls: Iterable[str]) -> list[dict]:
+    def final_attempt_rows(self, urls: Iterable[str]) -> list[AttemptRow]:
         """Every attempt row of these URLs with a final outcome (not worth fetching again), oldest first."""
         return [r for r in self.attempts_for_urls(urls) if is_final(r)]
 
-    def final_attempts(self, urls: Iterable[str]) -> dict[str, dict]:
+    def final_attempts(self, urls: Iterable[str]) -> dict[str, AttemptRow]:
         """For each URL already attempted with a final outcome: its first such row."""
         return first_per_url(self.final_attempt_rows(urls))
 
-    def attempts(self, query_id: int | None = None) -> list[dict]:
+    def attempts(self, query_id: int | None = None) -> list[AttemptRow]:
         if query_id is None:
-            return [dict(r) for r in self.conn.execute("SELECT * FROM attempts ORDER BY id")]
-        return [dict(r) for r in self.conn.execute("SELECT * FROM attempts WHERE query_id=? ORDER BY id", (query_id,))]
+            return [_row(AttemptRow, r) for r in self.conn.execute("SELECT * FROM attempts ORDER BY id")]
+        return [_row(AttemptRow, r) for r in self.conn.execute(
+            "SELECT * FROM attempts WHERE query_id=? ORDER BY id", (query_id,))]
 
     def outcome_counts(self, query_id: int | None = None, most_first: bool = False) -> dict[str, int]:
         """Attempts by outcome, of one query or all: by outcome name, or (`most_first`) by count."""
@@ -479,14 +563,14 @@ class MetaDB:
     def has_image(self, sha256: str) -> bool:
         return self.conn.execute("SELECT 1 FROM images WHERE sha256=?", (sha256,)).fetchone() is not None
 
-    def image(self, sha256: str) -> dict | None:
+    def image(self, sha256: str) -> ImageRow | None:
         row = self.conn.execute("SELECT * FROM images WHERE sha256=?", (sha256,)).fetchone()
-        return dict(row) if row else None
+        return _row(ImageRow, row) if row else None
 
-    def images_for_query(self, query_id: int) -> list[dict]:
+    def images_for_query(self, query_id: int) -> list[ImageRow]:
         """Images this query brought in first (its `ok` attempts)."""
-        return [dict(r) for r in self.conn.execute("SELECT * FROM images WHERE query_id=? ORDER BY added_at",
-                                                   (query_id,))]
+        return [_row(ImageRow, r) for r in self.conn.execute(
+            "SELECT * FROM images WHERE query_id=? ORDER BY added_at", (query_id,))]
 
     def stored_images(self) -> list[StoredImage]:
         """Every images row, in table order."""
@@ -504,9 +588,9 @@ class MetaDB:
             "SELECT images.path FROM images JOIN queries ON images.query_id = queries.id "
             f"WHERE queries.concept = ? ORDER BY {reward} DESC LIMIT ?", (concept, limit))]
 
-    def iter_images(self, after_vec_id: int = -1) -> Iterator[dict]:
+    def iter_images(self, after_vec_id: int = -1) -> Iterator[ImageRow]:
         for r in self.conn.execute("SELECT * FROM images WHERE vec_id > ? ORDER BY vec_id", (after_vec_id,)):
-            yield dict(r)
+            yield _row(ImageRow, r)
 
     def next_vec_id(self) -> int:
         (n,) = self.conn.execute("SELECT COALESCE(MAX(vec_id), -1) + 1 FROM images").fetchone()
@@ -517,29 +601,22 @@ class MetaDB:
         n, b = self.conn.execute("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM images").fetchone()
         return int(n), int(b)
 
-    def images_in_round(self, round: int) -> list[dict]:
+    def images_in_round(self, round: int) -> list[ImageRow]:
         """Images first kept in this round, in the order they came."""
-        return [dict(r) for r in self.conn.execute(
+        return [_row(ImageRow, r) for r in self.conn.execute(
             "SELECT * FROM images WHERE round=? ORDER BY added_at", (round,))]
 
     def first_round_with_images(self) -> int | None:
         row = self.conn.execute("SELECT MIN(round) FROM images WHERE round IS NOT NULL").fetchone()
         return None if row[0] is None else int(row[0])
 
-    def best_images(self, before_round: int, limit: int) -> list[dict]:
-        """Images of earlier rounds with the highest current reward (scored ones only)."""
-        return [dict(r) for r in self.conn.execute(
-            "SELECT *, COALESCE(fresh_reward, reward) AS current_reward FROM images "
-            "WHERE round < ? AND reward IS NOT NULL ORDER BY current_reward DESC LIMIT ?",
-            (before_round, limit))]
-
-    def scored_images(self, before_round: int) -> Iterator[dict]:
-        """Images of earlier rounds with a reward, streamed (sha256, path, caption, reward: the
-        freshest one), in sha256 order."""
+    def scored_images(self, before_round: int) -> Iterator[ScoredImage]:
+        """Images of earlier rounds with a reward, streamed (reward: the freshest one), in sha256
+        order."""
         for r in self.conn.execute(
                 "SELECT sha256, path, caption, COALESCE(fresh_reward, reward) AS reward FROM images "
                 "WHERE round < ? AND reward IS NOT NULL ORDER BY sha256", (before_round,)):
-            yield dict(r)
+            yield _row(ScoredImage, r)
 
     def reward_moments(self, before_round: int) -> tuple[int, float, float]:
         """(count, mean, standard deviation) of the freshest rewards of earlier rounds' images."""
@@ -550,11 +627,10 @@ class MetaDB:
             return 0, 0.0, 0.0
         return int(n), float(mean), max(float(sq) - float(mean) ** 2, 0.0) ** 0.5
 
-    def refresh_sample(self, before_round: int, per_query: int) -> list[dict]:
+    def refresh_sample(self, before_round: int, per_query: int) -> list[RefreshItem]:
         """For each scored query of earlier rounds, up to `per_query` of the images it kept (the
-        same ones every time: lowest sha256, i.e. an arbitrary but fixed draw): rows of
-        query_id, round, concept, sha256, path, caption."""
-        return [dict(r) for r in self.conn.execute(
+        same ones every time: lowest sha256, i.e. an arbitrary but fixed draw), by query."""
+        return [_row(RefreshItem, r) for r in self.conn.execute(
             "SELECT query_id, round, concept, sha256, path, caption FROM ("
             " SELECT i.query_id, q.round, q.concept, i.sha256, i.path, i.caption,"
             "  ROW_NUMBER() OVER (PARTITION BY i.query_id ORDER BY i.sha256) AS n"

@@ -328,9 +328,9 @@ def mend_index(db, cache_dir: Path, index_path: Path, embedding: Embedding) -> s
     held = Counter(index.ids().tolist())
     unwanted, fresh = [], {}     # ids to remove; id -> vector to add
     for row in db.iter_images():
-        vid = row["vec_id"]
+        vid = row.vec_id
         try:
-            vec = embedding.fn((cache_dir / row["path"]).read_bytes())
+            vec = embedding.fn((cache_dir / row.path).read_bytes())
         except OSError:  # gone, or not a readable image: verify names it, nothing to index
             continue
         if held.get(vid) == 1 and float(np.dot(vec, index.index.reconstruct(vid))) >= SAME_IMAGE_COSINE:

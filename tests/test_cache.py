@@ -53,17 +53,17 @@ def test_db_queries_attempts_images_and_transactions(tmp_path):
         with db.transaction():  # nested joins the outer one
             db.set_query_status(q, "failed", error="boom")
         raise RuntimeError("rolled back")
-    assert db.queries()[0]["status"] == "done" and db.queries(round=0)[0]["n_kept"] == 1
+    assert db.queries()[0].status == "done" and db.queries(round=0)[0].n_kept == 1
     assert db.outcome_counts() == {"http_error": 1, "ok": 1, "timeout": 1}
     assert db.has_image("s1") and not db.has_image("s2")
-    assert [i["sha256"] for i in db.images_for_query(q)] == ["s1"]
+    assert [i.sha256 for i in db.images_for_query(q)] == ["s1"]
     final = db.final_attempts(["http://a/1", "http://a/2", "http://a/3", "http://a/4"])
     assert "http://a/1" in final and "http://a/2" in final  # a 404 is final
     assert "http://a/3" not in final and "http://a/4" not in final
     db.record_attempt("http://a/3", "ok", query_id=q)  # the same (url, query) again: replaced, not added
     assert len(db.attempts(q)) == 3
     db.set_image_rewards({"s1": 0.5})
-    assert db.image("s1")["reward"] == 0.5
+    assert db.image("s1").reward == 0.5
     assert db.get_search_results("ddgs", "tulip") is None
     db.put_search_results("ddgs", "tulip", [{"image": "http://x"}])
     assert db.get_search_results("ddgs", "tulip") == [{"image": "http://x"}]
@@ -102,7 +102,7 @@ def test_an_image_whose_vec_id_is_taken_rolls_back_with_its_ok_attempt(keeps):
                     db.record_attempt(f"http://a/{n}", "ok", sha256=f"s{sha}")
                     db.add_image(f"s{sha}", f"images/s{sha}.jpg", 8, 8, 8, 8, vec_id=vec_id)
             except sqlite3.IntegrityError:
-                assert db.image(f"s{sha}") is None or db.image(f"s{sha}")["vec_id"] != vec_id
+                assert db.image(f"s{sha}") is None or db.image(f"s{sha}").vec_id != vec_id
         lost = db.conn.execute("SELECT COUNT(*) FROM attempts a LEFT JOIN images i ON i.sha256 = a.sha256 "
                                "WHERE i.sha256 IS NULL").fetchone()[0]
         db.close()

@@ -67,7 +67,7 @@ def test_every_item_gets_one_outcome_and_refetch_downloads_nothing(tmp_path, poo
         assert sum(db.outcome_counts().values()) == len(attempts)
         assert db.image_stats()[0] == 2 and len(cache.index) == 2
         for row in db.iter_images():
-            assert (tmp_path / row["path"]).exists() and row["orig_width"] in (150, 300)
+            assert (tmp_path / row.path).exists() and row.orig_width in (150, 300)
         first_hits = dict(hits)
         assert first_hits["/a.jpg"] == 1 and first_hits["/missing.jpg"] == 1
 
@@ -139,7 +139,7 @@ def test_a_url_found_by_two_queries_is_fetched_once(tmp_path):
     assert hits == {"/x.jpg": 1}
     assert {a.query_id: a.outcome for a in attempts} == {1: UrlOutcome.OK, 2: UrlOutcome.DUPLICATE}
     assert cache.db.outcome_counts(query_id=2) == {"duplicate": 1}
-    assert [r["sha256"] for r in cache.db.attempts(2)] == [a.sha256 for a in attempts if a.query_id == 1]
+    assert [r.sha256 for r in cache.db.attempts(2)] == [a.sha256 for a in attempts if a.query_id == 1]
     cache.close()
 
 

@@ -299,12 +299,12 @@ def test_the_loop_sends_a_reask_with_its_page_and_backend_and_records_it():
         rows = ex.db.queries(round=1)
         outcomes = ex.score_round(1, {})
         ex.db.close()
-    again = [r for r in rows if r["refinement"]]
-    assert len(again) == 2 and {r["concept"] for r in again} == set(CONCEPTS[:2])
+    again = [r for r in rows if r.refinement]
+    assert len(again) == 2 and {r.concept for r in again} == set(CONCEPTS[:2])
     for r in again:
-        assert (r["text"], r["page"], r["backend"]) in engine.calls
-        assert r["refinement"] == ("page:2" if r["page"] == 2 else f"backend:{r['backend']}")
-    assert sorted(o.refinement for o in outcomes if o.refinement) == sorted(r["refinement"] for r in again)
+        assert (r.text, r.page, r.backend) in engine.calls
+        assert r.refinement == ("page:2" if r.page == 2 else f"backend:{r.backend}")
+    assert sorted(o.refinement for o in outcomes if o.refinement) == sorted(r.refinement for r in again)
 
 
 # -- what the user reads -------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import hashlib
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -104,7 +105,7 @@ def test_refresh_gives_every_scored_query_what_the_current_encoder_says(layout, 
             of_round = [q for q in queries if q["round"] == round_]
             means = {}
             for q in of_round:
-                shas = sorted(r["sha256"] for r in ex.db.images_for_query(q["id"]))[:per_query]
+                shas = sorted(r.sha256 for r in ex.db.images_for_query(q["id"]))[:per_query]
                 if shas:
                     means[q["id"]] = float(np.mean([encoder_reward(s, 99) for s in shas]))
             floor = min(means.values()) if means else ex.cfg.reward.floor
@@ -162,7 +163,7 @@ def test_the_policy_is_conditioned_on_refreshed_rewards(tmp_path):
     policy = make_policy("gp", concepts, emb, cfg.policy, seed=1)
     ex = explorer_for(tmp_path, learner, policy, "reward.refresh_every=1")
     fill(ex.db, [[2, 3, 1, 2]], learner)
-    old = {q["concept"]: q["reward"] for q in ex.db.queries()}
+    old = {q.concept: q.reward for q in ex.db.queries()}
     policy.update(outcomes(0, lambda i: old[f"concept 0-{i}"]))
     learner.version = 5
     fresh = asyncio.run(ex.refresh_rewards(1))
@@ -203,28 +204,35 @@ def test_replay_is_drawn_by_fresh_reward_not_cut_at_the_top(tmp_path):
     assert sum(counts[s] for s in best) > 2 * sum(counts[s] for s in worst)
 
 
+class Row(NamedTuple):
+    """A streamed row as sample_replay reads it (its `reward`), with an id to tell it by."""
+
+    id: int
+    reward: float
+
+
 @settings(max_examples=60, deadline=None)
 @given(rewards=st.lists(st.floats(-5, 5), min_size=1, max_size=300), n=st.integers(0, 400),
        temperature=st.floats(0.05, 10), seed=st.integers(0, 2**16))
 def test_sample_replay_draws_distinct_rows_from_a_stream(rewards, n, temperature, seed):
-    stream = ({"id": i, "reward": r} for i, r in enumerate(rewards))   # read once, never held
+    stream = (Row(i, r) for i, r in enumerate(rewards))   # read once, never held
     drawn = sample_replay(stream, n, temperature, float(np.mean(rewards)), float(np.std(rewards)),
                           np.random.default_rng(seed))
-    ids = [d["id"] for d in drawn]
+    ids = [d.id for d in drawn]
     assert len(ids) == min(n, len(rewards)) and len(set(ids)) == len(ids)
 
 
 def test_sample_replay_inclusion_grows_with_reward():
     """Two halves, low and high: each high row is drawn more often than each low one, and a
     higher temperature evens them out."""
-    rows_ = [{"id": i, "reward": float(i >= 50)} for i in range(100)]
+    rows_ = [Row(i, float(i >= 50)) for i in range(100)]
 
     def high_share(temperature):
         rng = np.random.default_rng(0)
         hits = np.zeros(100)
         for _ in range(200):
             for d in sample_replay(iter(rows_), 20, temperature, 0.5, 0.5, rng):
-                hits[d["id"]] += 1
+                hits[d.id] += 1
         assert hits[:50].sum() > 0                           # low rows are still drawn
         return hits[50:].sum() / hits.sum()
 

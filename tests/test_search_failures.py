@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from cache.db import MetaDB
+from cache.db import MetaDB, QueryRow
 from explorer.config import Config, apply_overrides
 from explorer.engines.base import Engine, SearchOutcome, SearchWatch
 from explorer.errors import SearchUnavailable
@@ -68,7 +68,7 @@ async def one_round(ex: Explorer, round_: int):
     return outcomes
 
 
-def rows(ex: Explorer) -> list[dict]:
+def rows(ex: Explorer) -> list[QueryRow]:
     return ex.db.queries()
 
 
@@ -90,31 +90,31 @@ def test_a_failed_search_is_no_evidence_and_is_asked_again_after_a_backoff(faili
             for r in range(rounds):
                 await one_round(ex, r)
                 # after each round: a concept whose search waits for a retry is not asked
-                waiting = {q["concept"] for q in ex.db.queries(status="retry")}
+                waiting = {q.concept for q in ex.db.queries(status="retry")}
                 assert not any(ex.policy.asked[ex.policy.index[c]] for c in waiting)
         asyncio.run(go())
         all_rows = rows(ex)
         ex.db.close()
 
-    answered = [q for q in all_rows if q["status"] not in ("failed", "retry")]
-    failed = [q for q in all_rows if q["status"] in ("failed", "retry")]
-    assert all(q["reward"] is None and q["n_kept"] is None for q in failed)
-    assert all(q["reward"] is not None for q in answered)
+    answered = [q for q in all_rows if q.status not in ("failed", "retry")]
+    failed = [q for q in all_rows if q.status in ("failed", "retry")]
+    assert all(q.reward is None and q.n_kept is None for q in failed)
+    assert all(q.reward is not None for q in answered)
     # one observation per answered query, none per failed one
-    assert sorted(ex.policy.obs_concept) == sorted(ex.policy.index[q["concept"]] for q in answered)
-    by_text: dict[str, list[dict]] = {}
+    assert sorted(ex.policy.obs_concept) == sorted(ex.policy.index[q.concept] for q in answered)
+    by_text: dict[str, list[QueryRow]] = {}
     for q in all_rows:
-        by_text.setdefault(q["text"], []).append(q)
+        by_text.setdefault(q.text, []).append(q)
     for text, chain in by_text.items():
         for k, (q, nxt) in enumerate(zip(chain, chain[1:]), start=1):
-            assert q["status"] == "failed" and q["error"], "only a failure is asked again"
-            assert 1 <= nxt["round"] - q["round"] <= 2 ** (k - 1), (text, chain)
+            assert q.status == "failed" and q.error, "only a failure is asked again"
+            assert 1 <= nxt.round - q.round <= 2 ** (k - 1), (text, chain)
         last = chain[-1]
-        if last["status"] == "retry":        # still waiting: its turn is after the last round
-            assert last["round"] + 2 ** (len(chain) - 1) >= rounds
+        if last.status == "retry":        # still waiting: its turn is after the last round
+            assert last.round + 2 ** (len(chain) - 1) >= rounds
         assert len(chain) <= 1 + 2, "asked again more than crawl.search_reasks times"
-        if len(chain) == 3 and last["status"] in ("failed", "retry"):
-            assert last["status"] == "failed", "given up after crawl.search_reasks"
+        if len(chain) == 3 and last.status in ("failed", "retry"):
+            assert last.status == "failed", "given up after crawl.search_reasks"
 
 
 def test_an_empty_answer_is_an_observation_a_failure_is_not():
@@ -130,7 +130,7 @@ def test_an_empty_answer_is_an_observation_a_failure_is_not():
         ex.engine = ScriptedEngine(lambda text, n: text == CONCEPTS[0] and n == 0,
                                    empty={CONCEPTS[1]})
         outcomes = asyncio.run(one_round(ex, 0))
-        status = {q["concept"]: q["status"] for q in rows(ex)}
+        status = {q.concept: q.status for q in rows(ex)}
         ex.db.close()
     assert {o.concept for o in outcomes} == set(CONCEPTS[1:4])
     assert [o.reward for o in outcomes if o.concept == CONCEPTS[1]] == [ex.cfg.reward.floor]
@@ -204,7 +204,7 @@ def test_past_patience_the_crawl_stops_with_one_line_and_the_queries_stay_pendin
                           "crawl.search_pause_s=0.05", "crawl.queries_per_round=12")
         with pytest.raises(SearchUnavailable) as e:
             asyncio.run(ex.crawl_round(0))
-        statuses = [q["status"] for q in rows(ex)]
+        statuses = [q.status for q in rows(ex)]
         kinds = [ev["kind"] for ev in ex.db.events()]
         ex.db.close()
     assert len(str(e.value).splitlines()) == 1 and "exit code 3" in str(e.value)

@@ -64,7 +64,7 @@ def assert_one_outcome_per_url(result, kept: list[str], cache_dir: Path) -> None
         db.close()
     by_url: dict[str, list] = {}
     for row in rows:
-        by_url.setdefault(row["url"], []).append(row["outcome"])
+        by_url.setdefault(row.url, []).append(row.outcome)
     assert set(by_url) == set(kept)
     for url, outcomes in by_url.items():
         assert len(outcomes) == 1 and outcomes[0] in OUTCOMES, (url, outcomes)
@@ -156,7 +156,7 @@ def test_a_list_of_known_garbage_ends_normally(web, pool, tmp_path):
     assert len(kept) == len(listed)
     outcomes = MetaDB(tmp_path / "cache" / "explore.db")
     try:
-        got = {r["url"]: r["outcome"] for r in outcomes.attempts_for_urls(kept)}
+        got = {r.url: r.outcome for r in outcomes.attempts_for_urls(kept)}
     finally:
         outcomes.close()
     assert all(got[u] == "forbidden_address" for u in listeners), got

@@ -229,8 +229,8 @@ def test_repair_mends_every_race_damage_to_a_clean_cache(clean_cache):
                     if j in fileless:  # nothing to restore from: the next fetch gets it again
                         assert not db.has_image(sha) and not db.final_attempts([url]), url
                     else:
-                        assert db.image(sha)["first_url"] == url
-                        assert db.final_attempts([url])[url]["outcome"] == "ok"
+                        assert db.image(sha).first_url == url
+                        assert db.final_attempts([url])[url].outcome == "ok"
                 assert db.image_stats()[0] == n - len(fileless)
             assert repair(d, embedding=CHEAP_EMBEDDING) == []  # mended: nothing more to do
 

@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from cache.db import MetaDB, WriterBusy, WriterLock, first_per_url
+from cache.db import AttemptRow, MetaDB, WriterBusy, WriterLock, first_per_url
 from cache.index import VectorIndex
 from cache.paths import db_path_for, index_path_for
 from cache.store import ImageStore, StoreError
@@ -160,7 +160,7 @@ class Crawler:
             await asyncio.gather(*(event.wait() for event in busy))
         rows = self.db.final_attempt_rows(it.url for it in items)
         prior = first_per_url(rows)
-        mine = {(r["url"], r["query_id"]): r for r in rows}
+        mine = {(r.url, r.query_id): r for r in rows}
         attempts: list[UrlAttempt] = []
         to_fetch: dict[str, CrawlItem] = {}       # one request per URL, however many queries found it
         followers: list[CrawlItem] = []           # same URL as an item fetched now, another query
@@ -185,7 +185,7 @@ class Crawler:
                     event.set()
             attempts += fetched
             by_url = {a.url: a for a in fetched}
-            answered += [self._from_row(it, vars(by_url[it.url]), recorded_before=False) for it in followers]
+            answered += [self._from_row(it, by_url[it.url], recorded_before=False) for it in followers]
         if answered:
             with self.db.transaction():
                 for a in answered:
@@ -355,35 +355,36 @@ class Crawler:
                                sha256=a.sha256, status_code=a.status_code, bytes=a.bytes, elapsed_s=a.elapsed_s)
 
     @staticmethod
-    def _from_row(item: CrawlItem, row: dict, recorded_before: bool) -> UrlAttempt:
-        """An item answered by an earlier attempt of its URL (no network)."""
-        outcome = UrlOutcome(row["outcome"])
-        row = {**row, "outcome": outcome.value}
+    def _from_row(item: CrawlItem, row: AttemptRow | UrlAttempt, recorded_before: bool) -> UrlAttempt:
+        """An item answered by an earlier attempt of its URL (no network): its attempts row, or
+        the attempt made now of the same URL for another query."""
+        outcome = UrlOutcome(row.outcome)
         if recorded_before:
-            return UrlAttempt(url=item.url, outcome=outcome, reason=row["reason"] or "", query_id=item.query_id,
-                           caption=row["caption"] or "", sha256=row["sha256"], status_code=row["status_code"] or 0,
-                           bytes=row["bytes"] or 0, elapsed_s=row["elapsed_s"] or 0.0, recorded_before=True)
+            return UrlAttempt(url=item.url, outcome=outcome, reason=row.reason or "", query_id=item.query_id,
+                           caption=row.caption or "", sha256=row.sha256, status_code=row.status_code or 0,
+                           bytes=row.bytes or 0, elapsed_s=row.elapsed_s or 0.0, recorded_before=True)
+        earlier = outcome.value
         if outcome == UrlOutcome.OK:
             outcome = UrlOutcome.DUPLICATE
-        return UrlAttempt(url=item.url, outcome=outcome, reason=f"URL already fetched ({row['outcome']})",
-                       query_id=item.query_id, caption=item.caption, sha256=row["sha256"],
-                       status_code=row["status_code"] or 0)
+        return UrlAttempt(url=item.url, outcome=outcome, reason=f"URL already fetched ({earlier})",
+                       query_id=item.query_id, caption=item.caption, sha256=row.sha256,
+                       status_code=row.status_code or 0)
 
     # -- recovery ------------------------------------------------------------------------------
     def reconcile_index(self) -> int:
         """Add to the index the images the DB has but the index lacks (a crash between DB commit
         and index save); returns how many were added."""
         have = set(self.index.ids().tolist())
-        missing = [r for r in self.db.iter_images() if r["vec_id"] is not None and r["vec_id"] not in have]
+        missing = [r for r in self.db.iter_images() if r.vec_id is not None and r.vec_id not in have]
         if not missing:
             return 0
         if self.embed_fn is not None:
-            cands = [Candidate(r["sha256"], self.store.read(r["sha256"]), r["width"], r["height"],
-                               r["orig_width"], r["orig_height"]) for r in missing]
+            cands = [Candidate(r.sha256, self.store.read(r.sha256), r.width, r.height,
+                               r.orig_width, r.orig_height) for r in missing]
             vecs = np.asarray(self.embed_fn(cands), np.float32)
         else:
-            vecs = np.stack([images.embed_bytes(self.store.read(r["sha256"])) for r in missing])
-        self.index.add(vecs, np.asarray([r["vec_id"] for r in missing]))
+            vecs = np.stack([images.embed_bytes(self.store.read(r.sha256)) for r in missing])
+        self.index.add(vecs, np.asarray([r.vec_id for r in missing]))
         return len(missing)
 
 

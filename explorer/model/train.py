@@ -30,6 +30,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from cache.atomic import atomic_write
+from cache.db import ScoredImage
 from explorer.config import Config, apply_overrides
 from explorer.errors import BadCheckpoint, CheckpointNotSaved, first_line
 from explorer.model.mug import MUG
@@ -59,20 +60,20 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> flo
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def sample_replay(rows: Iterable[dict], n: int, temperature: float, mean: float, std: float,
-                  rng: np.random.Generator) -> list[dict]:
+def sample_replay(rows: Iterable[ScoredImage], n: int, temperature: float, mean: float, std: float,
+                  rng: np.random.Generator) -> list[ScoredImage]:
     """The replay pool: n of `rows` drawn without replacement with p ∝ exp(z / τ), z the row's
-    "reward" z-scored by (mean, std) of all of them: high rewards are favoured, low ones still
+    `reward` z-scored by (mean, std) of all of them: high rewards are favoured, low ones still
     picked now and then (a hard top-k would replay one narrow band, scored by encoders since
     moved on). Gumbel top-k over a stream: holds n rows at a time, whatever the stream's length.
     Returns the drawn rows, highest key first."""
     if n <= 0:
         return []
     scale = max(float(std), 1e-12) * max(float(temperature), 1e-12)
-    heap: list[tuple[float, int, dict]] = []
+    heap: list[tuple[float, int, ScoredImage]] = []
     seen, rows = 0, iter(rows)
     while chunk := list(itertools.islice(rows, 4096)):   # Gumbel draws a chunk at a time
-        reward = np.fromiter((float(r["reward"]) for r in chunk), np.float64, len(chunk))
+        reward = np.fromiter((float(r.reward) for r in chunk), np.float64, len(chunk))
         keys = (reward - mean) / scale + rng.gumbel(size=len(chunk))
         floor = heap[0][0] if len(heap) >= n else -np.inf   # keys below it cannot enter
         for j in np.flatnonzero(keys > floor).tolist():

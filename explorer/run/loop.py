@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from rich.console import Console
 
+from cache.db import ImageRow, QueryRow, RefreshItem, ScoredImage
 from explorer.config import Config
 from explorer.crawl.crawler import CrawlItem
 from explorer.engines.base import SearchWatch
@@ -164,7 +165,7 @@ class Explorer:
         queries = self.db.queries(round=round_)
         # a resumed round keeps the queries it already chose, and asks its failed ones again at
         # once (the run may have stopped because the engine was unavailable)
-        todo = [q for q in queries if q["status"] in ("pending", "searched", "retry")]
+        todo = [q for q in queries if q.status in ("pending", "searched", "retry")]
         if not queries:
             self.choose_queries(round_)
             queries = self.db.queries(round=round_)
@@ -179,22 +180,22 @@ class Explorer:
             async with semaphore:
                 if not watch.admit():
                     return "skipped"  # stays pending: asked once the pause is over
-                outcome = await self.engine.search(q["text"], self.cfg.crawl.results_per_query,
-                                                   page=q["page"], backend=q["backend"])
+                outcome = await self.engine.search(q.text, self.cfg.crawl.results_per_query,
+                                                   page=q.page, backend=q.backend)
             if outcome.error and not outcome.results:
                 watch.failed(outcome.error)
                 self.search_failed(q, outcome)
                 return "failed"
             watch.answered()   # an answer with no results is one too: the concept gives nothing
-            self.db.set_query_status(q["id"], "searched", n_results=len(outcome.results))
+            self.db.set_query_status(q.id, "searched", n_results=len(outcome.results))
             self.progress.searched(len(outcome.results))
-            items = [CrawlItem(r.image, r.title, q["id"], round_) for r in outcome.results]
+            items = [CrawlItem(r.image, r.title, q.id, round_) for r in outcome.results]
             attempts = await self.crawler.crawl(items)
             fetched += len(attempts)
             self.progress.fetched(len(attempts))
             if any(a.outcome == UrlOutcome.DISK_FULL for a in attempts):
                 return "answered"  # stays "searched": a resumed run fetches these once space returns
-            self.db.set_query_status(q["id"], "done")
+            self.db.set_query_status(q.id, "done")
             return "answered"
 
         while todo:  # until every query is asked: skipped ones (engine down, or behind a probe) again
@@ -219,11 +220,11 @@ class Explorer:
         # a waiting query is not asked, so the policy may pick it itself: then it is asked now
         chosen = {(q.concept, q.refinement) for q in picked}
         again += [q for q in self.db.queries(status="retry")
-                  if (q["concept"], q["refinement"]) in chosen and q not in again]
+                  if (q.concept, q.refinement) in chosen and q not in again]
         with self.db.transaction():
             for q in again:   # the old row stays as the record of a failure
-                self.db.set_query_status(q["id"], "failed")
-                if (q["concept"], q["refinement"]) not in chosen:
+                self.db.set_query_status(q.id, "failed")
+                if (q.concept, q.refinement) not in chosen:
                     self.add_query(round_, as_query(q))
             for q in picked:
                 self.add_query(round_, q)
@@ -232,25 +233,25 @@ class Explorer:
         self.db.add_query(round_, q.concept, q.text, self.engine.name, refinement=q.refinement,
                           page=q.page, backend=q.backend)
 
-    def failures_of(self, q: dict) -> int:
+    def failures_of(self, q: QueryRow) -> int:
         """How many times the search `q` asks (its text, page and backend) has failed in this run."""
-        key = (q["text"], q["page"], q["backend"])
+        key = (q.text, q.page, q.backend)
         return sum(1 for status in ("failed", "retry") for r in self.db.queries(status=status)
-                   if (r["text"], r["page"], r["backend"]) == key)
+                   if (r.text, r.page, r.backend) == key)
 
-    def due_retries(self, round_: int) -> list[dict]:
+    def due_retries(self, round_: int) -> list[QueryRow]:
         """Failed searches to ask again in `round_`: the k-th failure waits 2**(k-1) rounds."""
         return [q for q in self.db.queries(status="retry")
-                if round_ - q["round"] >= 2 ** min(self.failures_of(q) - 1, 6)]
+                if round_ - q.round >= 2 ** min(self.failures_of(q) - 1, 6)]
 
-    def search_failed(self, q: dict, outcome) -> None:
+    def search_failed(self, q: QueryRow, outcome) -> None:
         """No answer is no evidence: the query gets no reward, the policy no observation and the
         concept (or refinement) is not asked; it is asked again in a later round,
         `crawl.search_reasks` times."""
         again = self.failures_of(q) < self.cfg.crawl.search_reasks
-        self.db.set_query_status(q["id"], "retry" if again else "failed", error=outcome.error,
+        self.db.set_query_status(q.id, "retry" if again else "failed", error=outcome.error,
                                  n_results=0)
-        self.db.log_event("search_failed", query=q["text"], refinement=q["refinement"],
+        self.db.log_event("search_failed", query=q.text, refinement=q.refinement,
                           error=outcome.error, attempts=outcome.attempts, again=again)
         if again:
             self.policy.search_failed([as_query(q)])
@@ -281,11 +282,11 @@ class Explorer:
         replay = [self._triple(r) for r in self.replay_rows(round_)]
         return RoundImages(candidates, replay)
 
-    def _triple(self, row: dict) -> tuple[str, str, str]:
+    def _triple(self, row: ImageRow | ScoredImage | RefreshItem) -> tuple[str, str, str]:
         """(sha256, path, caption) of an image row, as the learner takes it."""
-        return row["sha256"], str(self.crawler.store.root / row["path"]), row["caption"] or ""
+        return row.sha256, str(self.crawler.store.root / row.path), row.caption or ""
 
-    def replay_rows(self, round_: int) -> list[dict]:
+    def replay_rows(self, round_: int) -> list[ScoredImage]:
         """Up to train.replay_size images of earlier rounds, drawn with p ∝ exp(z/τ) of their
         freshest reward (explorer.model.train.sample_replay); the same draw for a resumed round."""
         from explorer.model.train import sample_replay
@@ -308,12 +309,12 @@ class Explorer:
             return {}
         started = time.monotonic()
         sample = self.db.refresh_sample(before_round=round_, per_query=self.cfg.reward.refresh_per_query)
-        items = {r["sha256"]: self._triple(r) for r in sample}
+        items = {r.sha256: self._triple(r) for r in sample}
         for row in self.replay_rows(round_):
-            items.setdefault(row["sha256"], self._triple(row))
+            items.setdefault(row.sha256, self._triple(row))
         image_reward = await asyncio.to_thread(self.learner.score, list(items.values()),
                                                self.background_paths())
-        queries = [q for q in self.db.queries() if q["round"] < round_ and q["reward"] is not None]
+        queries = [q for q in self.db.queries() if q.round < round_ and q.reward is not None]
         query_reward = self.fresh_query_rewards(queries, sample, image_reward)
         with self.db.transaction():
             self.db.set_fresh_rewards(round_, image_reward, query_reward)
@@ -321,15 +322,15 @@ class Explorer:
                               queries=len(query_reward), seconds=time.monotonic() - started)
         return observation_rewards(queries, query_reward)
 
-    def fresh_query_rewards(self, queries: list[dict], sample: list[dict],
+    def fresh_query_rewards(self, queries: list[QueryRow], sample: list[RefreshItem],
                             image_reward: dict[str, float]) -> dict[int, float]:
         """r(query) from its sampled images' fresh rewards; the floor, on the fresh scale and
         per round as in `score_round`, for a query that kept none."""
-        per_query: dict[int, list[float]] = {q["id"]: [] for q in queries}
+        per_query: dict[int, list[float]] = {q.id: [] for q in queries}
         for row in sample:
-            if row["query_id"] in per_query and row["sha256"] in image_reward:
-                per_query[row["query_id"]].append(image_reward[row["sha256"]])
-        return query_rewards_by_round(per_query, {q["id"]: q["round"] for q in queries},
+            if row.query_id in per_query and row.sha256 in image_reward:
+                per_query[row.query_id].append(image_reward[row.sha256])
+        return query_rewards_by_round(per_query, {q.id: q.round for q in queries},
                                       self.cfg.reward)
 
     def update_policy(self, outcomes: list[QueryOutcome], fresh: dict[tuple[str, int, str], float]) -> None:
@@ -351,7 +352,7 @@ class Explorer:
         if first is None:
             return []
         root = self.crawler.store.root
-        return [str(root / row["path"]) for row in self.db.images_in_round(first)[:n]]
+        return [str(root / row.path) for row in self.db.images_in_round(first)[:n]]
 
     def score_round(self, round_: int, image_reward: dict[str, float]) -> list[QueryOutcome]:
         """Turn the learner's image rewards into per-query rewards, stored in the database."""
@@ -359,20 +360,20 @@ class Explorer:
         outcomes = []
         per_query: dict[int, list[float]] = {}
         # a failed search is not scored: no answer is no evidence that the concept is useless
-        queries = [q for q in self.db.queries(round=round_) if q["status"] not in UNANSWERED]
+        queries = [q for q in self.db.queries(round=round_) if q.status not in UNANSWERED]
         for q in queries:
-            shas = [row["sha256"] for row in self.db.images_for_query(q["id"])]
-            per_query[q["id"]] = [image_reward[s] for s in shas if s in image_reward]
+            shas = [row.sha256 for row in self.db.images_for_query(q.id)]
+            per_query[q.id] = [image_reward[s] for s in shas if s in image_reward]
         rewards = round_query_rewards(per_query, self.cfg.reward)
         with self.db.transaction():
             for q in queries:
-                r = rewards[q["id"]]
-                kept = len(per_query[q["id"]])
-                self.db.set_query_status(q["id"], q["status"], reward=r, n_kept=kept)
-                outcomes.append(QueryOutcome(concept=q["concept"], text=q["text"], round=round_,
-                                             n_results=q["n_results"] or 0, n_kept=kept, reward=r,
-                                             image_rewards=per_query[q["id"]],
-                                             refinement=q["refinement"]))
+                r = rewards[q.id]
+                kept = len(per_query[q.id])
+                self.db.set_query_status(q.id, q.status, reward=r, n_kept=kept)
+                outcomes.append(QueryOutcome(concept=q.concept, text=q.text, round=round_,
+                                             n_results=q.n_results or 0, n_kept=kept, reward=r,
+                                             image_rewards=per_query[q.id],
+                                             refinement=q.refinement))
         return outcomes
 
     def _report(self, round_, crawled, outcomes, trained, seconds) -> RoundReport:
@@ -384,22 +385,21 @@ class Explorer:
             mean_reward=float(np.mean(rewards)) if rewards else math.nan, best=best,
             train=trained,
             knn_acc=trained.get("knn_acc"), seconds=seconds,
-            failed_queries=sum(1 for q in self.db.queries(round=round_) if q["status"] in UNANSWERED),
+            failed_queries=sum(1 for q in self.db.queries(round=round_) if q.status in UNANSWERED),
             outcomes=self.db.outcome_counts_for_round(round_),
         )
 
 
-def as_query(row: dict) -> Query:
+def as_query(row: QueryRow) -> Query:
     """A queries row as the policy's Query."""
-    return Query(row["concept"], row["text"], row["refinement"], page=row["page"],
-                 backend=row["backend"])
+    return Query(row.concept, row.text, row.refinement, page=row.page, backend=row.backend)
 
 
-def observation_rewards(queries: list[dict], query_reward: dict[int, float]) -> dict[tuple[str, int, str], float]:
+def observation_rewards(queries: list[QueryRow], query_reward: dict[int, float]) -> dict[tuple[str, int, str], float]:
     """Query rewards keyed as the policy's observations are, (concept, round, refinement); the
     mean where one was asked more than once in a round."""
     by_key: dict[tuple[str, int, str], list[float]] = {}
     for q in queries:
-        if q["id"] in query_reward:
-            by_key.setdefault((q["concept"], q["round"], q["refinement"]), []).append(query_reward[q["id"]])
+        if q.id in query_reward:
+            by_key.setdefault((q.concept, q.round, q.refinement), []).append(query_reward[q.id])
     return {key: float(np.mean(r)) for key, r in by_key.items()}
