@@ -241,14 +241,16 @@ def test_politeness_delay_spaces_requests_to_one_host():
     app.router.add_get("/{n}", stamp)
 
     async def go(port):
-        async with Downloader(cfg(politeness_delay_s=0.05), [f"127.0.0.1:{port}"]) as d:
+        async with Downloader(cfg(politeness_delay_s=0.2), [f"127.0.0.1:{port}"]) as d:
             return await asyncio.gather(*(d.fetch(f"http://127.0.0.1:{port}/{i}") for i in range(3)))
 
     with serve(app) as port:
         results = asyncio.run(go(port))
     assert all(r.body == JPEG for r in results)
     gaps = sorted(b - a for a, b in zip(sorted(times), sorted(times)[1:]))
-    assert gaps[0] >= 0.04
+    # (stamped where they arrive: a busy machine can delay one arrival and so shorten a gap by some
+    # tens of ms; a delay of 0.2 s keeps the check about the spacing, not that jitter)
+    assert gaps[0] >= 0.12
 
 
 # -- hosts the URL parser folds into IP literals -------------------------------------------------
