@@ -15,6 +15,21 @@ cumulative relevant images (training mode when run, else fixed).
 Arms that re-ask also print, by kind of query (first ask, page, backend, descriptor), how many
 were asked and the relevant and kept images each brought on average.
 
+Measured 2026-12-02, session 7 (shared 2-core CPU machine, bench/e2e.py running beside it),
+sandbox.looks=shared (backdrops and palettes shared by every family: only shape and texture
+tell the target's pictures apart), 8 rounds x 16 queries x 35 results, seed 0, relevant / kept:
+  fixed (untrained) encoder  `--modes fixed --policies gp,random --looks shared`
+    gp      77 / 4100   random 242 / 4329   gp/random=0.32 (same command, --looks family: gp 1977 / 3813)
+  trained (30 MUG steps a round)  `--modes train --policies gp,random --looks shared`
+    gp     190 / 4121   random 242 / 4330   gp/random=0.79
+  rewards from a frozen encoder pretrained here (tiny-64, 8 rounds x 150 MUG steps of `explore
+  run` on another shared-looks world, sandbox.seed=7, random policy; its k-NN on the target
+  24%): `--modes fixed --policies gp --looks shared --set reward.encoder=file:CKPT`
+    gp     143 / 4257   (gp/random=0.59)
+  Where colour does not give the family away, an encoder trained from scratch at this budget
+  gives rewards that do not steer (gp below random); a few CPU minutes of pretraining on such
+  pictures do not change that. The remedy needs real pretrained weights (reward.encoder=timm:NAME
+  or model.init), which cannot be downloaded on this machine: not measured here.
 Measured 2026-12-02, session 6 (shared 2-core CPU machine; fixed encoder, 16 queries x 35
 results a round, page size 35; each arm its own command, e.g. `python bench/policy.py --modes
 fixed --policies gp --rounds 20 --seed 0`), cumulative relevant / kept:
