@@ -62,13 +62,15 @@ k-NN 100% / 10%, relevant/kept:
   re-asks moved the figures of the 10 x 120 budget above; that comparison was not rerun.
 Session 7 (2026-12-02; decontamination's copy hash on by default, the sandbox web now re-posting
 every test image; the machine shared with other benchmarks), `python bench/e2e.py --rounds 10
---steps 120 --seeds 0,1,2 --arms explore,random,target-only --log e2e.jsonl` (seed 1's
-target-only and seed 2 not finished) and `--seeds 0 --arms explore,random,target-only,oracle`
+--steps 120 --seeds 0,1,2 --arms explore,random,target-only --log e2e.jsonl` (seed 2 not
+run) and `--seeds 0 --arms explore,random,target-only,oracle`
 on the same log, linear 100% / 10%, k-NN 100% / 10%, relevant/kept:
   seed 0  target-only 50.4 / 25.7  35.1 / 23.1     0/0      random 51.0 / 24.6  31.5 / 15.7   210/3692
           explore     59.9 / 30.7  39.9 / 20.5  1892/3280 (58%)  oracle 55.6 / 28.3  35.0 / 18.3  1628/3368
-  seed 1  random      53.5 / 28.0  31.0 / 18.7   289/3654  explore 61.3 / 32.7  37.5 / 21.3  2054/3240 (63%)
-  explore-vs-random=+8.9 (seed 0), +7.8 (seed 1); explore-vs-target-only=+9.5 (seed 0);
+  seed 1  target-only 51.7 / 30.3  30.8 / 22.1     0/0      random 53.5 / 28.0  31.0 / 18.7   289/3654
+          explore     61.3 / 32.7  37.5 / 21.3  2054/3240 (63%)
+  explore-vs-random=+8.9, +7.8 (seeds 0, 1); explore-vs-target-only=+9.5, +9.6 (sessions 2-3,
+  seeds 0-3: +2.7 and +7.5 on average: neither fell);
   explore-vs-oracle=+4.3 (seed 0): explore's crawl is more relevant than the oracle's (58% vs
   48%: the oracle asks every relevant concept alike, explore the ones its rewards favour), so
   the policy is not what limits the figures here.
