@@ -200,6 +200,14 @@ def view_valid(grey: np.ndarray, view: View) -> np.ndarray | None:
     return _valid(_turn(grey, view.angle)[1], view)
 
 
+def view_mismatch(grey: np.ndarray, view: View, bits: np.ndarray,
+                  turned: tuple[Image.Image, Image.Image | None] | None = None) -> float:
+    """`mismatch` of a crawled copy hash (`bits`) and one view of a test image's grey copy, its
+    picture turned once for its detail and its mask (`turned`: _turn's, where the caller has it)."""
+    src, inside = turned if turned is not None else _turn(grey, view.angle)
+    return mismatch(detail(_cut(src, view)), bits, _valid(inside, view))
+
+
 def _turn(grey: np.ndarray, angle: float) -> tuple[Image.Image, Image.Image | None]:
     """The grey copy turned by `angle` degrees (its uncovered corners filled with its mean), and
     where the turned picture is (255) and is not (0); the copy itself and None for no turn."""
@@ -257,8 +265,7 @@ def refine(grey: np.ndarray, view: View, bits: np.ndarray, score: float) -> floa
     def mismatch_of(v: View) -> float:
         if v.angle not in turned:
             turned[v.angle] = _turn(grey, v.angle)
-        src, inside = turned[v.angle]
-        return mismatch(detail(_cut(src, v)), bits, _valid(inside, v))
+        return view_mismatch(grey, v, bits, turned[v.angle])
 
     box, angle, evals = list(view.box), view.angle, 0
     params = 5 if view.angle else 4  # (a crop window is not searched for a turn: few copies are both)
@@ -366,15 +373,15 @@ class LeakIndex:
         and that view's distance in bits: (2.0, -1) without candidates. Where the best is above
         `accept` but near, it is refined, and the refined view's mismatch counts 1 / REFINED_SHARE
         times (`accept` 0: always, where near)."""
-        best = (2.0, -1, -1, -1)  # (mismatch, bits, row, hash)
+        bits = np.unpackbits(np.asarray(hashes, np.uint8), axis=1).astype(bool)  # [K, HASH_BITS]
+        best = (2.0, -1, -1, -1)  # (mismatch, bits apart, row, hash)
         for d, row, k in candidates:
-            view, grey = self.views[row], self.greys[self.owners[row]]
-            score = mismatch(view_detail(grey, view), np.unpackbits(hashes[k]).astype(bool), view_valid(grey, view))
+            score = view_mismatch(self.greys[self.owners[row]], self.views[row], bits[k])
             best = min(best, (score, d, row, k))
         score, d, row, k = best
         if accept < score <= REFINE_BELOW:
             grey = self.greys[self.owners[row]]
-            score = min(score, refine(grey, self.views[row], np.unpackbits(hashes[k]).astype(bool), score) / REFINED_SHARE)
+            score = min(score, refine(grey, self.views[row], bits[k], score) / REFINED_SHARE)
         return score, d
 
     def match(self, vectors: np.ndarray, hashes: Sequence[np.ndarray | None], cosine: float,
