@@ -8,7 +8,7 @@ The budget is the same number of rounds and MUG steps for every arm (wall time o
 10% of labels and the share of downloaded images that are truly relevant; last line:
 `explore-vs-random=<points> explore-vs-target-only=<points>` (linear probe, 100% labels).
 
-    python bench/e2e.py [--rounds 6] [--steps 30] [--seeds 0,1,2] [--arms target-only,random,explore,oracle] [--log FILE]
+    python bench/e2e.py [--rounds 6] [--steps 30] [--seeds 0,1,2] [--arms target-only,random,explore,oracle] [--log FILE] [--plot PNG]
 
 With several seeds it also prints, for each metric, explore's mean lead over each other arm with
 its standard error and every seed's value; the last line then carries the means.
@@ -110,7 +110,10 @@ def run_arm(arm: str, seed: int, args, tmp: Path) -> dict:
         f"sandbox.test_per_class={args.test_per_class}"])
     ev = evaluate_run(run, None, ("linear", "knn"), (1.0, 0.1))
     out = {"acc": [100 * ev[p][f] for p, f in METRICS], "relevant": sum(r for r, _ in per_round),
-           "kept": sum(k for _, k in per_round)}
+           "kept": sum(k for _, k in per_round),
+           # the loop's own k-NN on the target after each round (its quick check, not the eval above)
+           "knn_rounds": [None if r.get("knn_acc") is None else 100 * r["knn_acc"]
+                          for r in run.read_rounds()]}
     print(f"seed {seed} {arm}: done in {time.monotonic() - started:.0f} s", flush=True)
     return out
 
@@ -138,6 +141,9 @@ def main() -> None:
                     help="sandbox test images a class (the default target has 20: +-3.5 points of noise)")
     ap.add_argument("--arms", default="target-only,random,explore",
                     help=f"among {', '.join(ARMS)}; explore-once = explore without re-asks")
+    ap.add_argument("--plot", type=Path,
+                    help="PNG of each arm's per-round k-NN on the target (the loop's own check), "
+                         "one panel a seed")
     ap.add_argument("--log", type=Path,
                     help="JSON lines file: each finished arm is appended to it, and arms it already "
                          "holds for the same settings are read back instead of rerun (a long "
@@ -165,6 +171,9 @@ def main() -> None:
                     with open(args.log, "a") as f:
                         f.write(json.dumps({**settings, "seed": seed, "arm": arm,
                                             "result": by_seed[seed][arm]}) + "\n")
+    if args.plot:
+        plot_rounds(by_seed, args.plot)
+        print(f"per-round k-NN curves: {args.plot}")
     head = (f"{args.target} ({args.test_per_class} test images a class), {args.rounds} rounds x "
             f"{args.steps} MUG steps (tiny-64, CPU) per arm")
     for seed, results in by_seed.items():
@@ -197,6 +206,30 @@ def main() -> None:
           f"explore-vs-target-only={last.get('target-only', 'nan')}"
           + (f" explore-vs-oracle={last['oracle']}" if "oracle" in last else "")
           + (f" explore-vs-once={last['explore-once']}" if "explore-once" in last else ""))
+
+
+def plot_rounds(by_seed: dict[int, dict[str, dict]], path: Path) -> None:
+    """One panel a seed: every arm's k-NN accuracy on the target after each round."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(by_seed), figsize=(4.5 * len(by_seed), 3.6), squeeze=False,
+                             sharey=True)
+    for ax, (seed, results) in zip(axes[0], by_seed.items()):
+        for arm, r in results.items():
+            curve = r.get("knn_rounds") or []   # logs written before per-round curves lack them
+            points = [(i, v) for i, v in enumerate(curve) if v is not None]
+            if points:
+                ax.plot(*zip(*points), marker="o", ms=3, label=arm)
+        ax.set_title(f"seed {seed}")
+        ax.set_xlabel("round")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("k-NN accuracy on the target (%)")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def read_log(path: Path | None, settings: dict) -> dict[tuple[int, str], dict]:
