@@ -21,6 +21,7 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 import numpy as np
 from rich.console import Console
 
@@ -68,7 +69,8 @@ class Explorer:
     requested. Every part is handed in (see `explorer.build`), so each can be replaced in tests."""
 
     def __init__(self, cfg: Config, run: RunDir, db, engine, crawler, policy, learner,
-                 budget: Budget, descriptors: list[str] = (), progress=None):
+                 budget: Budget, descriptors: list[str] = (), progress=None,
+                 after_round: list[Callable[[dict], None]] = ()):
         self.cfg = cfg
         self.rundir = run
         self.db = db
@@ -80,6 +82,9 @@ class Explorer:
         self.descriptors = list(descriptors)
         self.progress = progress or RunProgress(Console(quiet=True), quiet=True)
         self.stop_requested = False
+        # called with each round's record once it is logged (the HTML report, TensorBoard); one
+        # that raises is reported on the console and the run goes on: a view is never the data
+        self.after_round = list(after_round)
         c = cfg.crawl
         self.search_watch = SearchWatch(c.search_fail_streak, c.search_pause_s,
                                         c.search_pause_max_s, c.search_patience_s)
@@ -101,6 +106,14 @@ class Explorer:
     def log_round(self, record: dict) -> None:
         self.db.finish_round(record["round"], info=record)
         self.rundir.append_round(record)
+
+    def notify_round(self, record: dict) -> None:
+        for observer in self.after_round:
+            try:
+                observer(record)
+            except Exception as e:  # noqa: BLE001 - a report that fails must not stop the crawl
+                self.progress.warn(f"after round {record['round']}: {getattr(observer, '__name__', observer)!s} "
+                                   f"failed: {type(e).__name__}: {visible(str(e))[:200]}")
 
     def log_finished_round(self) -> None:
         """A resumed run: the last checkpointed round is in the logs (it may have been killed
@@ -139,6 +152,7 @@ class Explorer:
                 self.log_round(report.to_json())
                 self.budget.tick()
                 self.progress.round_done(report)
+                await asyncio.to_thread(self.notify_round, report.to_json())
                 round_ += 1
                 if next_crawl is None:
                     return round_

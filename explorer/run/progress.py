@@ -104,3 +104,10 @@ class RunProgress:
             print(time.strftime("%H:%M:%S"), line, flush=True)
         else:
             self.console.print(Text(line), highlight=False)  # concepts are text, not markup
+
+    def warn(self, line: str) -> None:
+        """Something went wrong beside the run (it goes on); the line is already made visible."""
+        if self.quiet:
+            print(time.strftime("%H:%M:%S"), "warning:", line, flush=True)
+        else:
+            self.console.print(Text(f"warning: {line}", style="yellow"), highlight=False)
