@@ -195,6 +195,28 @@ def status(
         out.print(Text.assemble((key.replace("_", " "), "bold"), ": ", plain(value)), highlight=False)
 
 
+@app.command("report")
+def report_(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write it (default: RUN_DIR/report.html).")] = None,
+    open_: Annotated[bool, typer.Option("--open", help="Open it in the web browser.")] = False,
+) -> None:
+    """Write the run's report, one self-contained HTML page: curves, concepts, their images,
+    outcomes, evaluation, config. A run rewrites RUN_DIR/report.html after every round."""
+    import webbrowser
+
+    from explorer.run import html_report
+
+    rd = _existing_run(run_dir)
+    try:
+        path = html_report.write_report(rd, out)
+    except OSError as e:   # an --out folder that cannot be written
+        fail(f"cannot write the report: {e}")
+    Console().print(Text.assemble("wrote ", plain(path)), highlight=False, soft_wrap=True)
+    if open_:
+        webbrowser.open(path.resolve().as_uri())
+
+
 def _existing_run(run_dir: Path):
     from explorer.session import RunDir
 

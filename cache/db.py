@@ -193,6 +193,21 @@ class StoredImage(NamedTuple):
     round: int | None
 
 
+class KeptImage(NamedTuple):
+    """An image a concept's query kept, as the HTML report shows it, with the request that found
+    it (engine, text, page, backend: the key of its search results, which name its source page)."""
+
+    sha256: str
+    path: str
+    url: str | None
+    caption: str | None
+    reward: float | None
+    engine: str
+    text: str
+    page: int
+    backend: str
+
+
 class AttemptRef(NamedTuple):
     """An attempts row by its URL and what it names."""
 
@@ -587,6 +602,29 @@ class MetaDB:
         return [r[0] for r in self.conn.execute(
             "SELECT images.path FROM images JOIN queries ON images.query_id = queries.id "
             f"WHERE queries.concept = ? ORDER BY {reward} DESC LIMIT ?", (concept, limit))]
+
+    def concept_images(self, concept: str, limit: int) -> list[KeptImage]:
+        """The images the concept's queries kept, highest freshest reward first, at most `limit`."""
+        fresh = self.has_column("queries", "fresh_reward")
+        reward = "COALESCE(images.fresh_reward, images.reward)" if fresh else "images.reward"
+        asked = "queries.page, queries.backend" if self.has_column("queries", "refinement") else "1, ''"
+        return [KeptImage._make(r) for r in self.conn.execute(
+            f"SELECT images.sha256, images.path, images.first_url, images.caption, {reward}, "
+            f"queries.engine, queries.text, {asked} FROM images "
+            "JOIN queries ON images.query_id = queries.id "
+            f"WHERE queries.concept = ? ORDER BY {reward} DESC LIMIT ?", (concept, limit))]
+
+    def concept_rounds(self, concepts: Iterable[str]) -> dict[str, list[int]]:
+        """The rounds each of `concepts` was asked in, ascending."""
+        concepts = list(dict.fromkeys(concepts))
+        out: dict[str, list[int]] = {c: [] for c in concepts}
+        for i in range(0, len(concepts), 500):
+            chunk = concepts[i:i + 500]
+            for concept, round_ in self.conn.execute(
+                    f"SELECT DISTINCT concept, round FROM queries WHERE concept IN "
+                    f"({','.join('?' * len(chunk))}) ORDER BY concept, round", chunk):
+                out[concept].append(int(round_))
+        return out
 
     def iter_images(self, after_vec_id: int = -1) -> Iterator[ImageRow]:
         for r in self.conn.execute("SELECT * FROM images WHERE vec_id > ? ORDER BY vec_id", (after_vec_id,)):

@@ -114,6 +114,7 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
     from explorer.engines import CorpusEngine, make_engine
     from explorer.engines.cached import CachedEngine
     from explorer.model.learner import Learner, pick_device
+    from explorer.run.html_report import round_writer
     from explorer.run.loop import Explorer
     from explorer.run.progress import RunProgress
     from explorer.inputs.vocab import concept_embeddings
@@ -168,7 +169,8 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
                             f"{budget.spent_s / 3600:.2f} h of {cfg.run.hours:g} h spent"))
     explorer = Explorer(cfg, run, cache.db, CachedEngine(engine, cache.db), crawler, policy, learner,
                         budget, descriptors=load_descriptors(cfg.policy.descriptors),
-                        progress=RunProgress(console, quiet))
+                        progress=RunProgress(console, quiet),
+                        after_round=[round_writer(run)])   # RUN_DIR/report.html, every round
     learner.progress = explorer.progress
     return explorer, Parts(cache, crawler, learner, target)
 
@@ -196,8 +198,22 @@ def finish(run: RunDir, cfg: Config, parts: Parts, console: Console, stopped: bo
         results["test_copies_removed"] = parts.cache.db.outcome_counts().get("test_leak", 0)
         (run.root / "eval.json").write_text(json.dumps(results, indent=1, default=str))
         out.print(format_table(results))
+    write_final_report(run, out, "stopped (explore resume continues it)" if stopped else "finished")
     out.print(Text.assemble("run directory: ", plain(run.root, "bold"),
-                            plain(f"  (explore status / rewards / eval {run.root})")))
+                            plain(f"  (explore status / rewards / eval / report {run.root})")))
+
+
+def write_final_report(run: RunDir, out: Console, state: str) -> None:
+    """RUN_DIR/report.html once more, with the evaluation; a report that cannot be written is
+    said, not raised: the run and its evaluation are done and kept."""
+    from explorer.run.html_report import write_report
+
+    try:
+        path = write_report(run, state=state)
+    except Exception as e:  # noqa: BLE001 - a view of the run, never the run
+        out.print(plain(f"the report was not written: {type(e).__name__}: {e}"))
+        return
+    out.print(Text.assemble("report: ", plain(path, "bold")))
 
 
 def settle_config(run: RunDir, fresh: Config | None, overrides: list[str], console: Console) -> Config:

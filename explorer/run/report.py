@@ -32,10 +32,7 @@ def status(run: RunDir) -> dict:
         counts = db.query_counts()
         images, _ = db.image_stats()
         outcomes = db.outcome_counts(most_first=True)
-    try:
-        spent = json.loads(run.budget_path.read_text())["spent_s"]
-    except (OSError, ValueError, KeyError):
-        spent = 0.0
+    spent = budget_spent_s(run)
     cache = run.cache_dir(cfg)
     cache_bytes = sum(p.stat().st_size for p in (cache / "images").rglob("*") if p.is_file()) \
         if (cache / "images").exists() else 0
@@ -60,6 +57,14 @@ def status(run: RunDir) -> dict:
         "last_checkpoint_round": last.get("round") if run.latest_checkpoint.exists() else None,
         "last_knn_acc": last.get("knn_acc"),
     }
+
+
+def budget_spent_s(run: RunDir) -> float:
+    """Seconds of budget the run has spent, as its heartbeat last saved them (0 before any)."""
+    try:
+        return float(json.loads(run.budget_path.read_text())["spent_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
 
 
 def concept_rewards(run: RunDir, fresh: bool = True) -> list[dict]:
