@@ -99,22 +99,24 @@ ARMS = {"target-only": ["crawl.engine=none"], "random": ["policy.name=random"],
 METRICS = [("linear", 1.0), ("linear", 0.1), ("knn", 1.0), ("knn", 0.1)]
 
 
-def run_arm(arm: str, seed: int, args, tmp: Path) -> dict:
-    """One arm of one seed: the loop, then the evaluation; accuracies in points."""
+def run_arm(arm: str, seed: int, args, tmp: Path, extra: list[str] = (), name: str = "") -> dict:
+    """One arm of one seed: the loop, then the evaluation; accuracies in points. `extra`: more
+    overrides after the arm's own (bench/ablate.py's variants), `name` its run directory."""
     started = time.monotonic()
-    run, per_round = run_sandbox(tmp / f"{arm}-{seed}", ARMS[arm] + [
+    run, per_round = run_sandbox(tmp / f"{name or arm}-{seed}", ARMS[arm] + [
         f"run.target={args.target}", f"run.rounds={args.rounds}", "run.hours=10",
         f"run.seed={seed}", f"sandbox.seed={seed}",
         f"run.data_root={tmp / f'data-{seed}'}", f"train.steps_per_round={args.steps}",
         f"crawl.queries_per_round={args.queries}",
-        f"sandbox.test_per_class={args.test_per_class}"])
+        f"sandbox.test_per_class={args.test_per_class}"] + list(extra))
     ev = evaluate_run(run, None, ("linear", "knn"), (1.0, 0.1))
     out = {"acc": [100 * ev[p][f] for p, f in METRICS], "relevant": sum(r for r, _ in per_round),
            "kept": sum(k for _, k in per_round),
            # the loop's own k-NN on the target after each round (its quick check, not the eval above)
            "knn_rounds": [None if r.get("knn_acc") is None else 100 * r["knn_acc"]
                           for r in run.read_rounds()]}
-    print(f"seed {seed} {arm}: done in {time.monotonic() - started:.0f} s", flush=True)
+    out["seconds"] = round(time.monotonic() - started)
+    print(f"seed {seed} {name or arm}: done in {out['seconds']} s", flush=True)
     return out
 
 
