@@ -1,0 +1,59 @@
+"""The benchmarks' arms and ablation variants are config overrides: each must be a valid
+setting that changes what it says it changes (a misspelt key or a value the config refuses
+would turn a variant into a silent copy of the baseline, or a crash an hour in)."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from explorer.config import SANDBOX_PRESET, Config, apply_overrides
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def bench_module(name: str):
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+ablate = bench_module("ablate")
+e2e = bench_module("e2e")
+
+
+class Args:
+    rounds, steps = 10, 120
+
+
+@pytest.mark.parametrize("name", sorted(ablate.VARIANTS))
+def test_every_ablation_variant_is_a_valid_change_of_the_explore_arm(name):
+    base = apply_overrides(Config(), SANDBOX_PRESET + e2e.ARMS["explore"])
+    overrides = ablate.overrides(name, Args)
+    varied = apply_overrides(Config(), SANDBOX_PRESET + e2e.ARMS["explore"] + overrides)
+    if name == "base":
+        assert overrides == [] and varied == base
+        return
+    changed = [o for o in overrides if value_of(varied, o) != value_of(base, o)]
+    assert changed, f"{name} changes nothing"   # it changes something the loop reads
+
+
+def value_of(cfg: Config, override: str):
+    section, _, rest = override.partition(".")
+    return getattr(getattr(cfg, section), rest.partition("=")[0])   # AttributeError: no such key
+
+
+def test_the_schedule_variant_ends_the_cosine_with_the_runs_steps():
+    (override,) = ablate.overrides("cosine-ends", Args)
+    assert override == "train.total_steps=1200"
+
+
+def test_batch_share_variants_sum_to_one():
+    for name in ("target-heavy", "web-heavy", "no-replay"):
+        t = apply_overrides(Config(), SANDBOX_PRESET + ablate.overrides(name, Args)).train
+        assert t.target_share + t.candidate_share + t.replay_share == pytest.approx(1.0), name
