@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
-from explorer.config import Config, apply_overrides
+from explorer.config import (CPU_PRESET, PRETRAINED_INIT, SANDBOX_PRESET, Config, accepted, apply_overrides,
+                             preset_values, shown)
 from explorer.errors import CorruptRunState, UserError
 from explorer.terminal import plain, visible
 
@@ -63,11 +64,13 @@ def outcome_table(outcomes: dict[str, int], title: str):
     return table
 
 
-def load_config(config_file: Optional[Path], overrides: Optional[list[str]]) -> Config:
+def load_config(config_file: Optional[Path], overrides: Optional[list[str]], preset: list[str] = ()) -> Config:
     """The --config file (or the defaults) with the --set overrides, every field checked:
-    a bad value ends the command in one line before it has written anything."""
+    a bad value ends the command in one line before it has written anything. A `preset`'s
+    values go under the file's."""
     try:
-        cfg = Config.load(config_file) if config_file else Config()
+        base = apply_overrides(Config(), list(preset))
+        cfg = Config.load(config_file, base=base) if config_file else base
     except OSError as e:
         fail(f"cannot read the config file {config_file}: {e.strerror or e}")
     try:
@@ -82,42 +85,77 @@ def main() -> None:
     reward the queries whose images look like the target, and ask more of what helped."""
 
 
-RunDirOption = Annotated[Optional[Path], typer.Option("--run-dir", help="Run directory (state, logs, checkpoints).")]
+RunDirOption = Annotated[Optional[Path], typer.Option("--run-dir", help="Run directory (state, logs, checkpoints). Default: runs/TARGET.")]
+
+# `explore run --help` tells the defaults a run gets: the config's (explorer/config.py), the
+# sandbox targets' preset where it differs, and what each option accepts (the config's rules)
+DEFAULTS = Config()
+SANDBOX_VALUES = preset_values(SANDBOX_PRESET)
+
+
+def default_of(name: str) -> str:
+    """The default of config field `name` as `explore run` applies it, for --help."""
+    value = shown(DEFAULTS, name)
+    sandbox = SANDBOX_VALUES.get(name, value)
+    said = value if sandbox == value else f"{value}, sandbox-* targets {sandbox}"
+    return f"Default: {said} ({name})."
+
+
+def preset_help() -> str:
+    fields = list(preset_values(CPU_PRESET))
+    cpu = ", ".join(f"{name}={value}" for name, value in preset_values(CPU_PRESET).items())
+    gpu = ", ".join(f"{name}={shown(DEFAULTS, name)}" for name in fields)
+    return (f"Training values sized for: {accepted('run.preset')}. cpu: {cpu}; gpu: the config's "
+            f"own, {gpu}; auto: cpu when the run has no GPU. Said at the start; --set changes any. "
+            + default_of("run.preset"))
+
+
+INIT_DEFAULT = (f"Default: {DEFAULTS.model.init}, the model's pretrained encoder on real targets "
+                f"({DEFAULTS.model.name}: {PRETRAINED_INIT[DEFAULTS.model.name]}), scratch on sandbox-* ones "
+                "(model.init).")
 
 
 @app.command()
 def run(
-    target: Annotated[str, typer.Option(help="flowers102, food101, oxford-pets, dtd, cifar10, cifar100, folder:PATH, sandbox-flowers, sandbox-vehicles")] = "sandbox-flowers",
-    hours: Annotated[Optional[float], typer.Option(help="Wall-clock budget, counted across resumes.")] = None,
+    target: Annotated[str, typer.Option(help=f"flowers102, food101, oxford-pets, dtd, cifar10, cifar100, folder:PATH, sandbox-flowers, sandbox-vehicles. {default_of('run.target')}", show_default=False)] = DEFAULTS.run.target,
+    hours: Annotated[Optional[float], typer.Option(help=f"Wall-clock budget, counted across resumes. {default_of('run.hours')}")] = None,
     run_dir: RunDirOption = None,
-    engine: Annotated[Optional[str], typer.Option(help="ddgs, sandbox, corpus:PATH, or none (the target's images only).")] = None,
-    policy: Annotated[Optional[str], typer.Option(help="gp, ucb, random or oracle (sandbox only).")] = None,
-    vocab: Annotated[Optional[str], typer.Option(help="imagenet21k, wordnet, file:PATH (sandbox: its world).")] = None,
-    model: Annotated[Optional[str], typer.Option(help="tiny-64, vit-s16 or vit-b16.")] = None,
-    init: Annotated[Optional[str], typer.Option("--init", help="Start weights: scratch, timm:NAME or file:PATH (default: the model's pretrained timm encoder for real targets, scratch for sandbox ones).")] = None,
-    rounds: Annotated[Optional[int], typer.Option(help="Stop after this many rounds (0: budget only).")] = None,
-    max_images: Annotated[Optional[int], typer.Option(help="Stop once this many images are kept.")] = None,
-    data_root: Annotated[Optional[Path], typer.Option(help="Where target datasets are found.")] = None,
-    config_file: Annotated[Optional[Path], typer.Option("--config", help="A config.toml to start from.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="Plain log lines instead of progress bars.")] = False,
+    engine: Annotated[Optional[str], typer.Option(help=f"Search engine: {accepted('crawl.engine')} (none: the target's images only). {default_of('crawl.engine')}")] = None,
+    policy: Annotated[Optional[str], typer.Option(help=f"Query policy: {accepted('policy.name')} (oracle: sandbox targets only). {default_of('policy.name')}")] = None,
+    vocab: Annotated[Optional[str], typer.Option(help=f"Concept vocabulary: {accepted('policy.vocab')} (sandbox: its world's). {default_of('policy.vocab')}")] = None,
+    model: Annotated[Optional[str], typer.Option(help=f"Model: {accepted('model.name')} (tiny-64 is CPU-sized). {default_of('model.name')}")] = None,
+    init: Annotated[Optional[str], typer.Option("--init", help=f"Start weights: {accepted('model.init')}. {INIT_DEFAULT}")] = None,
+    preset: Annotated[Optional[str], typer.Option(help=preset_help())] = None,
+    rounds: Annotated[Optional[int], typer.Option(help=f"Stop after this many rounds (0: budget only). {default_of('run.rounds')}")] = None,
+    max_images: Annotated[Optional[int], typer.Option(help=f"Stop once this many images are kept (0: no cap). {default_of('run.max_images')}")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(help=f"Where target datasets are found. {default_of('run.data_root')}")] = None,
+    config_file: Annotated[Optional[Path], typer.Option("--config", help="A config.toml to start from (its values replace these defaults).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars at all: plain log lines.")] = False,
     set_: SetOption = None,
 ) -> None:
     """Explore the web for a target task. Re-running it on an existing run directory resumes it
-    (one that never began its first round starts again, with this command's options)."""
-    from explorer.config import SANDBOX_PRESET, is_sandbox_target
+    (one that never began its first round starts again, with this command's options).
+
+    Defaults come from the config (explorer/config.py); --config FILE and --set section.field=value
+    change any field."""
+    from explorer.config import PRESETS, is_sandbox_target
+    from explorer.run.preflight import choose_preset
     from explorer.session import RunDir
 
     rd = RunDir(run_dir or Path("runs") / target.replace(":", "_").replace("/", "_"))
     overrides = list(SANDBOX_PRESET) if is_sandbox_target(target) else []
     overrides += [f"run.target={target}", f"run.run_dir={rd.root}"]
     for name, value in (("run.hours", hours), ("crawl.engine", engine), ("policy.name", policy),
-                        ("policy.vocab", vocab), ("model.name", model), ("model.init", init), ("run.rounds", rounds),
-                        ("run.max_images", max_images), ("run.data_root", data_root)):
+                        ("policy.vocab", vocab), ("model.name", model), ("model.init", init), ("run.preset", preset),
+                        ("run.rounds", rounds), ("run.max_images", max_images), ("run.data_root", data_root)):
         if value is not None:
             overrides.append(f"{name}={value}")
+    overrides += list(set_ or [])
     # built and checked even when the run exists: a refused command writes nothing; this config
-    # is used unless the run has begun its first round (then its saved config wins)
-    fresh = load_config(config_file, overrides + list(set_ or []))
+    # is used unless the run has begun its first round (then its saved config wins). The preset's
+    # values go under everything the user said (the file too), so that any of them can be changed.
+    chosen = choose_preset(load_config(config_file, overrides))
+    fresh = load_config(config_file, overrides + [f"run.preset={chosen}"], preset=PRESETS[chosen])
     _run(rd, overrides=set_ or [], hours=hours, quiet=quiet, fresh=fresh)
 
 
@@ -125,7 +163,7 @@ def run(
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="Run directory to continue.")],
     hours: Annotated[Optional[float], typer.Option(help="Change the total budget.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="Plain log lines instead of progress bars.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars at all: plain log lines.")] = False,
     set_: SetOption = None,
 ) -> None:
     """Continue a stopped or killed run from its last consistent state."""
@@ -139,10 +177,12 @@ def resume(
 
 def _run(rd, overrides: list[str], hours: Optional[float], quiet: bool, fresh: Optional[Config] = None) -> None:
     from explorer.run.assemble import run_exploration
+    from explorer.run.progress import library_bars
 
     overrides = list(overrides) + ([f"run.hours={hours}"] if hours is not None else [])
     try:
-        run_exploration(rd, console=console, quiet=quiet, fresh=fresh, overrides=overrides)
+        with library_bars(quiet):
+            run_exploration(rd, console=console, quiet=quiet, fresh=fresh, overrides=overrides)
     except UserError as e:
         fail(str(e), getattr(e, "exit_code", 1))   # 3: the search engine is unavailable
     except (OSError, ValueError, sqlite3.Error) as e:   # a full disk, a read-only folder

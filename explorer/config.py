@@ -8,6 +8,7 @@ one line naming the field, the value and what is allowed.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import ipaddress
 import math
@@ -33,6 +34,8 @@ class RunConfig:
     data_root: str = "~/.cache/explore/data"
     seed: int = 0
     device: str = "auto"                  # auto, cpu, cuda, cuda:1
+    preset: str = "auto"                  # training values sized for: gpu (these defaults), cpu (CPU_PRESET),
+                                          # auto (cpu when the run has no GPU); `explore run` applies it
     checkpoint_every: int = 5             # keep a numbered checkpoint every N rounds (latest.pt always)
 
 
@@ -209,8 +212,9 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Config":
-        cfg = cls()
+    def from_dict(cls, data: dict, base: "Config | None" = None) -> "Config":
+        """`data`'s fields (a parsed config.toml) over `base`'s (default: every default)."""
+        cfg = copy.deepcopy(base) if base is not None else cls()
         for section, values in data.items():
             if section not in SECTIONS:
                 raise ConfigError(f"unknown config section [{section}]; have {', '.join(SECTIONS)}")
@@ -228,11 +232,12 @@ class Config:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Config":
-        """Read a config.toml; a bad value is a ConfigError that names the file too."""
+    def load(cls, path: str | Path, base: "Config | None" = None) -> "Config":
+        """Read a config.toml (over `base`, see from_dict); a bad value is a ConfigError that
+        names the file too."""
         with open(path, "rb") as f:
             try:
-                return cls.from_dict(tomllib.load(f))
+                return cls.from_dict(tomllib.load(f), base)
             except tomllib.TOMLDecodeError as e:
                 raise ConfigError(f"{path}: not valid TOML: {e}") from None
             except ConfigError as e:
@@ -295,6 +300,21 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return validate(cfg)
 
 
+# Training values sized for a CPU, so that a round trains in minutes, not hours: `explore run
+# --preset cpu`, or `auto` on a machine without a GPU (explorer/run/preflight.py chooses). The
+# defaults above are the gpu preset. Applied under the run's options and --set, so every one can
+# be overridden.
+CPU_PRESET = [
+    "train.batch_size=32",
+    "train.steps_per_round=30",
+    "train.lr=1e-3",
+    "train.warmup_steps=30",
+    "train.total_steps=3000",
+    "train.replay_size=2000",
+]
+PRESETS = {"cpu": CPU_PRESET, "gpu": []}
+
+
 # Small values for the offline sandbox web on a CPU, so that a demo round takes seconds.
 # Applied under the user's own --config and --set, so every one can be overridden.
 SANDBOX_PRESET = [
@@ -313,14 +333,9 @@ SANDBOX_PRESET = [
     "crawl.connect_timeout_s=2",
     "crawl.read_timeout_s=10",
     "model.name=tiny-64",
-    "train.batch_size=32",
-    "train.steps_per_round=30",
-    "train.lr=1e-3",
-    "train.warmup_steps=30",
-    "train.total_steps=3000",
+    *CPU_PRESET,
     "train.workers=0",
     "eval.workers=0",
-    "train.replay_size=2000",
     "reward.k=10",
     "policy.vocab=sandbox",
     "run.checkpoint_every=0",
@@ -330,6 +345,22 @@ SANDBOX_PRESET = [
 
 def is_sandbox_target(target: str) -> bool:
     return target.startswith("sandbox-")
+
+
+def preset_values(preset: list[str]) -> dict[str, str]:
+    """A preset's `section.field=value` items as {field: value}, as they would be typed."""
+    return dict(item.split("=", 1) for item in preset)
+
+
+def get_field(cfg: "Config", name: str):
+    """The value of `section.field` in `cfg`."""
+    section, _, key = name.partition(".")
+    return getattr(getattr(cfg, section), key)
+
+
+def shown(cfg: "Config", name: str) -> str:
+    """The value of `section.field` in `cfg` as it would be typed after --set."""
+    return _show(get_field(cfg, name))
 
 
 # The pretrained start of each encoder on real targets: a self-supervised checkpoint of the
@@ -486,6 +517,7 @@ RULES: dict[str, object] = {
     # the form only: whether this machine has the device is pick_device's to say
     "run.device": Form(r"auto|[a-z_]+(:\d+)?", "auto or a torch device such as cpu, cuda or cuda:1"),
     "run.checkpoint_every": Ints(0, 1_000_000, "0 = latest.pt only"),
+    "run.preset": Choice(("auto", "cpu", "gpu")),
 
     "crawl.engine": Form(r"ddgs|sandbox|none|corpus:\s*\S.*", "ddgs, sandbox, none or corpus:PATH"),
     "crawl.queries_per_round": Ints(1, 100_000),
@@ -631,6 +663,16 @@ def _show(value) -> str:
 
 def _number(x: float) -> str:
     return f"{int(x):_}" if x == int(x) else f"{x:g}"
+
+
+def accepted(name: str) -> str:
+    """What the field `name` accepts, in words, from its rule (for --help)."""
+    rule = RULES[name]
+    if isinstance(rule, Choice):
+        return ", ".join(rule.options)
+    if isinstance(rule, Form):
+        return rule.says
+    return (rule.problem(None) or "").removeprefix("must be ")
 
 
 def check_field(name: str, value, typed: str | None = None) -> None:

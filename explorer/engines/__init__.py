@@ -32,8 +32,10 @@ class NoEngine(Engine):
         return SearchOutcome([], attempts=0)
 
 
-def make_engine(spec: str, cfg: CrawlConfig, sandbox_url: str | None = None) -> Engine:
-    """The engine named by `spec` (crawl.engine): "ddgs", "sandbox", "corpus:PATH" or "none"."""
+def make_engine(spec: str, cfg: CrawlConfig, sandbox_url: str | None = None,
+                progress: bool = True) -> Engine:
+    """The engine named by `spec` (crawl.engine): "ddgs", "sandbox", "corpus:PATH" or "none".
+    `progress`: whether a corpus may draw a bar while it embeds a large table's captions."""
     kind, sep, arg = spec.strip().partition(":")
     if kind == "ddgs" and not sep:
         return DDGSEngine(cfg)
@@ -48,5 +50,5 @@ def make_engine(spec: str, cfg: CrawlConfig, sandbox_url: str | None = None) -> 
         if not arg.strip():
             raise ValueError("engine 'corpus:PATH' needs a path: a folder of images or a "
                              "CSV/parquet of url,caption")
-        return CorpusEngine(arg.strip(), cfg)
+        return CorpusEngine(arg.strip(), cfg, progress=progress)
     raise ValueError(f"unknown search engine {spec!r}; expected one of: {SPECS}")

@@ -153,8 +153,10 @@ def list_corpus(path: Path) -> list[CorpusItem]:
     raise ValueError(f"corpus {path} does not exist")
 
 
-def caption_embeddings(captions: list[str], model: str, cache_dir: Path) -> np.ndarray:
-    """Unit-norm caption embeddings [N, D] float32, cached on disk by (model, captions)."""
+def caption_embeddings(captions: list[str], model: str, cache_dir: Path,
+                       progress: bool = True) -> np.ndarray:
+    """Unit-norm caption embeddings [N, D] float32, cached on disk by (model, captions);
+    `progress`: a bar while a large table is embedded (none with --quiet)."""
     digest = hashlib.sha256(model.encode())
     for caption in captions:
         digest.update(b"\0" + caption.encode("utf-8"))
@@ -163,7 +165,7 @@ def caption_embeddings(captions: list[str], model: str, cache_dir: Path) -> np.n
         emb = np.load(cached)
         if emb.shape[0] == len(captions):
             return emb
-    emb = embed_texts(captions, name=model, progress=len(captions) > 20_000)
+    emb = embed_texts(captions, name=model, progress=progress and len(captions) > 20_000)
     with atomic_write(cached) as f:
         np.save(f, emb)
     return emb
@@ -194,8 +196,9 @@ class CorpusEngine(Engine):
     schemes = ("http", "https", "file")
     pages = True
 
-    def __init__(self, path: str, cfg: CrawlConfig):
+    def __init__(self, path: str, cfg: CrawlConfig, progress: bool = True):
         self.path = Path(path).expanduser()
+        self.progress = progress
         self.root = corpus_root(self.path)
         self.cfg = cfg
         self.items = list_corpus(self.path)
@@ -209,7 +212,7 @@ class CorpusEngine(Engine):
         if self._index is None:
             cache_dir = Path(self.cfg.corpus_cache_dir).expanduser()
             emb = caption_embeddings([it.caption for it in self.items], self.cfg.corpus_text_model,
-                                     cache_dir)
+                                     cache_dir, progress=self.progress)
             self._index = CorpusIndex(self.items, emb, self.cfg.corpus_text_model)
         return self._index
 

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -17,6 +17,7 @@ from rich.text import Text
 
 from explorer.config import Config, SandboxConfig, apply_overrides, is_sandbox_target, resolve_init
 from explorer.errors import UserError
+from explorer.run.preflight import preset_line, say_round_estimate
 from explorer.session import Budget, RunDir
 from explorer.terminal import plain
 
@@ -101,8 +102,11 @@ class Parts:
     crawler: object
     learner: object
     target: object
+    views: list = field(default_factory=list)   # after_round observers to close (TensorBoard)
 
     def close(self) -> None:
+        for view in self.views:
+            view.close()
         self.crawler.close()
         self.cache.close()
 
@@ -117,6 +121,7 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
     from explorer.run.html_report import round_writer
     from explorer.run.loop import Explorer
     from explorer.run.progress import RunProgress
+    from explorer.run.tensorboard import make_tensorboard
     from explorer.inputs.vocab import concept_embeddings
     from policies.base import load_descriptors
     from policies.registry import make_policy
@@ -130,7 +135,8 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
     cache = open_cache(run.cache_dir(cfg), cfg.crawl, db_path=run.db_path)
     allow = list(cfg.crawl.allow) + ([sandbox.host_port] if sandbox else [])
     try:
-        engine = make_engine(cfg.crawl.engine, cfg.crawl, sandbox_url=sandbox.url if sandbox else None)
+        engine = make_engine(cfg.crawl.engine, cfg.crawl, sandbox_url=sandbox.url if sandbox else None,
+                             progress=not quiet)
     except ValueError as e:
         raise UserError(str(e)) from e
     # the web's copies of the test images are dropped; the copy hash only where it is turned on
@@ -144,7 +150,7 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
 
     concepts = load_concepts(cfg, sandbox)
     embeddings = concept_embeddings(concepts, cfg.policy.text_model,
-                                    Path(cfg.policy.embedding_cache).expanduser())
+                                    Path(cfg.policy.embedding_cache).expanduser(), progress=not quiet)
     relevance = None
     if cfg.policy.name == "oracle":
         if sandbox is None or not is_sandbox_target(cfg.run.target):
@@ -167,12 +173,14 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
     if learner.rounds_done:
         console.print(plain(f"resuming {run.root} at round {learner.rounds_done}, "
                             f"{budget.spent_s / 3600:.2f} h of {cfg.run.hours:g} h spent"))
+    # RUN_DIR/tb, where tensorboard is installed
+    tensorboard = [tb for tb in (make_tensorboard(run, run.cache_dir(cfg)),) if tb is not None]
     explorer = Explorer(cfg, run, cache.db, CachedEngine(engine, cache.db), crawler, policy, learner,
                         budget, descriptors=load_descriptors(cfg.policy.descriptors),
                         progress=RunProgress(console, quiet),
-                        after_round=[round_writer(run)])   # RUN_DIR/report.html, every round
+                        after_round=[round_writer(run), *tensorboard])   # RUN_DIR/report.html and tb, every round
     learner.progress = explorer.progress
-    return explorer, Parts(cache, crawler, learner, target)
+    return explorer, Parts(cache, crawler, learner, target, tensorboard)
 
 
 def finish(run: RunDir, cfg: Config, parts: Parts, console: Console, stopped: bool) -> None:
@@ -259,8 +267,11 @@ def run_exploration(run: RunDir, console: Console, quiet: bool = False, fresh: C
                     overrides: list[str] = ()) -> None:
     """Start or resume the run in `run`. Its lock is taken first and held throughout, so that a
     command refused because the run is live writes nothing, not even its config."""
-    if fresh is not None and not run.began():
+    starting = fresh is not None and not run.began()
+    if starting:
         settle_init(fresh, console)
+        if fresh.run.preset != "auto":   # chosen by `explore run` (preflight.choose_preset)
+            console.print(plain(preset_line(fresh)), soft_wrap=True)
     with run.lock():
         cfg = settle_config(run, fresh, overrides, console)
         run.save_config(cfg)
@@ -271,6 +282,8 @@ def run_exploration(run: RunDir, console: Console, quiet: bool = False, fresh: C
                 run.save_config(cfg)
             explorer, parts = build(run, cfg, sandbox, console, quiet)
             try:
+                if starting:
+                    say_round_estimate(cfg, parts.learner, parts.target, console)
                 with explorer.progress:
                     _drive(explorer)
                 finish(run, cfg, parts, console, stopped=explorer.stop_requested

@@ -187,10 +187,8 @@ class Explorer:
         self.progress.crawl_started(round_, len(todo))
         semaphore = asyncio.Semaphore(self.cfg.crawl.search_concurrency)
         watch = self.search_watch
-        fetched = 0
 
         async def one(q) -> str:
-            nonlocal fetched
             async with semaphore:
                 if not watch.admit():
                     return "skipped"  # stays pending: asked once the pause is over
@@ -205,7 +203,6 @@ class Explorer:
             self.progress.searched(len(outcome.results))
             items = [CrawlItem(r.image, r.title, q.id, round_) for r in outcome.results]
             attempts = await self.crawler.crawl(items)
-            fetched += len(attempts)
             self.progress.fetched(len(attempts))
             if any(a.outcome == UrlOutcome.DISK_FULL for a in attempts):
                 return "answered"  # stays "searched": a resumed run fetches these once space returns
@@ -220,7 +217,7 @@ class Explorer:
                 await self.pause_search(round_)
             todo = self.db.queries(round=round_, status="pending")
         self.db.set_round_status(round_, "crawled")
-        return {"queries": len(queries), "fetched": fetched, "seconds": time.monotonic() - started}
+        return {"queries": len(queries), "seconds": time.monotonic() - started}
 
     # ---- failed searches: unavailable is not useless ---------------------------------------
     def choose_queries(self, round_: int) -> None:
@@ -393,14 +390,16 @@ class Explorer:
     def _report(self, round_, crawled, outcomes, trained, seconds) -> RoundReport:
         rewards = [o.reward for o in outcomes]
         best = sorted(((o.concept, o.reward) for o in outcomes if o.n_kept), key=lambda x: -x[1])[:5]
+        # from the database, not this process's crawl: a resumed round was crawled before the stop
+        attempts = self.db.outcome_counts_for_round(round_)
         return RoundReport(
             round=round_, queries=len(outcomes), results=sum(o.n_results for o in outcomes),
-            fetched=crawled["fetched"], kept=sum(o.n_kept for o in outcomes),
+            fetched=sum(attempts.values()), kept=sum(o.n_kept for o in outcomes),
             mean_reward=float(np.mean(rewards)) if rewards else math.nan, best=best,
             train=trained,
             knn_acc=trained.get("knn_acc"), seconds=seconds,
             failed_queries=sum(1 for q in self.db.queries(round=round_) if q.status in UNANSWERED),
-            outcomes=self.db.outcome_counts_for_round(round_),
+            outcomes=attempts,
         )
 
 

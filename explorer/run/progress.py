@@ -3,6 +3,7 @@ downloads) and the round being trained (MUG steps, loss), and one line per finis
 With --quiet: the round lines only, as plain timestamped log lines."""
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -111,3 +112,23 @@ class RunProgress:
             print(time.strftime("%H:%M:%S"), "warning:", line, flush=True)
         else:
             self.console.print(Text(f"warning: {line}", style="yellow"), highlight=False)
+
+
+@contextlib.contextmanager
+def library_bars(quiet: bool):
+    """With --quiet the libraries draw no bar either (Hugging Face's downloads of weights);
+    their setting is put back after."""
+    try:
+        from huggingface_hub.utils import (are_progress_bars_disabled, disable_progress_bars,
+                                           enable_progress_bars)
+    except ImportError:
+        yield
+        return
+    was_off = are_progress_bars_disabled()
+    if quiet:
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        if quiet and not was_off:
+            enable_progress_bars()

@@ -23,6 +23,26 @@ def _open(run: RunDir) -> AbstractContextManager[MetaDB]:
     return MetaDB.reading(run.db_path, what="run database")
 
 
+def pace(cfg, rounds_done: int, images: int, spent_s: float) -> dict:
+    """Throughput per hour of budget spent, and the time and rounds left at that pace: the
+    budget's, or less where run.rounds or run.max_images stops the run first (`ends_by`)."""
+    hours = spent_s / 3600
+    left = [(max(0.0, cfg.run.hours * 3600 - spent_s), "budget")]
+    if cfg.run.rounds and rounds_done:
+        left.append((max(0, cfg.run.rounds - rounds_done) * spent_s / rounds_done, "rounds"))
+    if cfg.run.max_images and images:
+        left.append((max(0, cfg.run.max_images - images) * spent_s / images, "max_images"))
+    seconds, ends_by = min(left)
+    per_round = spent_s / rounds_done if rounds_done and spent_s > 0 else None
+    return {
+        "images_kept_per_hour": round(images / hours, 1) if hours > 0 else None,
+        "rounds_per_hour": round(rounds_done / hours, 2) if hours > 0 else None,
+        "estimated_left_s": round(seconds, 1),
+        "ends_by": ends_by,
+        "rounds_left": int(seconds / per_round + 1e-9) if per_round else None,
+    }
+
+
 def status(run: RunDir) -> dict:
     """Rounds done, queries, images kept, outcome counts, training steps, budget, checkpoint."""
 
@@ -56,6 +76,7 @@ def status(run: RunDir) -> dict:
         "cache_bytes": cache_bytes,
         "last_checkpoint_round": last.get("round") if run.latest_checkpoint.exists() else None,
         "last_knn_acc": last.get("knn_acc"),
+        **pace(cfg, len(rounds), images, float(spent)),
     }
 
 
