@@ -1,8 +1,8 @@
 """Before a run's first round: which training values it gets (the cpu or gpu preset) and, on a
 CPU, whether a round fits its budget.
 
-The config's own training values are sized for a GPU (batch 256 x 500 steps a round); on a CPU
-such a round of a ViT takes longer than most budgets. `explore run` applies `CPU_PRESET` under
+The config's own training values are sized for a GPU; on a CPU such a round of a ViT takes
+longer than most budgets. `explore run` applies `CPU_PRESET` under
 the user's options when `--preset cpu` is asked, or `auto` finds no GPU; the run says which
 preset it got. On a CPU it then times a few training steps and image embeddings of its own model
 and says how long a round should take, and what to change when too few rounds fit the budget.
