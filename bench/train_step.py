@@ -14,6 +14,11 @@ Measured 2026-11-23 on the shared 2-core CPU machine (OMP_NUM_THREADS=1; no GPU 
   vit-s16  batch 4:   3.95 img/s, 1.56 GiB, 12.4 GFLOP/image
   vit-b16  batch 2:   0.38 img/s, 3.18 GiB, 60.5 GFLOP/image
   GPU (bf16, compile, MFU; target >= 40% for vit-b16 on an H100): not measured yet.
+Measured 2026-12-02, session 8 (same machine, two benchmarks beside it), the cpu preset's batch:
+`python bench/train_step.py --config vit-b16 --batch 32 --steps 1 --warmup 1`:
+  vit-b16  batch 32: 0.27 img/s (120 s a step), peak RSS 5.68 GiB: the default vit-b16 with
+  `--preset cpu` (auto on a machine without a GPU) fits a 24 GB machine, where batch 256
+  (the gpu preset) was killed for memory; a round of its 30 steps is about an hour of training.
 """
 from __future__ import annotations
 
