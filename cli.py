@@ -304,10 +304,18 @@ def eval_(
 
 @app.command()
 def fetch(
-    urls: Annotated[Path, typer.Argument(help="File of URLs, one a line (or url<TAB>caption).")],
+    urls: Annotated[Path, typer.Argument(
+        help="URL list: parquet, CSV, TSV or JSONL with a URL and a caption column, or text (one URL a line, or url<TAB>caption).")],
     cache_dir: Annotated[Path, typer.Option(help="Cache directory (images, explore.db, index).")],
     allow: Annotated[Optional[list[str]], typer.Option(
         help="HOST:PORT allowed although not public (a local server); repeatable. Nothing else local is fetched.")] = None,
+    list_format: Annotated[str, typer.Option(
+        "--format", help="auto (by the file's suffix; text otherwise), txt, csv, tsv, jsonl or parquet.")] = "auto",
+    url_col: Annotated[str, typer.Option(help="Column of URLs (tables).")] = "url",
+    caption_col: Annotated[Optional[str], typer.Option(
+        help="Column of captions (tables; default: caption, where the file has it).")] = None,
+    chunk_rows: Annotated[int, typer.Option(
+        help="Rows read and fetched at a time: memory follows this, not the list's length.")] = 10_000,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
     config_file: Annotated[Optional[Path], typer.Option("--config", help="A config.toml to start from.")] = None,
     set_: SetOption = None,
@@ -322,12 +330,13 @@ def fetch(
         from explorer.crawl import worker_server
         worker_server.start()  # first: the workers' imports then run while this process does its own
 
-    from explorer.crawl.crawler import Crawler, open_cache, outcome_summary, read_url_list
+    from explorer.crawl.crawler import Crawler, crawl_chunks, open_cache
     from explorer.crawl.netguard import normalise_allow
+    from explorer.crawl.url_lists import open_url_list
 
     try:
         normalise_allow(allow or [])
-        items = read_url_list(urls)
+        url_list = open_url_list(urls, list_format, url_col, caption_col, chunk_rows)
     except (OSError, ValueError) as e:
         fail(str(e))
     cache = open_cache(cache_dir, cfg.crawl)
@@ -335,19 +344,21 @@ def fetch(
         with Crawler.for_cache(cache, cfg.crawl, allow=allow or []) as crawler:
             crawler.reconcile_index()
             start = time.monotonic()
-            attempts = asyncio.run(crawler.crawl(items))
+            tally = asyncio.run(crawl_chunks(crawler, url_list.chunks()))
             elapsed = time.monotonic() - start
     finally:
         cache.close()
-    done_before = sum(a.recorded_before for a in attempts)
-    outcomes = outcome_summary(attempts)
-    fetched = len(attempts) - done_before
-    summary = {"attempted": len(attempts), "already_done": done_before, "outcomes": outcomes,
+    fetched = tally.attempted - tally.done_before
+    summary = {"attempted": tally.attempted, "already_done": tally.done_before, "outcomes": tally.outcomes,
+               "skipped_rows": url_list.skipped_rows, "skipped": dict(sorted(url_list.skipped.items())),
                "seconds": round(elapsed, 3), "images_per_second": round(fetched / elapsed, 1) if elapsed > 0 else 0.0}
     if json_:
         print(json.dumps(summary))
         return
-    Console().print(outcome_table(outcomes, f"{len(attempts)} URLs, {done_before} already done"))
+    Console().print(outcome_table(tally.outcomes, f"{tally.attempted} URLs, {tally.done_before} already done"))
+    if url_list.skipped_rows:
+        reasons = ", ".join(f"{why}: {n}" for why, n in summary["skipped"].items())
+        Console().print(plain(f"{url_list.skipped_rows} rows skipped ({reasons})"), highlight=False)
     Console().print(f"{summary['images_per_second']} URLs/s over {elapsed:.1f} s")
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from explorer.config import CrawlConfig
-from explorer.crawl.crawler import read_url_list
+from explorer.crawl.url_lists import read_url_list
 from explorer.crawl.images import MAGIC, Rejection, embed_bytes, prepare_with_embedding, sniff
 from explorer.crawl.netguard import check_url, is_public_address, normalise_allow, parse_ip
 from explorer.records import Candidate

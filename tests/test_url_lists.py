@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from explorer.crawl import netguard
-from explorer.crawl.crawler import read_url_list
+from explorer.crawl.url_lists import read_url_list
 from explorer.records import UrlOutcome
 from explorer.sandbox.server import start_sandbox
 from cache.db import MetaDB

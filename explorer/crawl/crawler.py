@@ -8,7 +8,7 @@ and dropped when they are near-copies of the target's test images.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -388,6 +388,34 @@ class Crawler:
         return len(missing)
 
 
+@dataclass
+class CrawlTally:
+    """What `crawl_chunks` did over all its chunks: counts only, so that a list of millions of
+    URLs is summed up without its attempts being kept."""
+
+    attempted: int = 0                    # distinct (url, query) of each chunk
+    done_before: int = 0                  # of those, recorded before (or in an earlier chunk)
+    outcomes: dict[str, int] = field(default_factory=dict)  # of the attempts made now
+
+    def add(self, attempts: list[UrlAttempt]) -> None:
+        self.attempted += len(attempts)
+        self.done_before += sum(a.recorded_before for a in attempts)
+        for name, n in outcome_summary(attempts).items():
+            self.outcomes[name] = self.outcomes.get(name, 0) + n
+        self.outcomes = dict(sorted(self.outcomes.items()))
+
+
+async def crawl_chunks(crawler: Crawler, chunks: Iterable[list[CrawlItem]]) -> CrawlTally:
+    """Crawl one chunk after another (`explore fetch` on a long list): each is fetched,
+    recorded and its index saved before the next is read, so memory follows the chunk, and a
+    stop loses only the fetches not yet recorded, as in any crawl. A URL repeated in a later
+    chunk is answered by its recorded attempt, as on a rerun."""
+    tally = CrawlTally()
+    for chunk in chunks:
+        tally.add(await crawler.crawl(chunk))
+    return tally
+
+
 def outcome_summary(attempts: list[UrlAttempt]) -> dict[str, int]:
     """Counts by outcome of the attempts made now (rows recorded before are left out)."""
     counts: dict[str, int] = {}
@@ -395,16 +423,3 @@ def outcome_summary(attempts: list[UrlAttempt]) -> dict[str, int]:
         if not a.recorded_before:
             counts[a.outcome.value] = counts.get(a.outcome.value, 0) + 1
     return dict(sorted(counts.items()))
-
-
-def read_url_list(path: str | Path) -> list[CrawlItem]:
-    """Lines `url` or `url<TAB>caption`; blank lines, `#` comments and lines without a URL
-    (a caption alone) skipped."""
-    items = []
-    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
-        url, _, caption = line.partition("\t")
-        url = url.strip()
-        if not url or url.startswith("#"):
-            continue
-        items.append(CrawlItem(url=url, caption=caption.strip()))
-    return items
