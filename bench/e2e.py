@@ -87,8 +87,7 @@ from the lines above (that machine's log was lost), then `--seeds 0,1,2 --plot e
     over target-only  linear 100% +11.0 (1.5) [+9.5 +9.6 +14.0]  linear 10% +5.3 (1.8)  k-NN 100% +7.8 (2.1)  k-NN 10% -1.0 (0.8)
   explore-vs-random=+10.4 explore-vs-target-only=+11.0 (sessions 2-3 over seeds 0-3: +2.7 and
   +7.5; neither fell). INTERN's claim does not hold here: explore's probe with 10% of labels is
-  18.6 (0.8) points below target-only's with 100% (30 labelled images a class are too few for
-  this encoder's features).
+  18.6 (0.8) points below target-only's with 100%.
 """
 from __future__ import annotations
 
