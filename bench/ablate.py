@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e2e import plot_rounds, run_arm  # noqa: E402
+from e2e import plot_rounds, read_log, run_arm  # noqa: E402
 
 # variant -> (overrides on top of the explore arm, what it tests)
 VARIANTS: dict[str, tuple[list[str], str]] = {
@@ -68,7 +68,7 @@ def main() -> None:
         ap.error(f"unknown variants {', '.join(unknown)}: choose among {', '.join(VARIANTS)}")
     settings = {"target": args.target, "rounds": args.rounds, "steps": args.steps, "queries": args.queries,
                 "test_per_class": args.test_per_class, "seed": args.seed, "sets": args.sets}
-    done = read_log(args.log, settings)
+    done = read_log(args.log, settings, key=lambda rec: str(rec["variant"]))
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench-ablate-") as tmp:
         for name in names:
@@ -109,21 +109,6 @@ def print_table(results: dict[str, dict], args) -> None:
         share = r["relevant"] / r["kept"] if r["kept"] else 0.0
         print(f"{name:12s} {r['acc'][0]:11.1f} {r['acc'][1]:5.1f} {r['acc'][2]:9.1f} {r['acc'][3]:5.1f} "
               f"{share:8.2f} {ends:>13s} {lead:>7s} {r.get('seconds', 0):5.0f}  {VARIANTS[name][1]}")
-
-
-def read_log(path: Path | None, settings: dict) -> dict[str, dict]:
-    """Variants a --log already holds for these settings."""
-    if path is None or not path.exists():
-        return {}
-    done = {}
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue   # a line cut short by a stop mid-write
-        if isinstance(rec, dict) and all(rec.get(k) == v for k, v in settings.items()):
-            done[str(rec["variant"])] = rec["result"]
-    return done
 
 
 if __name__ == "__main__":

@@ -254,8 +254,13 @@ def plot_rounds(by_seed: dict[int, dict[str, dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def read_log(path: Path | None, settings: dict) -> dict[tuple[int, str], dict]:
-    """Arms a --log file already holds for these settings: (seed, arm) -> result."""
+def arm_key(rec: dict) -> tuple[int, str]:
+    return int(rec["seed"]), str(rec["arm"])
+
+
+def read_log(path: Path | None, settings: dict, key=arm_key) -> dict:
+    """What a --log file already holds for these settings: key(record) -> result (by default
+    (seed, arm); bench/ablate.py's are variants)."""
     if path is None or not path.exists():
         return {}
     done = {}
@@ -265,7 +270,7 @@ def read_log(path: Path | None, settings: dict) -> dict[tuple[int, str], dict]:
         except json.JSONDecodeError:
             continue   # a line cut short by a stop mid-write
         if isinstance(rec, dict) and all(rec.get(k) == v for k, v in settings.items()):
-            done[(int(rec["seed"]), str(rec["arm"]))] = rec["result"]
+            done[key(rec)] = rec["result"]
     return done
 
 if __name__ == "__main__":

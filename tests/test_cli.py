@@ -122,21 +122,9 @@ def test_resume_of_a_live_run_is_refused_before_it_writes_its_config(tmp_path):
     assert run.config_path.read_bytes() == before
 
 
-def _stop_at_build(monkeypatch) -> list:
-    from explorer.run import assemble
-    from explorer.errors import UserError
-
-    seen = []
-
-    def build(run, cfg, *args):
-        seen.append(cfg)
-        raise UserError("stopped by the test before the first round")
-
-    monkeypatch.setattr(assemble, "build", build)
-    return seen
 
 
-def test_a_first_run_that_failed_does_not_pin_its_config(tmp_path, monkeypatch):
+def test_a_first_run_that_failed_does_not_pin_its_config(tmp_path, monkeypatch, stop_at_build):
     real = tmp_path / "real"
     (real / "a").mkdir(parents=True)
     run_dir = tmp_path / "run"
@@ -145,7 +133,7 @@ def test_a_first_run_that_failed_does_not_pin_its_config(tmp_path, monkeypatch):
     result = runner.invoke(app, ["run", "--target", f"folder:{tmp_path / 'missing'}", *common], env=WIDE)
     _one_error(result, "missing")
 
-    seen = _stop_at_build(monkeypatch)
+    seen = stop_at_build()
     result = runner.invoke(app, ["run", "--target", f"folder:{real}", *common, "--set", "crawl.concurrency=7"],
                            env=WIDE)
     _one_error(result, "stopped by the test")
@@ -155,13 +143,13 @@ def test_a_first_run_that_failed_does_not_pin_its_config(tmp_path, monkeypatch):
     assert Config.load(run_dir / "config.toml").run.target == f"folder:{real}"
 
 
-def test_a_run_that_began_keeps_its_config(tmp_path, monkeypatch):
+def test_a_run_that_began_keeps_its_config(tmp_path, monkeypatch, stop_at_build):
     from cache.db import MetaDB
 
     run = _sandbox_run(tmp_path / "run")
     with MetaDB(run.db_path) as db:
         db.start_round(0)                         # begun, killed before its first checkpoint
-    seen = _stop_at_build(monkeypatch)
+    seen = stop_at_build()
     result = runner.invoke(app, ["run", "--target", "flowers102", "--run-dir", str(run.root),
                                  "--set", "crawl.concurrency=7"], env=WIDE)
     _one_error(result, "stopped by the test")

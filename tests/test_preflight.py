@@ -34,26 +34,14 @@ def test_auto_is_cpu_unless_the_run_s_device_is_a_gpu(monkeypatch, preset, devic
 
 # ---- the preset a run gets through `explore run`, for any target --------------------------------
 
-def _stop_at_build(monkeypatch) -> list:
-    from explorer.errors import UserError
-    from explorer.run import assemble
-
-    seen = []
-
-    def build(run, cfg, *args):
-        seen.append(cfg)
-        raise UserError("stopped by the test before the first round")
-
-    monkeypatch.setattr(assemble, "build", build)
-    return seen
 
 
-def _first_run(tmp_path, monkeypatch, *args):
+def _first_run(tmp_path, monkeypatch, stop_at_build, *args):
     """`explore run` on a folder target of one's own, stopped before its first round, on a
     machine without a GPU; (its config, its output)."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     (tmp_path / "mine" / "a").mkdir(parents=True, exist_ok=True)
-    seen = _stop_at_build(monkeypatch)
+    seen = stop_at_build()
     result = runner.invoke(app, ["run", "--target", f"folder:{tmp_path / 'mine'}", "--engine", "none",
                                  "--init", "scratch", "--model", "tiny-64", "--run-dir", str(tmp_path / "run"),
                                  "--data-root", str(tmp_path / "data"), *args], env=WIDE)
@@ -62,8 +50,8 @@ def _first_run(tmp_path, monkeypatch, *args):
     return cfg, result.output
 
 
-def test_a_folder_target_without_a_gpu_gets_the_cpu_preset_and_says_so(tmp_path, monkeypatch):
-    cfg, out = _first_run(tmp_path, monkeypatch)
+def test_a_folder_target_without_a_gpu_gets_the_cpu_preset_and_says_so(tmp_path, monkeypatch, stop_at_build):
+    cfg, out = _first_run(tmp_path, monkeypatch, stop_at_build)
     sized = apply_overrides(Config(), CPU_PRESET)
     assert [get_field(cfg, name) for name in preset_values(CPU_PRESET)] == \
         [get_field(sized, name) for name in preset_values(CPU_PRESET)]
@@ -73,16 +61,16 @@ def test_a_folder_target_without_a_gpu_gets_the_cpu_preset_and_says_so(tmp_path,
     assert Config.load(tmp_path / "run" / "config.toml").train.batch_size == 32   # what a resume reads
 
 
-def test_set_and_a_config_file_win_over_the_preset_and_gpu_keeps_the_config_s_values(tmp_path, monkeypatch):
-    cfg, out = _first_run(tmp_path, monkeypatch, "--set", "train.batch_size=12")
+def test_set_and_a_config_file_win_over_the_preset_and_gpu_keeps_the_config_s_values(tmp_path, monkeypatch, stop_at_build):
+    cfg, out = _first_run(tmp_path, monkeypatch, stop_at_build, "--set", "train.batch_size=12")
     assert (cfg.train.batch_size, cfg.train.steps_per_round) == (12, 30)
     assert "train.batch_size=12" in out              # the line says the values the run has
 
     (tmp_path / "mine.toml").write_text("[train]\nsteps_per_round = 7\n")
-    cfg, _ = _first_run(tmp_path, monkeypatch, "--config", str(tmp_path / "mine.toml"))
+    cfg, _ = _first_run(tmp_path, monkeypatch, stop_at_build, "--config", str(tmp_path / "mine.toml"))
     assert (cfg.train.batch_size, cfg.train.steps_per_round) == (32, 7)
 
-    cfg, out = _first_run(tmp_path, monkeypatch, "--preset", "gpu")
+    cfg, out = _first_run(tmp_path, monkeypatch, stop_at_build, "--preset", "gpu")
     defaults = Config().train
     assert (cfg.run.preset, cfg.train.batch_size, cfg.train.steps_per_round) == \
         ("gpu", defaults.batch_size, defaults.steps_per_round)
