@@ -257,6 +257,29 @@ def report_(
         webbrowser.open(path.resolve().as_uri())
 
 
+@app.command("export")
+def export_(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the shards and _manifest.json.")],
+    fmt: Annotated[str, typer.Option("--format", help="webdataset (tar shards) or parquet.")] = "webdataset",
+    min_reward: Annotated[Optional[float], typer.Option(
+        help="Only images whose reward (the freshest) is at least this; images never scored are left out.")] = None,
+    shard_size: Annotated[int, typer.Option(help="Samples per shard.")] = 10_000,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an export already in --out (its shards and manifest; nothing else).")] = False,
+) -> None:
+    """Write the images the run kept, with caption, concept, query, reward, source URL and
+    sha256, as webdataset tar shards or parquet files, to train on elsewhere."""
+    from explorer.run import export
+
+    rd = _existing_run(run_dir)
+    try:
+        summary = export.export_run(rd, out, fmt, min_reward, shard_size, overwrite)
+    except OSError as e:   # a full disk, an --out that cannot be written
+        fail(f"cannot write the export to {out}: {e}")
+    Console().print(plain(export.summary_line(summary)), highlight=False, soft_wrap=True)
+
+
 def _existing_run(run_dir: Path):
     from explorer.session import RunDir
 

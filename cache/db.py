@@ -159,6 +159,11 @@ def _row(cls, r: sqlite3.Row):
     return cls(*(r[f] if f in have else None for f in cls._fields))
 
 
+def _lenient_text(value: bytes | None) -> str | None:
+    """A text column read as bytes (CAST AS BLOB), decoded; what is not UTF-8 becomes U+FFFD."""
+    return None if value is None else bytes(value).decode("utf-8", "replace")
+
+
 class QueryCounts(NamedTuple):
     """How a run's queries stand (`explore status`)."""
 
@@ -206,6 +211,24 @@ class KeptImage(NamedTuple):
     text: str
     page: int
     backend: str
+
+
+class ExportedImage(NamedTuple):
+    """A kept image as `explore export` writes it: its row, the query that found it (None for an
+    image no query found, as in a cache of `explore fetch`) and its freshest reward (None until
+    a round scores it)."""
+
+    sha256: str
+    path: str
+    caption: str | None
+    url: str | None
+    concept: str | None
+    text: str | None
+    refinement: str | None
+    reward: float | None
+    round: int | None
+    width: int | None
+    height: int | None
 
 
 class AttemptRef(NamedTuple):
@@ -613,6 +636,32 @@ class MetaDB:
             f"queries.engine, queries.text, {asked} FROM images "
             "JOIN queries ON images.query_id = queries.id "
             f"WHERE queries.concept = ? ORDER BY {reward} DESC LIMIT ?", (concept, limit))]
+
+    def exported_images(self, min_reward: float | None = None, page: int = 1000) -> Iterator[ExportedImage]:
+        """Every kept image, in table order (the order they were kept), read `page` rows at a
+        time by rowid, one statement per page: memory stays flat however large the run, and no
+        read is held open while the caller works on a page. `min_reward`: only images whose freshest reward
+        is at least it (an image never scored has none and is left out). Text columns are read
+        as bytes and decoded with U+FFFD for what is not UTF-8, so that one row written by
+        another tool does not stop the walk."""
+        fresh = self.has_column("images", "fresh_reward")
+        reward = "COALESCE(i.fresh_reward, i.reward)" if fresh else "i.reward"
+        refinement = "CAST(q.refinement AS BLOB)" if self.has_column("queries", "refinement") else "NULL"
+        text = ("i.sha256", "i.path", "i.caption", "i.first_url", "q.concept", "q.text")
+        above = f" AND {reward} >= ?" if min_reward is not None else ""
+        threshold = (float(min_reward),) if min_reward is not None else ()
+        sql = (f"SELECT i.rowid, {', '.join(f'CAST({c} AS BLOB)' for c in text)}, {refinement}, {reward}, "
+               "i.round, i.width, i.height FROM images i LEFT JOIN queries q ON i.query_id = q.id "
+               f"WHERE i.rowid > ?{above} ORDER BY i.rowid LIMIT ?")
+        last = -1
+        while True:
+            args = (last, *threshold, page)
+            rows = self.conn.execute(sql, args).fetchall()
+            for r in rows:
+                yield ExportedImage(*map(_lenient_text, r[1:8]), *r[8:])
+            if len(rows) < page:
+                return
+            last = rows[-1][0]
 
     def concept_rounds(self, concepts: Iterable[str]) -> dict[str, list[int]]:
         """The rounds each of `concepts` was asked in, ascending."""
