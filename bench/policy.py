@@ -15,6 +15,20 @@ cumulative relevant images (training mode when run, else fixed).
 Arms that re-ask also print, by kind of query (first ask, page, backend, descriptor), how many
 were asked and the relevant and kept images each brought on average.
 
+Measured 2026-12-02, session 8 (shared 2-core CPU machine, e2e benchmarks beside it; fixed
+encoder, 16 queries x 35 results a round, page size 35, 30 rounds: 480 queries for the world's
+192 relevant concepts, the regime of a long real run), cumulative relevant / kept:
+  `--modes fixed --policies gp,gp-once --rounds 30 --seed 0`
+    gp       5684 / 13884   gp-once 4648 / 14812   reask-vs-once=1.22
+    gp per round    0.05 0.58 0.29 0.64 0.75 0.66 0.70 0.56 0.73 0.83 0.64 0.60 0.70 0.60 0.62
+                    0.39 0.33 0.38 0.03 0.30 0.25 0.25 0.23 0.27 0.17 0.08 0.05 0.21 0.20 0.24
+    gp-once         0.05 0.53 0.37 0.81 0.58 0.68 0.79 0.82 0.77 0.67 0.50 0.38 0.39 0.83 0.74
+                    0.64 0.12 0.00 0.00 0.00 0.05 0.01 0.00 0.01 0.01 0.01 0.00 0.01 0.00 0.00
+    gp's queries    first 387: 11.8 relevant / 30.6 kept a query; page 85: 12.6 / 23.2; descriptor 8: 3.9 / 8.5
+  Asking each concept once runs dry at round 16 (0.00-0.05 after it); re-asking keeps 0.05-0.38
+  of its crawl relevant to the end. The re-ask cap binds late: with `--set
+  policy.reask_share=0.75` gp finds 5858 / 13643 (124 pages instead of 85), +3%, within one
+  seed's noise, so the default stays 0.5.
 Measured 2026-12-02, session 7 (shared 2-core CPU machine, bench/e2e.py running beside it),
 sandbox.looks=shared (backdrops and palettes shared by every family: only shape and texture
 tell the target's pictures apart), 8 rounds x 16 queries x 35 results, seed 0, relevant / kept:
