@@ -25,8 +25,19 @@ encoder, 16 queries x 35 results a round, page size 35, 30 rounds: 480 queries f
     gp-once         0.05 0.53 0.37 0.81 0.58 0.68 0.79 0.82 0.77 0.67 0.50 0.38 0.39 0.83 0.74
                     0.64 0.12 0.00 0.00 0.00 0.05 0.01 0.00 0.01 0.01 0.01 0.00 0.01 0.00 0.00
     gp's queries    first 387: 11.8 relevant / 30.6 kept a query; page 85: 12.6 / 23.2; descriptor 8: 3.9 / 8.5
-  Asking each concept once runs dry at round 16 (0.00-0.05 after it); re-asking keeps 0.05-0.38
-  of its crawl relevant to the end. The re-ask cap binds late: with `--set
+  `--seed 1` (same command)
+    gp       5239 / 14365   gp-once 4736 / 14902   reask-vs-once=1.11
+    gp per round    0.11 0.69 0.75 0.79 0.80 0.71 0.54 0.56 0.56 0.58 0.65 0.68 0.77 0.64 0.30
+                    0.21 0.24 0.51 0.30 0.11 0.23 0.00 0.02 0.01 0.01 0.06 0.01 0.00 0.01 0.22
+    gp-once         0.11 0.70 0.78 0.81 0.76 0.72 0.74 0.81 0.77 0.73 0.78 0.43 0.57 0.43 0.43
+                    0.15 0.04 0.01 0.00 0.00 0.01 0.01 0.00 0.00 0.01 0.01 0.01 0.01 0.00 0.00
+    gp's queries    first 435: 10.8 relevant / 30.9 kept a query; page 34: 13.2 / 22.9; descriptor 11: 9.0 / 12.5
+  Seed 0: asking each concept once runs dry at round 16 (0.00-0.05 after it); re-asking keeps
+  0.05-0.38 of its crawl relevant to the end. Seed 1: gp runs dry too, from round 21, having
+  asked only 34 pages although a page brought 13.2 relevant images and its late first asks about
+  none: there the policy's choice between a re-ask and a new concept is what falls short (the
+  round's mean reward did fall, -0.03 to -0.05 against about 0.0 early). Target 1.2: met at
+  seed 0, not at seed 1 (mean 1.16). The re-ask cap binds late: with `--set
   policy.reask_share=0.75` gp finds 5858 / 13643 (124 pages instead of 85), +3%, within one
   seed's noise, so the default stays 0.5.
 Measured 2026-12-02, session 7 (shared 2-core CPU machine, bench/e2e.py running beside it),
