@@ -102,6 +102,15 @@ def jpeg_bytes(width: int = 400, height: int = 300, seed: int = 0, quality: int 
     return out.getvalue()
 
 
+def noisy_jpeg(seed: int, size: int = 160) -> bytes:
+    """A square of random pixels as JPEG: the costliest kind to store, so size bounds hold for
+    real photos too; different seeds differ."""
+    rng = np.random.default_rng(seed)
+    out = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), "RGB").save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
 def image_app(files: dict[str, tuple[bytes, dict]]) -> tuple[web.Application, dict[str, int]]:
     """An app serving `files` {path: (body, headers)}; returns it and a per-path hit counter."""
     hits: dict[str, int] = {}

@@ -8,7 +8,6 @@ import importlib.util
 import io
 import json
 import math
-import random
 import sqlite3
 import sys
 
@@ -20,6 +19,7 @@ from typer.testing import CliRunner
 from cache.paths import image_relpath
 from explorer.run import export
 from explorer.session import RunDir
+from tests.crawl_fixtures import noisy_jpeg
 from tests.run_fixtures import make_run
 
 # in the dev extra, so CI reads the shards back; without it the parquet tests still run
@@ -29,12 +29,6 @@ FORMATS = [pytest.param("webdataset", marks=needs_webdataset), "parquet"]
 HOSTILE = "<b>\x00\x07\x1b[2J\u202e\r\nname\ud7ff\U0001f600 \"q\" 'x' \\ " + "long " * 20_000
 
 
-def jpeg(seed: int, size: int = 24) -> bytes:
-    rng = random.Random(seed)
-    im = Image.frombytes("RGB", (size, size), bytes(rng.getrandbits(8) for _ in range(size * size * 3)))
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=90)
-    return buf.getvalue()
 
 
 def store(run: RunDir, data: bytes) -> str:
@@ -70,9 +64,9 @@ def run(tmp_path) -> RunDir:
     with contextlib.closing(sqlite3.connect(run.db_path)) as con, con:
         tulip, rose = add_query(con, 0, "tulip"), add_query(con, 1, "rose", "page:2")
         for i in range(7):
-            add_image(con, store(run, jpeg(i)), tulip if i < 4 else rose, 0 if i < 4 else 1,
+            add_image(con, store(run, noisy_jpeg(i, 24)), tulip if i < 4 else rose, 0 if i < 4 else 1,
                       f"picture {i}", i / 10, fresh=0.9 if i == 6 else None)
-        add_image(con, store(run, jpeg(7)), rose, 1, "picture 7", None)
+        add_image(con, store(run, noisy_jpeg(7, 24)), rose, 1, "picture 7", None)
     return run
 
 
@@ -180,7 +174,7 @@ def test_hostile_text_survives_as_data(tmp_path, fmt):
     """Control characters, bidi overrides, markup, a 100 kB caption, and bytes that are not
     UTF-8 (another tool's row): the export carries them, never chokes on them."""
     run = make_run(tmp_path / "run")
-    sha, odd = store(run, jpeg(1)), store(run, jpeg(2))
+    sha, odd = store(run, noisy_jpeg(1, 24)), store(run, noisy_jpeg(2, 24))
     with contextlib.closing(sqlite3.connect(run.db_path)) as con, con:
         add_image(con, sha, add_query(con, 0, HOSTILE), 0, HOSTILE, 0.5)
         qid = con.execute("INSERT INTO queries(round, concept, text, engine, status) VALUES "

@@ -3,21 +3,19 @@ the web sent is escaped, nothing is loaded from outside, every section is there,
 bounded however many images the run kept. The browser test is tests/test_report_browser.py."""
 import contextlib
 import hashlib
-import io
 import json
-import random
 import re
 import sqlite3
 from html.parser import HTMLParser
 
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 from cache.paths import image_relpath
 from explorer.engines.base import search_key
 from explorer.run import html_report
 from explorer.session import RunDir
+from tests.crawl_fixtures import noisy_jpeg
 from tests.run_fixtures import make_run
 
 SECTIONS = ("summary", "curves", "leaderboard", "gallery", "queries", "outcomes", "eval",
@@ -43,13 +41,6 @@ def parse(page: str) -> list[tuple[str, dict]]:
     return parser.tags
 
 
-def jpeg(seed: int, size: int = 160) -> bytes:
-    """A noisy picture: the costliest kind for JPEG, so size bounds hold for real photos too."""
-    rng = random.Random(seed)
-    im = Image.frombytes("RGB", (size, size), bytes(rng.getrandbits(8) for _ in range(size * size * 3)))
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=90)
-    return buf.getvalue()
 
 
 def store(run: RunDir, data: bytes) -> tuple[str, str]:
@@ -97,7 +88,7 @@ def write_rounds(run: RunDir, n: int, name: str = "tulip") -> None:
 def hostile_run(tmp_path) -> RunDir:
     """A small run whose concepts, titles, URLs, source pages and outcome names are hostile."""
     run = make_run(tmp_path / "run")
-    pictures = [store(run, jpeg(i, 64)) for i in range(4)]
+    pictures = [store(run, noisy_jpeg(i, 64)) for i in range(4)]
     missing_sha = "ab" * 32
     broken_sha, broken_rel = store(run, b"not a jpeg at all")
     with contextlib.closing(sqlite3.connect(run.db_path)) as con, con:
@@ -191,7 +182,7 @@ def test_a_running_run_says_so(hostile_run):
 def test_the_report_of_a_large_run_stays_small(tmp_path):
     """Many concepts, images and rounds: the page shows a bounded sample of them."""
     run = make_run(tmp_path / "run")
-    files = [store(run, jpeg(i)) for i in range(40)]
+    files = [store(run, noisy_jpeg(i)) for i in range(40)]
     n_concepts, per_query = 400, 50
     with contextlib.closing(sqlite3.connect(run.db_path)) as con, con:
         for c in range(n_concepts):
