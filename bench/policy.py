@@ -37,7 +37,14 @@ encoder, 16 queries x 35 results a round, page size 35, 30 rounds: 480 queries f
   asked only 34 pages although a page brought 13.2 relevant images and its late first asks about
   none: there the policy's choice between a re-ask and a new concept is what falls short (the
   round's mean reward did fall, -0.03 to -0.05 against about 0.0 early). Target 1.2: met at
-  seed 0, not at seed 1 (mean 1.16). The re-ask cap binds late: with `--set
+  seed 0, not at seed 1 (mean 1.16).
+  Why, from a rerun of seed 1's gp arm kept on disk (5297 relevant, the same pattern) and its
+  policy rebuilt from the last checkpoint: a page is measured to score 0.94 z below the ask
+  before it and to keep 0.80 as many images, so the best page (of a first ask at z 0.95) is
+  worth -0.24 z; the last round's first asks scored -0.12 z, so a new concept (-0.12) beats
+  every one of the 432 refinements on offer, although those first asks brought no relevant
+  image. The untrained encoder's rewards barely separate them (first-ask sd 0.06): the choice is
+  made on the reward's scale, where late new concepts still look average. The re-ask cap binds late: with `--set
   policy.reask_share=0.75` gp finds 5858 / 13643 (124 pages instead of 85), +3%, within one
   seed's noise, so the default stays 0.5.
 Measured 2026-12-02, session 7 (shared 2-core CPU machine, bench/e2e.py running beside it),
