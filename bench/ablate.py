@@ -22,7 +22,7 @@ Measured 2026-12-02, session 8 (shared 2-core CPU machine, other benchmarks besi
   The same settings as bench/e2e.py's seed-0 explore arm, which gave 59.9 a session earlier:
   one run differs from another by up to ~4 points (the crawl's order varies), so only leads
   beyond that count. The caption loss carries much of what the learner gains from the web
-  (without it -7.9, and the crawl's relevant share falls too, the rewards coming from a weaker
+  (without it -7.9, and the crawl's relevant share falls too, likely as the rewards come from a weaker
   encoder); decaying the learning rate to zero within the run does not help (-4.7): at 1200
   steps the model is still learning when the budget ends (base's k-NN climbs to its last round).
   No default changed.
