@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e2e import plot_rounds, read_log, run_arm  # noqa: E402
+from e2e import add_budget_args, plot_rounds, read_log, run_arm  # noqa: E402
 
 # variant -> (overrides on top of the explore arm, what it tests)
 VARIANTS: dict[str, tuple[list[str], str]] = {
@@ -65,12 +65,8 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--target", default="sandbox-flowers")
-    ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--steps", type=int, default=120, help="MUG steps per round")
-    ap.add_argument("--queries", type=int, default=16)
+    add_budget_args(ap, rounds=10, steps=120)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--test-per-class", type=int, default=100)
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"among {', '.join(VARIANTS)}")
     ap.add_argument("--set", dest="sets", action="append", default=[],
                     help="an override for every variant, base included (e.g. a new default under test)")

@@ -113,6 +113,16 @@ ARMS = {"target-only": ["crawl.engine=none"], "random": ["policy.name=random"],
 METRICS = [("linear", 1.0), ("linear", 0.1), ("knn", 1.0), ("knn", 0.1)]
 
 
+def add_budget_args(ap: argparse.ArgumentParser, rounds: int, steps: int) -> None:
+    """The options `run_arm` reads: target, rounds, steps, queries, test images a class."""
+    ap.add_argument("--target", default="sandbox-flowers")
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--steps", type=int, default=steps, help="MUG steps per round")
+    ap.add_argument("--queries", type=int, default=16)
+    ap.add_argument("--test-per-class", type=int, default=100,
+                    help="sandbox test images a class (the default target has 20: +-3.5 points of noise)")
+
+
 def run_arm(arm: str, seed: int, args, tmp: Path, extra: list[str] = (), name: str = "") -> dict:
     """One arm of one seed: the loop, then the evaluation; accuracies in points. `extra`: more
     overrides after the arm's own (bench/ablate.py's variants), `name` its run directory."""
@@ -147,14 +157,9 @@ def print_table(title: str, results: dict[str, dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--target", default="sandbox-flowers")
-    ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--steps", type=int, default=30, help="MUG steps per round")
-    ap.add_argument("--queries", type=int, default=16)
+    add_budget_args(ap, rounds=6, steps=30)
     ap.add_argument("--seeds", default="0", help="comma-separated; each seed is a new world, model and run")
     ap.add_argument("--seed", type=int, help="one seed (the same as --seeds N)")
-    ap.add_argument("--test-per-class", type=int, default=100,
-                    help="sandbox test images a class (the default target has 20: +-3.5 points of noise)")
     ap.add_argument("--arms", default="target-only,random,explore",
                     help=f"among {', '.join(ARMS)}; explore-once = explore without re-asks")
     ap.add_argument("--plot", type=Path,
