@@ -618,18 +618,18 @@ class MetaDB:
     def vec_ids(self) -> set[int]:
         return {r[0] for r in self.conn.execute("SELECT vec_id FROM images WHERE vec_id IS NOT NULL")}
 
+    def image_reward(self, table: str = "images") -> str:
+        """SQL for an images row's freshest reward (the re-scored one where the database has it)."""
+        return (f"COALESCE({table}.fresh_reward, {table}.reward)"
+                if self.has_column("images", "fresh_reward") else f"{table}.reward")
+
     def best_image_paths(self, concept: str, limit: int) -> list[str]:
         """Paths of the images the concept's queries kept, highest freshest reward first."""
-        reward = "COALESCE(images.fresh_reward, images.reward)" \
-            if self.has_column("queries", "fresh_reward") else "images.reward"
-        return [r[0] for r in self.conn.execute(
-            "SELECT images.path FROM images JOIN queries ON images.query_id = queries.id "
-            f"WHERE queries.concept = ? ORDER BY {reward} DESC LIMIT ?", (concept, limit))]
+        return [image.path for image in self.concept_images(concept, limit)]
 
     def concept_images(self, concept: str, limit: int) -> list[KeptImage]:
         """The images the concept's queries kept, highest freshest reward first, at most `limit`."""
-        fresh = self.has_column("queries", "fresh_reward")
-        reward = "COALESCE(images.fresh_reward, images.reward)" if fresh else "images.reward"
+        reward = self.image_reward()
         asked = "queries.page, queries.backend" if self.has_column("queries", "refinement") else "1, ''"
         return [KeptImage._make(r) for r in self.conn.execute(
             f"SELECT images.sha256, images.path, images.first_url, images.caption, {reward}, "
@@ -644,8 +644,7 @@ class MetaDB:
         is at least it (an image never scored has none and is left out). Text columns are read
         as bytes and decoded with U+FFFD for what is not UTF-8, so that one row written by
         another tool does not stop the walk."""
-        fresh = self.has_column("images", "fresh_reward")
-        reward = "COALESCE(i.fresh_reward, i.reward)" if fresh else "i.reward"
+        reward = self.image_reward("i")
         refinement = "CAST(q.refinement AS BLOB)" if self.has_column("queries", "refinement") else "NULL"
         text = ("i.sha256", "i.path", "i.caption", "i.first_url", "q.concept", "q.text")
         above = f" AND {reward} >= ?" if min_reward is not None else ""
