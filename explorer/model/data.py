@@ -88,16 +88,19 @@ class MixedBatchSampler:
     Each batch takes round(share * batch_size) images from each source (largest remainder,
     so they sum to batch_size); shares of empty sources go to the others. Within a source the
     order is a fresh permutation per pass, so every image is seen once before any repeats.
+    Rank `rank` of `world` processes (same seed on each) gets every world-th index of each
+    batch from its rank-th on: disjoint shares that together are the whole batch.
     """
 
     def __init__(self, sizes: Sequence[int], shares: Sequence[float], batch_size: int,
-                 seed: int):
+                 seed: int, rank: int = 0, world: int = 1):
         if sum(sizes) == 0:
             raise ValueError("no images to train on: target, candidates and replay are empty")
         self.sizes = list(sizes)
         self.offsets = [0, *itertools.accumulate(sizes)][:-1]
         self.counts = self.split(batch_size, [s if n else 0.0 for s, n in zip(shares, sizes)])
         self.seed = seed
+        self.rank, self.world = rank, world
 
     @staticmethod
     def split(batch_size: int, shares: Sequence[float]) -> list[int]:
@@ -119,7 +122,8 @@ class MixedBatchSampler:
         rng = np.random.default_rng(self.seed)
         streams = [self._stream(s, rng) if n else iter(()) for s, n in enumerate(self.sizes)]
         while True:
-            yield [i for s, k in enumerate(self.counts) for i in itertools.islice(streams[s], k)]
+            batch = [i for s, k in enumerate(self.counts) for i in itertools.islice(streams[s], k)]
+            yield batch[self.rank::self.world]
 
 
 def mixed_batches(target: Sequence[ImageRecord], candidates: Sequence[ImageRecord],
@@ -128,15 +132,18 @@ def mixed_batches(target: Sequence[ImageRecord], candidates: Sequence[ImageRecor
     """Endless iterator of (imgs [B,3,S,S], tokens [B,T] long, token_mask [B,T] long).
 
     B = cfg.train.batch_size, T = cfg.model.max_caption_tokens; MAE augmentations; images
-    decoded by cfg.train.workers worker processes. Under torch.distributed each rank draws
-    its own batches (seed + rank).
+    decoded by cfg.train.workers worker processes. Under torch.distributed every rank draws the
+    same batches of B (the same seed) and keeps its share, B / world_size images: ranks take
+    disjoint slices of each batch, every source in its share; crops and flips differ by rank.
     """
-    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    distributed = torch.distributed.is_initialized()
+    rank = torch.distributed.get_rank() if distributed else 0
+    world = torch.distributed.get_world_size() if distributed else 1
     t = cfg.train
     records = [*target, *candidates, *replay]
     sampler = MixedBatchSampler([len(target), len(candidates), len(replay)],
                                 [t.target_share, t.candidate_share, t.replay_share],
-                                t.batch_size, seed + 1000 * rank)
+                                t.batch_size, seed, rank=rank, world=world)
     dataset = ImageCaptionDataset(records, train_transform(image_size, t.crop_scale_min),
                                   tokenizer, cfg.model.max_caption_tokens)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=t.workers,

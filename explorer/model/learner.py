@@ -4,11 +4,15 @@ encoder, then train MUG on them (ARCHITECTURE.md, "One round").
 Both run in a worker thread (training while the event loop crawls the next round), so the
 learner never touches the database: the loop hands it file paths and captions and takes back
 rewards and training statistics.
+
+Under torchrun (explorer/model/ddp.py) rank 0's learner tells the other ranks what to train,
+and each of them runs a follower learner (`follow`) that trains the same rounds with it.
 """
 from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,6 +20,7 @@ import numpy as np
 import torch
 
 from explorer.config import Config
+from explorer.model import ddp
 from explorer.model.data import ImageRecord, embed_paths, eval_transform, mixed_batches
 from explorer.errors import BadSetting
 from explorer.crawl.images import to_rgb
@@ -65,21 +70,33 @@ def reward_encoder(cfg: Config, vocab_size: int, device: torch.device):
 
 
 class Learner:
+    """`ranks`: this process's place under torchrun (None: the only process). Rank 0's learner
+    does everything; a follower's (any other rank) only trains, never downloads weights (DDP
+    copies rank 0's when it wraps the model) and never writes."""
+
     def __init__(self, cfg: Config, run: RunDir, target_train: list[str], target=None,
-                 checkpoint: Path | None = None):
+                 checkpoint: Path | None = None, ranks: ddp.Ranks | None = None):
         from explorer.inputs.text import load_tokenizer
 
         self.cfg = cfg
         self.run = run
+        self.ranks = ranks
+        self.follower = ranks is not None and not ranks.is_main
         self.device = pick_device(cfg.run.device)
+        if ranks is not None and self.device.type == "cuda":   # one GPU a rank: LOCAL_RANK's
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.tokenizer = load_tokenizer(cfg.policy.text_model)
         torch.manual_seed(cfg.run.seed)
         checkpoint = checkpoint or run.latest_checkpoint
-        # a checkpoint holds every weight: the starting ones (a download, a file) are not needed again
-        make = new_model if checkpoint.exists() else build_model
-        self.model = make(cfg.model, vocab_size=self.tokenizer.vocab_size)
-        self.trainer = Trainer(cfg, self.model, self.device)
-        self.reward_model = reward_encoder(cfg, self.tokenizer.vocab_size, self.device)
+        if ranks is not None and ranks.is_main:   # the followers build theirs alongside
+            ranks.send(("start", cfg, list(target_train), str(checkpoint)))
+        with ranks.collective() if ranks is not None else nullcontext():
+            # a checkpoint holds every weight: the starting ones (a download, a file) are not needed again
+            make = new_model if checkpoint.exists() or self.follower else build_model
+            self.model = make(cfg.model, vocab_size=self.tokenizer.vocab_size)
+            self.trainer = Trainer(cfg, self.model, self.device)   # under DDP: every rank at once
+        self.reward_model = None if self.follower else reward_encoder(
+            cfg, self.tokenizer.vocab_size, self.device)
         self.image_size = MODEL_CONFIGS[cfg.model.name].image_size
         self.target = [ImageRecord(p, None) for p in target_train]
         self.target_train = list(target_train)
@@ -122,8 +139,26 @@ class Learner:
         return out
 
     def train_round(self, round_: int, images: RoundImages) -> dict:
-        """MUG steps on a mix of target, this round's candidates and replay; then k-NN."""
+        """MUG steps on a mix of target, this round's candidates and replay; then k-NN.
+        Under torchrun every rank trains the round together (rank 0 tells the others first);
+        the stats then hold `ranks` and each rank's `weights` digest (equal: one model)."""
         started = time.monotonic()
+        if self.ranks is None:
+            stats = self._train(round_, images)
+        else:
+            if self.ranks.is_main:
+                self.ranks.send(("train", round_, images))
+            else:   # its own masks and crops, the same again on a resume
+                torch.manual_seed(ddp.rank_seed(self.cfg.run.seed, round_, self.ranks.rank))
+            with self.ranks.collective():
+                stats = self._train(round_, images)
+                stats["ranks"] = self.ranks.world
+                stats["weights"] = self.ranks.gather(ddp.weights_digest(self.model))
+        stats["knn_acc"] = None if self.follower else self.knn_accuracy()
+        stats["seconds"] = time.monotonic() - started
+        return stats
+
+    def _train(self, round_: int, images: RoundImages) -> dict:
         candidates = [ImageRecord(p, c or None) for _, p, c in images.candidates]
         replay = [ImageRecord(p, c or None) for _, p, c in images.replay]
         batches = mixed_batches(self.target, candidates, replay, self.cfg, self.tokenizer,
@@ -133,8 +168,6 @@ class Learner:
         if self.progress is not None and stats["steps"]:
             self.progress.trained_step()    # the last step (its batches were drawn before it ran)
         del batches
-        stats["knn_acc"] = self.knn_accuracy()
-        stats["seconds"] = time.monotonic() - started
         return stats
 
     def _counted(self, batches, round_: int):
@@ -175,3 +208,24 @@ class Learner:
         if every and (round_ + 1) % every == 0:
             self.trainer.save_checkpoint(self.run.round_checkpoint(round_), extra={"explore": extra})
         self.rounds_done = round_ + 1
+
+
+def follow(ranks: ddp.Ranks) -> int:
+    """A rank other than 0 for the whole run: build a learner when rank 0 builds its own, train
+    each round rank 0 trains, return at its stop (explorer/model/ddp.py). Writes nothing.
+    Returns the rounds trained."""
+    learner, rounds = None, 0
+    while True:
+        kind, *args = ranks.receive()
+        if kind == "stop":
+            return rounds
+        if kind == "start":
+            cfg, target_train, checkpoint = args
+            learner = Learner(cfg, RunDir(cfg.run.run_dir), target_train,
+                              checkpoint=Path(checkpoint), ranks=ranks)
+        elif kind == "train":
+            round_, images = args
+            learner.train_round(round_, images)
+            rounds += 1
+        else:
+            raise RuntimeError(f"rank {ranks.rank}: unknown message {kind!r} from rank 0")

@@ -1,9 +1,11 @@
 """MUG training: AdamW, warm-up then cosine, clipping, accumulation, bf16 on GPU, DDP.
 
-One optimiser step consumes `grad_accum` micro-batches of `batch_size` images per process;
-the effective batch is batch_size * grad_accum * world_size, and the peak learning rate is
-`lr * effective_batch / 256` (MAE's rule). Under torchrun the model is wrapped in
-DistributedDataParallel; rank 0 alone writes checkpoints.
+One optimiser step consumes `grad_accum` micro-batches of `batch_size` images; the effective
+batch is batch_size * grad_accum, and the peak learning rate is `lr * effective_batch / 256`
+(MAE's rule). Under torchrun the model is wrapped in DistributedDataParallel and each of the
+world_size processes trains on its share of every micro-batch, batch_size / world_size images
+(`data.mixed_batches`): one process and N train on the same images per step, with the same
+learning rate. Rank 0 alone writes checkpoints.
 
 A checkpoint is one plain dict {model, optimizer, scheduler, step, rng, config}, written to
 a temp file, fsynced and renamed over the old one.
@@ -21,6 +23,7 @@ import os
 import pickle
 import random
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Iterable
 
@@ -32,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from cache.atomic import atomic_write
 from cache.db import ScoredImage
 from explorer.config import Config, apply_overrides
-from explorer.errors import BadCheckpoint, CheckpointNotSaved, first_line
+from explorer.errors import BadCheckpoint, BadSetting, CheckpointNotSaved, first_line
 from explorer.model.mug import MUG
 
 NO_DECAY = {"pos_embed", "cls_token", "mask_token"}
@@ -102,7 +105,10 @@ class Trainer:
         self.step = 0
         self.extra: dict = {}                   # caller state from the last checkpoint loaded
         self.autocast = self.device.type == "cuda" and t.bf16
-        self.effective_batch = t.batch_size * t.grad_accum * world_size()
+        if t.batch_size % world_size():
+            raise BadSetting(f"train.batch_size={t.batch_size} is the batch of all {world_size()} "
+                             "processes together: make it a multiple of their number")
+        self.effective_batch = t.batch_size * t.grad_accum
         peak_lr = t.lr * self.effective_batch / 256
         self.optimizer = torch.optim.AdamW(param_groups(self.model, t.weight_decay), lr=peak_lr,
                                            betas=tuple(t.betas),
@@ -270,11 +276,12 @@ def read_records(path: str | None):
     return records
 
 
-def setup_distributed() -> torch.device:
-    """Initialise torch.distributed from torchrun's environment, if present; pick the device."""
+def setup_distributed(timeout: timedelta | None = None) -> torch.device:
+    """Initialise torch.distributed from torchrun's environment, if present; pick the device.
+    `timeout`: how long a collective waits for the other ranks (torch's default otherwise)."""
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
+        dist.init_process_group(backend, **({"timeout": timeout} if timeout else {}))
         if torch.cuda.is_available():
             local = int(os.environ.get("LOCAL_RANK", 0))
             torch.cuda.set_device(local)

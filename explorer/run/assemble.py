@@ -111,7 +111,7 @@ class Parts:
         self.cache.close()
 
 
-def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
+def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool, ranks=None):
     from explorer.crawl.crawler import Crawler, open_cache
     from explorer.crawl.decontam import LeakIndex
     from explorer.crawl.images import cheap_embedding, load_rgb
@@ -166,7 +166,7 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool):
                                descriptors=load_concept_descriptors(cfg, concepts, sandbox),
                                max_page=cfg.policy.max_page)
 
-    learner = Learner(cfg, run, train_paths, target)
+    learner = Learner(cfg, run, train_paths, target, ranks=ranks)   # (ranks: under torchrun)
     if learner.policy_state is not None:
         policy.load_state_dict(learner.policy_state)
     budget = Budget(run, cfg.run.hours)
@@ -266,7 +266,30 @@ def settle_init(cfg: Config, console: Console) -> None:
 def run_exploration(run: RunDir, console: Console, quiet: bool = False, fresh: Config | None = None,
                     overrides: list[str] = ()) -> None:
     """Start or resume the run in `run`. Its lock is taken first and held throughout, so that a
-    command refused because the run is live writes nothing, not even its config."""
+    command refused because the run is live writes nothing, not even its config.
+    Under torchrun (explorer/model/ddp.py) rank 0 does all of this and the other ranks only
+    train with it (`learner.follow`); rank 0 tells them to stop however its run ends."""
+    from explorer.model import ddp
+    from explorer.model.learner import follow
+
+    ranks = ddp.start()
+    try:
+        if ranks is not None and not ranks.is_main:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is rank 0's to handle
+            follow(ranks)
+            return
+        try:
+            _explore(run, console, quiet, fresh, overrides, ranks)
+        finally:
+            if ranks is not None:
+                ranks.stop()
+    finally:
+        if ranks is not None:
+            ranks.close()
+
+
+def _explore(run: RunDir, console: Console, quiet: bool, fresh: Config | None,
+             overrides: list[str], ranks) -> None:
     starting = fresh is not None and not run.began()
     if starting:
         settle_init(fresh, console)
@@ -280,7 +303,7 @@ def run_exploration(run: RunDir, console: Console, quiet: bool = False, fresh: C
                 # pinned for resumes: cached search results hold URLs with this port
                 cfg.sandbox.port = int(sandbox.host_port.rpartition(":")[2])
                 run.save_config(cfg)
-            explorer, parts = build(run, cfg, sandbox, console, quiet)
+            explorer, parts = build(run, cfg, sandbox, console, quiet, ranks)
             try:
                 if starting:
                     say_round_estimate(cfg, parts.learner, parts.target, console)
