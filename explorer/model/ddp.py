@@ -109,11 +109,11 @@ def rank_seed(seed: int, round_: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, round_, rank]).generate_state(1)[0])
 
 
-def weights_digest(model: torch.nn.Module) -> str:
-    """A short sha256 of every parameter and buffer's bytes: equal on two ranks iff their
-    replicas hold the same weights."""
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """A short sha256 of a state dict's bytes (every parameter and buffer): equal on two ranks
+    iff their replicas hold the same weights."""
     h = hashlib.sha256()
-    for name, t in model.state_dict().items():
+    for name, t in state.items():
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]

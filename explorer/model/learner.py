@@ -153,7 +153,7 @@ class Learner:
             with self.ranks.collective():
                 stats = self._train(round_, images)
                 stats["ranks"] = self.ranks.world
-                stats["weights"] = self.ranks.gather(ddp.weights_digest(self.model))
+                stats["weights"] = self.ranks.gather(ddp.weights_digest(self.model.state_dict()))
         stats["knn_acc"] = None if self.follower else self.knn_accuracy()
         stats["seconds"] = time.monotonic() - started
         return stats
