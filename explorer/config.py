@@ -105,10 +105,11 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 256                 # images per micro-batch per process
+    batch_size: int = 256                 # images per micro-batch, all processes together (torchrun:
+                                          # each trains batch_size / world_size of them)
     steps_per_round: int = 500
     lr: float = 1.5e-4                    # base lr for batch 256, as MAE: scaled by
-                                          # batch_size * grad_accum * world_size / 256
+                                          # batch_size * grad_accum / 256
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_steps: int = 2000
