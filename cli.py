@@ -366,6 +366,8 @@ def fetch(
     try:
         with Crawler.for_cache(cache, cfg.crawl, allow=allow or []) as crawler:
             crawler.reconcile_index()
+            if cfg.crawl.pool == "ray":
+                crawler.fetcher  # starts or joins Ray before the clock starts (the actors start with the crawl)
             start = time.monotonic()
             tally = asyncio.run(crawl_chunks(crawler, url_list.chunks()))
             elapsed = time.monotonic() - start

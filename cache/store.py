@@ -64,9 +64,7 @@ class ImageStore:
         path = self.path(sha256)
         if path.exists():  # left by a run killed before its DB commit: same bytes, counted once
             return path
-        if self.used_bytes + len(data) > self.max_bytes:
-            raise CacheFull(f"the cache cap of {self.max_bytes} bytes is reached in {self.root} "
-                            "(raise crawl.cache_max_bytes or free space, then resume)")
+        self._check_cap(len(data))
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         try:
             path.parent.mkdir(exist_ok=True)
@@ -84,6 +82,31 @@ class ImageStore:
             raise StoreError(e.errno, f"cannot write to the cache {self.root}: {e.strerror}") from e
         self.used_bytes += len(data)
         return path
+
+    def claim(self, sha256: str, data: bytes) -> Path:
+        """Count under the cap a file that another process wrote here for this writer (`put`
+        there, named by the same sha256), as if `put` had written it: CacheFull over the cap, the
+        file then removed; written now if it is gone."""
+        path = self.path(sha256)
+        if not path.exists():
+            return self.put(sha256, data)
+        try:
+            self._check_cap(len(data))
+        except CacheFull:
+            self.discard(sha256)
+            raise
+        self.used_bytes += len(data)
+        return path
+
+    def discard(self, sha256: str) -> None:
+        """Remove a file written for an image that was then not kept (never one that a database
+        holds: the caller checks)."""
+        self.path(sha256).unlink(missing_ok=True)
+
+    def _check_cap(self, nbytes: int) -> None:
+        if self.used_bytes + nbytes > self.max_bytes:
+            raise CacheFull(f"the cache cap of {self.max_bytes} bytes is reached in {self.root} "
+                            "(raise crawl.cache_max_bytes or free space, then resume)")
 
     def read(self, sha256: str) -> bytes:
         return self.path(sha256).read_bytes()

@@ -86,8 +86,11 @@ class CrawlConfig:
     leak_mismatch: float = 0.05           # ... and, verified, disagrees with it on at most this share of its detail
     cache_max_bytes: int = 50_000_000_000
     pool: str = "process"                 # process: fetch+prepare in worker processes, each with its own GIL;
-                                          # thread: in this process, threads prepare (explorer/crawl/fetchers.py)
-    workers: int = 0                      # worker processes (0 = one per core) or preparing threads (0 = 2 per core)
+                                          # thread: in this process, threads prepare (explorer/crawl/fetchers.py);
+                                          # ray: Ray actors, on a cluster (explorer/crawl/ray_fetcher.py, the ray extra)
+    workers: int = 0                      # worker processes (0 = one per core), preparing threads (0 = 2 per core)
+                                          # or Ray actors (0 = one per CPU of the cluster)
+    ray_address: str = ""                 # crawl.pool=ray: "" = start a local Ray, auto, or HOST:PORT of a head
     prepare_timeout_s: float = 5.0        # CPU seconds one image's decode+resize may take; past it: decode_timeout
     db_batch: int = 256                   # attempts committed per transaction
 
@@ -562,7 +565,9 @@ RULES: dict[str, object] = {
     "crawl.leak_hamming": Ints(-1, 1024, "-1 = the copy hash check off"),
     "crawl.leak_mismatch": Num(0, 1),
     "crawl.cache_max_bytes": Ints(1, 10**15),
-    "crawl.pool": Choice(("process", "thread")),
+    "crawl.pool": Choice(("process", "thread", "ray")),
+    "crawl.ray_address": Form(r"(auto|(ray://)?(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):\d{1,5})?",
+                              "empty (start a local Ray), auto, or HOST:PORT of a Ray head"),
     "crawl.workers": WORKERS,
     "crawl.prepare_timeout_s": TIMEOUT,
     "crawl.db_batch": Ints(1, 100_000),

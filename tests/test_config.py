@@ -135,6 +135,8 @@ def test_the_issue_examples_are_refused():
     ("train.bf16", "maybe", "off"),
     ("crawl.search_region", "USA", "wt-wt"),
     ("crawl.user_agent", "", "my-crawler/1.0 (me@example.org)"),
+    ("crawl.ray_address", "head-node", "10.0.0.5:6379"),
+    ("crawl.ray_address", "http://head:6379", "ray://head:10001"),
 ])
 def test_spec_strings_and_lists_are_checked_for_their_form(name, bad, good):
     refused(name, bad)

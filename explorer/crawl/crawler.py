@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -24,7 +24,10 @@ from explorer.crawl import images
 from explorer.config import CrawlConfig
 from explorer.crawl.decontam import HASH_BYTES, LeakIndex
 from explorer.errors import UserError
-from explorer.crawl.fetchers import Fetched, LocalFetcher, ProcessFetcher, make_fetcher
+from explorer.crawl.fetchers import Fetched, LocalFetcher, ProcessFetcher
+
+if TYPE_CHECKING:
+    from explorer.crawl.ray_fetcher import RayFetcher
 from explorer.records import Candidate, UrlOutcome
 
 EmbedFn = Callable[[list[Candidate]], np.ndarray]  # candidates -> [N, D] unit-norm float32
@@ -97,6 +100,20 @@ def open_cache(cache_dir: str | Path, cfg: CrawlConfig, db_path: str | Path | No
         raise
 
 
+def make_fetcher(cfg: CrawlConfig, allow: list[str], corpus_root: Path | None,
+                 store_root: Path | None = None) -> "LocalFetcher | ProcessFetcher | RayFetcher":
+    """The fetcher crawl.pool names. `store_root` is the cache directory, where Ray workers write
+    the stored files themselves (the other pools send the bytes back to be written here)."""
+    if cfg.pool == "thread":
+        return LocalFetcher(cfg, allow, corpus_root)
+    if cfg.pool == "process":
+        return ProcessFetcher(cfg, allow, corpus_root)
+    if cfg.pool == "ray":
+        from explorer.crawl.ray_fetcher import RayFetcher  # (ray is an optional extra)
+        return RayFetcher(cfg, allow, corpus_root, store_root)
+    raise ValueError(f"crawl.pool must be thread, process or ray, not {cfg.pool!r}")
+
+
 class Crawler:
     """Downloads, prepares, dedups and records a list of CrawlItems.
 
@@ -121,7 +138,7 @@ class Crawler:
         self.leak_index = leak_index
         self.corpus_root = corpus_root
         self.index_path = Path(index_path) if index_path else None
-        self._fetcher: LocalFetcher | ProcessFetcher | None = None
+        self._fetcher: LocalFetcher | ProcessFetcher | RayFetcher | None = None
         self._next_vec_id = db.next_vec_id()
         self._inflight: dict[str, asyncio.Event] = {}   # URL -> set when its outcome is recorded
         self.stop_when_full = stop_when_full
@@ -144,10 +161,11 @@ class Crawler:
             self._fetcher = None
 
     @property
-    def fetcher(self) -> "LocalFetcher | ProcessFetcher":
-        """Downloads and prepares (crawl.pool: threads here, or worker processes), made on first use."""
+    def fetcher(self) -> "LocalFetcher | ProcessFetcher | RayFetcher":
+        """Downloads and prepares (crawl.pool: threads here, worker processes, or Ray workers that
+        write the files into the store themselves), made on first use."""
         if self._fetcher is None:
-            self._fetcher = make_fetcher(self.cfg, self.allow, self.corpus_root)
+            self._fetcher = make_fetcher(self.cfg, self.allow, self.corpus_root, self.store.root)
         return self._fetcher
 
     # -- the pipeline --------------------------------------------------------------------------
@@ -248,6 +266,7 @@ class Crawler:
         cands: list[tuple[UrlAttempt, CrawlItem, Candidate, np.ndarray]] = []
         first_of: dict[str, UrlAttempt] = {}        # sha256 -> the batch's first attempt with it
         copies: list[tuple[UrlAttempt, UrlAttempt]] = []  # (later attempt, first attempt) with equal sha256
+        written = {got.prepared[0].sha256 for _, got in batch if got.stored}  # files a Ray worker wrote
         for item, got in batch:
             fr, result = got.result, got.prepared
             a = UrlAttempt(url=item.url, outcome=UrlOutcome.OK, query_id=item.query_id, caption=item.caption,
@@ -276,7 +295,7 @@ class Crawler:
                 vecs = np.asarray(await asyncio.to_thread(self.embed_fn, [c for _, _, c, _ in cands]), np.float32)
             else:
                 vecs = np.stack([v for *_, v in cands])
-            await self._judge_and_store(cands, vecs)
+            await self._judge_and_store(cands, vecs, written)
         for a, first in copies:  # same bytes as an earlier item of this batch: share its fate
             if first.outcome == UrlOutcome.OK:
                 a.outcome, a.reason = UrlOutcome.DUPLICATE, "same sha256 already cached"
@@ -292,10 +311,24 @@ class Crawler:
                                       cand.orig_width, cand.orig_height, bytes=len(cand.data), first_url=item.url,
                                       caption=item.caption, query_id=item.query_id, round=item.round,
                                       vec_id=a.vec_id)
+        if written:
+            self._discard_unkept(written, attempts)
         return attempts
 
-    async def _judge_and_store(self, cands: list, vecs: np.ndarray) -> None:
-        """Leak check, near-dup check (against the cache and within the batch), then store the keepers."""
+    def _discard_unkept(self, written: set[str], attempts: list[UrlAttempt]) -> None:
+        """Remove the files that workers wrote for images this batch did not keep (near
+        duplicates, test leaks, ...), unless the cache holds their sha256 (an earlier keeper)."""
+        kept = {a.sha256 for a in attempts if a.outcome == UrlOutcome.OK}
+        for sha256 in written - kept:
+            if not self.db.has_image(sha256):
+                try:
+                    self.store.discard(sha256)
+                except OSError:  # (a read-only cache: `cache verify` finds the orphan)
+                    pass
+
+    async def _judge_and_store(self, cands: list, vecs: np.ndarray, written: set[str] = frozenset()) -> None:
+        """Leak check, near-dup check (against the cache and within the batch), then store the
+        keepers (`written`: the sha256 of those whose files a worker wrote already)."""
         # Matrices of a few hundred rows gain nothing from BLAS threads, whose spin-waiting
         # after each call costs CPU the crawl needs
         # (the leak check in a thread: its search and verification leave the event loop fetching)
@@ -314,7 +347,7 @@ class Crawler:
                 continue
             kept.append(j)
         # file writes off the event loop; the cap is checked in order, one file at a time
-        stored = await asyncio.to_thread(self._store_files, [cands[j] for j in kept])
+        stored = await asyncio.to_thread(self._store_files, [cands[j] for j in kept], written)
         new_ids = []
         for j, error in zip(kept, stored):
             a = cands[j][0]
@@ -338,12 +371,16 @@ class Crawler:
             return self.leak_index.match(np.stack([v for *_, v in cands]), hashes, self.cfg.leak_threshold,
                                          self.cfg.leak_hamming, self.cfg.leak_mismatch)
 
-    def _store_files(self, keepers: list) -> list[str | None]:
-        """Write each keeper's file; per keeper None, or why it could not be written."""
+    def _store_files(self, keepers: list, written: set[str] = frozenset()) -> list[str | None]:
+        """Write each keeper's file (count it, when a worker wrote it); per keeper None, or why it
+        could not be written."""
         errors: list[str | None] = []
         for _, _, cand, _ in keepers:
             try:
-                self.store.put(cand.sha256, cand.data)
+                if cand.sha256 in written:
+                    self.store.claim(cand.sha256, cand.data)
+                else:
+                    self.store.put(cand.sha256, cand.data)
                 errors.append(None)
             except StoreError as e:  # the cap, a full disk, a read-only folder
                 errors.append(str(e))

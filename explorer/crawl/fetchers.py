@@ -1,7 +1,7 @@
 """URL -> downloaded and prepared image, in this process or in worker processes.
 
 A fetcher's `session()` yields `fetch(url) -> Fetched`: the FetchResult (its body dropped) and
-what `images.prepare` made of the body. `crawl.pool` picks one of two:
+what `images.prepare` made of the body. `crawl.pool` picks one of three:
 
 - "process" (`ProcessFetcher`, the default): `crawl.workers` processes (0 = one per core),
   forked from a fork server (explorer/crawl/worker_server.py), each with its own event loop and
@@ -13,10 +13,13 @@ what `images.prepare` made of the body. `crawl.pool` picks one of two:
 - "thread" (`LocalFetcher`): this process's event loop downloads; threads prepare. No worker
   processes and no pickling: ~5% less CPU per URL on bench/crawl.py's workload, but one
   process's GIL, and a decoder crash ends the run.
+- "ray" (`RayFetcher`, explorer/crawl/ray_fetcher.py, with the optional `ray` package): Ray actors
+  on a cluster fetch and prepare, and write the stored files into the shared cache directory
+  themselves; this process still keeps the database and the index (their one writer).
 
-In process mode this process keeps `per_host` and the politeness delay for the first hop of
-every URL, over all workers; a redirect to another host is limited by the worker that follows
-it. A worker that dies (a decoder crashing on hostile bytes, the OOM killer) costs only the URLs
+In process and ray modes this process keeps `per_host` and the politeness delay for the first
+hop of every URL, over all workers (`HostGate`); a redirect to another host is limited by the
+worker that follows it. A worker that dies (a decoder crashing on hostile bytes, the OOM killer) costs only the URLs
 it had in flight: they get `worker_lost`, which a later crawl fetches again, and a new worker
 takes its place.
 
@@ -70,6 +73,7 @@ class Fetched:
     result: FetchResult
     prepared: Prepared | None = None
     nbytes: int = 0                       # bytes downloaded
+    stored: bool = False                  # a Ray worker wrote the image's file into the cache, which lacked it
 
 
 FetchFn = Callable[[str], Awaitable[Fetched]]
@@ -170,12 +174,40 @@ async def fetch_and_prepare(downloader: Downloader, url: str, cfg: CrawlConfig, 
     return Fetched(result, prepared, len(body))
 
 
-def make_fetcher(cfg: CrawlConfig, allow: list[str], corpus_root: Path | None) -> "LocalFetcher | ProcessFetcher":
-    if cfg.pool == "thread":
-        return LocalFetcher(cfg, allow, corpus_root)
-    if cfg.pool == "process":
-        return ProcessFetcher(cfg, allow, corpus_root)
-    raise ValueError(f"crawl.pool must be thread or process, not {cfg.pool!r}")
+class HostGate:
+    """Per-host slots (crawl.per_host) and the politeness delay for the first hop of every URL,
+    kept by this process over all its workers (process and ray modes), and the resend-once of a
+    URL whose worker was killed over another URL's deadline. Its semaphores belong to one event
+    loop: `bind` each session's."""
+
+    def __init__(self, cfg: CrawlConfig) -> None:
+        self.per_host = cfg.per_host
+        self._slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}  # host -> (slots, [users])
+        self._pacer = HostPacer(cfg.politeness_delay_s)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop is not self._loop:
+            self._loop, self._slots = loop, {}
+
+    async def send(self, url: str, run: Callable[[str, bool], Awaitable[Fetched | None]]) -> Fetched:
+        """`run(url, second_try)` within the URL's host limits. It returns None when its worker was
+        killed over another URL's deadline (not this URL's fault): then it runs once more."""
+        host = host_key(url)  # never raises: a URL list holds anything
+        slots, users = self._slots.setdefault(host, (asyncio.Semaphore(self.per_host), [0]))
+        users[0] += 1
+        try:
+            async with slots:
+                await self._pacer.wait(host)
+                fetched = await run(url, False)
+                if fetched is None:
+                    await self._pacer.wait(host)
+                    fetched = await run(url, True)
+                return fetched
+        finally:
+            users[0] -= 1
+            if not users[0]:  # forget idle hosts: a long crawl meets millions
+                self._slots.pop(host, None)
 
 
 class LocalFetcher:
@@ -281,7 +313,7 @@ async def _serve(conn, cfg: CrawlConfig, allow: list[str], corpus_root: Path | N
     stop.set()
 
 
-def _past_deadline(fetched: Fetched) -> bool:
+def is_past_deadline(fetched: Fetched) -> bool:
     return isinstance(fetched.prepared, images.Rejection) and fetched.prepared.outcome == UrlOutcome.DECODE_TIMEOUT
 
 
@@ -347,8 +379,7 @@ class ProcessFetcher:
         self._second_tries: set[int] = set()   # jobs sent again after their worker was killed for another's deadline
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sessions = 0                     # sessions open on self._loop
-        self._host_slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}  # host -> (slots, [users])
-        self._pacer = HostPacer(cfg.politeness_delay_s)
+        self._gate = HostGate(cfg)
         worker_server.start()  # its imports overlap the caller's set-up; the workers start at the first fetch
 
     @asynccontextmanager
@@ -357,7 +388,8 @@ class ProcessFetcher:
         if loop is not self._loop:  # asyncio primitives belong to one loop
             if self._sessions:
                 raise RuntimeError("a ProcessFetcher serves one event loop at a time")
-            self._loop, self._host_slots = loop, {}
+            self._loop = loop
+            self._gate.bind(loop)
         self.workers = [w for w in self.workers if w.alive]
         for worker in self.workers:
             worker.watch(loop, self._readable)
@@ -371,24 +403,7 @@ class ProcessFetcher:
                     worker.unwatch()
 
     async def fetch(self, url: str) -> Fetched:
-        host = host_key(url)  # never raises: a URL list holds anything
-        slots, users = self._host_slots.setdefault(host, (asyncio.Semaphore(self.cfg.per_host), [0]))
-        users[0] += 1
-        try:
-            async with slots:
-                return await self._dispatch(host, url)
-        finally:
-            users[0] -= 1
-            if not users[0]:  # forget idle hosts: a long crawl meets millions
-                self._host_slots.pop(host, None)
-
-    async def _dispatch(self, host: str, url: str) -> Fetched:
-        await self._pacer.wait(host)
-        fetched = await self._run(url, second_try=False)
-        if fetched is None:  # its worker was killed over another URL's deadline: not this URL's fault
-            await self._pacer.wait(host)
-            fetched = await self._run(url, second_try=True)
-        return fetched
+        return await self._gate.send(url, self._run)
 
     async def _run(self, url: str, second_try: bool) -> Fetched | None:
         """`url` sent to a worker: its Fetched, or None when that worker was killed over another
@@ -438,7 +453,7 @@ class ProcessFetcher:
                 _, future = self._jobs.get(job, (None, None))
                 if future is not None and not future.done():  # else cancelled, or from an earlier session
                     future.set_result(fetched)
-                if _past_deadline(fetched):  # its watchdog is killing it: make sure, and move its other jobs
+                if is_past_deadline(fetched):  # its watchdog is killing it: make sure, and move its other jobs
                     worker.process.kill()
                     self._lost(worker, resend=True)
                     return
