@@ -12,7 +12,12 @@ runs --repeat times, in alternating order, and its best run counts) and, last,
 cost 0.03 ms or 0.5-0.8 ms depending on what was deleted in the last minutes (see session 5),
 noise that hit whichever tool ran next; the ratio measured both ways was the same (2.47, 2.48).
 
-    python bench/crawl.py [--n 2000] [--image-size 256] [--i2d-threads 16] [--repeat 2]
+    python bench/crawl.py [--n 2000] [--image-size 256] [--i2d-threads 16] [--repeat 2] [--pool ray]
+
+With `--pool ray` (or thread) each repetition also runs `explore fetch` with that crawl.pool,
+next to the default process pool's run, and prints the two rates and `pool_ratio`: the cost of
+Ray on one machine. Each Ray run starts its own local Ray before its clock starts (the actors
+start inside it).
 
 Measured 2026-11-23, the shared 2-core CPU machine at load 5-14 (other agents running):
   final run: explore 122 img/s, img2dataset 47 img/s (2 processes x 16 threads), ratio=2.61,
@@ -95,6 +100,16 @@ Session 6: the resize after the DCT-scaled decode was Pillow's BOX, 0.7 of 2.5 C
   10.65 s. On the VM's disk (--workdir /tmp/...), load 3: ratio=3.12 (737 vs 236), pairs
   2.95-3.23. crawl.pool=thread: ratio=2.96 (707 vs 239), pairs 2.95-3.01, 2.7 CPU-ms/URL.
   Reached: 2.5x, with margin, on this machine.
+crawl.pool=ray beside process (issue #21), 2026-12-02, the shared 2-core machine at load 5-12
+  (other agents' benchmarks running; this bench at nice 19):
+  `python bench/crawl.py --repeat 2 --skip-img2dataset --pool ray`: process 105 and 97 img/s,
+  ray 141 and 122 img/s, pool_ratio=1.34 (per repetition 1.34, 1.26); whole commands 23-24 s
+  (process) vs 31-32 s (ray: `ray.init(num_cpus=2)` alone takes 11-14 s here). With --n 200 at
+  load 6: ray 74, process 95 img/s. Ray ahead on a loaded machine is not Ray costing less: each
+  actor prepares every image in a thread beside its event loop (no JPEG on the loop), and more
+  runnable threads take a larger share of a contended CPU; the CPU-ms per URL printed for ray
+  (5.1 vs 7.6) is not comparable either, as Ray's worker processes are not reaped through
+  `explore fetch`. Ray's own cost per URL needs a quiet machine: not measured yet.
 """
 from __future__ import annotations
 
@@ -287,6 +302,9 @@ def main() -> None:
     ap.add_argument("--per-host", type=int, default=64,
                     help="explore's requests in flight to one host (all URLs are on one host here)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="more explore config overrides")
+    ap.add_argument("--pool", choices=("ray", "thread"),
+                    help="also run explore fetch with crawl.pool=POOL (ray: a local Ray that each run starts, "
+                         "before its clock) and print its rate beside the default process pool's")
     ap.add_argument("--workdir", type=Path, default=default_workdir(),
                     help="corpus and both tools' outputs (default: on tmpfs where there is one)")
     args = ap.parse_args()
@@ -319,8 +337,11 @@ def main() -> None:
 
         sets = [f"crawl.per_host={args.per_host}", *args.sets]
         explore_rates, i2d_rates, explore_cpu, i2d_cpu, explore_wall, i2d_wall = [], [], [], [], [], []
+        pool_rates: list[float] = []
         for rep in range(args.repeat):  # alternate the order, so that load drifting on a shared machine hits both
             order = ["explore", "img2dataset"] if rep % 2 == 0 else ["img2dataset", "explore"]
+            if args.pool:
+                order.insert(1, "pool")  # next to the process pool's run, after it and before it in turn
             for tool in order:
                 out = run_dir / f"{tool}-{rep}"
                 load = os.getloadavg()[0]
@@ -332,6 +353,13 @@ def main() -> None:
                     print(f"explore fetch: {ex['attempted']} URLs in {ex['seconds']:.1f} s ({ex['wall']:.1f} s with "
                           f"start-up) -> {ex['images_per_second']:.0f} img/s; outcomes {ex['outcomes']}; "
                           f"{' '.join(sets)}; {explore_cpu[-1]:.1f} CPU-ms/URL with start-up; load {load:.1f}", flush=True)
+                elif tool == "pool":
+                    ex = run_explore(url_file, out, port, args.image_size, [*sets, f"crawl.pool={args.pool}"])
+                    pool_rates.append(ex["images_per_second"])
+                    print(f"explore fetch, crawl.pool={args.pool}: {ex['attempted']} URLs in {ex['seconds']:.1f} s "
+                          f"({ex['wall']:.1f} s with start-up) -> {ex['images_per_second']:.0f} img/s; outcomes "
+                          f"{ex['outcomes']}; {1000 * ex['cpu'] / len(urls):.1f} CPU-ms/URL with start-up; "
+                          f"load {load:.1f}", flush=True)
                 elif not args.skip_img2dataset:
                     i2d = run_img2dataset(url_file, out, args.image_size, args.i2d_threads, len(urls))
                     i2d_rates.append(len(urls) / i2d["seconds"])
@@ -341,6 +369,11 @@ def main() -> None:
                           f"({i2d['wall']:.1f} s with start-up), {len(os.sched_getaffinity(0))} processes x "
                           f"{args.i2d_threads} threads -> {i2d_rates[-1]:.0f} img/s; {i2d_cpu[-1]:.1f} CPU-ms/URL with start-up; "
                           f"load {load:.1f}", flush=True)
+        if args.pool:
+            pairs = " ".join(f"{p / e:.2f}" for p, e in zip(pool_rates, explore_rates))
+            print(f"best of {args.repeat}: crawl.pool={args.pool} {max(pool_rates):.1f} img/s beside crawl.pool=process "
+                  f"{max(explore_rates):.1f} img/s (pool_ratio={max(pool_rates) / max(explore_rates):.2f}; "
+                  f"per repetition {pairs})")
         if args.skip_img2dataset:
             return
         best_ex, best_i2d = max(explore_rates), max(i2d_rates)
