@@ -97,6 +97,8 @@ class Policy(ABC):
         self.obs_refinement: list[str] = []                # "" = a first ask
         self.obs_results: list[int] = []                   # results the engine answered
         self.obs_kept: list[int] = []                      # images kept (-1: not recorded)
+        self.obs_summary: list[list[float] | None] = []    # quantiles of its image rewards (refine.summary;
+                                                           # None: not recorded)
         self.refined: dict[int, set[str]] = {}             # refinements asked, by concept
         self.offer = refine.Refinements()                  # what the engine and vocab offer
         self.ignored_outcomes = 0     # concept not in the vocabulary, or reward not finite
@@ -164,8 +166,11 @@ class Policy(ABC):
         average first ask where nothing says); marked asked."""
         if k <= 0 or not self.reasks:
             return []
-        by_concept = refine.observed(self.obs_concept, self.obs_reward, self.obs_refinement,
-                                     self.obs_results, self.obs_kept)
+        values, usable = self.reask_values()
+        keep = np.flatnonzero(usable)
+        by_concept = refine.observed([self.obs_concept[j] for j in keep], values[keep].tolist(),
+                                     [self.obs_refinement[j] for j in keep],
+                                     [self.obs_results[j] for j in keep], [self.obs_kept[j] for j in keep])
         if floor is None:
             floor = self.new_query_value(n or k)
             floor = 0.0 if floor == -np.inf else floor
@@ -180,25 +185,32 @@ class Policy(ABC):
         return queries
 
     def new_query_value(self, k: int) -> float:
-        """What a new concept is expected to pay now, in z over first asks' rewards: the lower
-        of what the policy predicts for its k best unasked concepts (a mean over the top of
-        the predictions, so optimistic) and what the last round's first asks paid (measured;
-        once the vocabulary's good concepts are asked, new ones pay less than predicted).
-        -inf where neither says (no prediction and one round seen): only the average first
-        ask bounds re-asks then."""
-        _, rewards, rounds = self.first_asks()
+        """What a new concept is expected to pay now, in z over first asks: the lower of what
+        the policy predicts for its k best unasked concepts (a mean over the top of the
+        predictions, so optimistic; z of the mean reward) and what the last round's first asks
+        brought (measured as re-asks are judged, `reask_values`; once the vocabulary's good
+        concepts are asked, new ones bring less than predicted). -inf where neither says (no
+        prediction and one round seen): only the average first ask bounds re-asks then."""
+        _, rewards, _ = self.first_asks()
         if len(rewards) < 2:
             return -np.inf
-        sd = float(rewards.std()) or 1.0
-        values = []
+        out = []
         predicted = self.predicted_reward()
         pool = predicted[self.candidates() & ~self.asked] if predicted is not None else []
         if len(pool):
             best = np.partition(pool, len(pool) - min(k, len(pool)))[-min(k, len(pool)):]
-            values.append((best.mean() - rewards.mean()) / sd)
+            out.append((best.mean() - rewards.mean()) / (float(rewards.std()) or 1.0))
+        values, usable = self.reask_values()
+        first = usable & np.array([not r for r in self.obs_refinement], dtype=bool)
+        values, rounds = values[first], np.asarray(self.obs_round, dtype=np.int64)[first]
         if len(set(rounds.tolist())) > 1:   # the first round was asked blind: it says nothing
-            values.append((rewards[rounds == rounds.max()].mean() - rewards.mean()) / sd)
-        return float(min(values)) if values else -np.inf
+            out.append((values[rounds == rounds.max()].mean() - values.mean()) / (float(values.std()) or 1.0))
+        return float(min(out)) if out else -np.inf
+
+    def reask_values(self) -> tuple[np.ndarray, np.ndarray]:
+        """What each observation brought, as re-asks are judged (refine.top_shares): (value [m],
+        usable [m] bool)."""
+        return refine.top_shares(self.obs_summary, self.obs_reward, self.obs_refinement, self.obs_kept)
 
     def predicted_reward(self) -> np.ndarray | None:
         """The reward this policy predicts for each concept's first ask [N], if it predicts."""
@@ -237,6 +249,9 @@ class Policy(ABC):
             self.obs_refinement.append(o.refinement)
             self.obs_results.append(int(o.n_results))
             self.obs_kept.append(int(o.n_kept))
+            # (an outcome that names no image rewards though it kept images: not recorded)
+            self.obs_summary.append(refine.summary(o.image_rewards)
+                                    if o.image_rewards or o.n_kept == 0 else None)
             if o.refinement:
                 self.refined.setdefault(i, set()).add(o.refinement)
             else:
@@ -251,17 +266,23 @@ class Policy(ABC):
                 np.asarray(self.obs_reward, dtype=np.float64)[keep],
                 np.asarray(self.obs_round, dtype=np.int64)[keep])
 
-    def refresh_rewards(self, fresh: dict[tuple[str, int, str], float]) -> int:
+    def refresh_rewards(self, fresh: dict[tuple[str, int, str], float],
+                        fresh_images: dict[tuple[str, int, str], list[float]] | None = None) -> int:
         """Replace the rewards of observed queries by values the current encoder gave them:
-        `fresh` maps (concept, round, refinement) to a reward. Observations it does not name
-        keep theirs. Does not refit: the next `update` conditions on the refreshed values.
-        Returns how many observations changed."""
+        `fresh` maps (concept, round, refinement) to a reward, `fresh_images` to the fresh
+        rewards of (a sample of) its images, whose quantiles replace the observation's.
+        Observations they do not name keep theirs. Does not refit: the next `update`
+        conditions on the refreshed values. Returns how many observations changed."""
         changed = 0
         for j, (i, round_, ref) in enumerate(zip(self.obs_concept, self.obs_round, self.obs_refinement)):
-            r = fresh.get((self.concepts[i], round_, ref))
+            key = (self.concepts[i], round_, ref)
+            r = fresh.get(key)
             if r is not None and np.isfinite(r):
                 self.obs_reward[j] = float(r)
                 changed += 1
+            images = (fresh_images or {}).get(key)
+            if images:
+                self.obs_summary[j] = refine.summary(images)
         return changed
 
     def state_dict(self) -> dict:
@@ -277,6 +298,7 @@ class Policy(ABC):
             "obs_refinement": list(self.obs_refinement),
             "obs_results": list(self.obs_results),
             "obs_kept": list(self.obs_kept),
+            "obs_summary": list(self.obs_summary),
             "refined": {str(i): sorted(r) for i, r in self.refined.items() if r},
             "ignored_outcomes": self.ignored_outcomes,
             "extra": self.extra_state(),
@@ -297,8 +319,10 @@ class Policy(ABC):
         self.obs_refinement = [str(r) for r in d.get("obs_refinement", [""] * len(self.obs_concept))]
         self.obs_results = [int(n) for n in d.get("obs_results", [0] * len(self.obs_concept))]
         self.obs_kept = [int(n) for n in d.get("obs_kept", [-1] * len(self.obs_concept))]
+        self.obs_summary = [None if q is None else [float(v) for v in q]
+                            for q in d.get("obs_summary", [None] * len(self.obs_concept))]
         if not (len(self.obs_concept) == len(self.obs_refinement) == len(self.obs_results)
-                == len(self.obs_kept)):
+                == len(self.obs_kept) == len(self.obs_summary)):
             raise ValueError("policy state has observation lists of different lengths")
         self.refined = {int(i): set(r) for i, r in d.get("refined", {}).items()}
         self.ignored_outcomes = int(d.get("ignored_outcomes", 0))

@@ -21,6 +21,15 @@ page's results has no further page. A concept is a candidate for re-asking when 
 refinement is expected to bring more than a new concept would (Policy.new_query_value: the
 lower of the policy's prediction and what the last round's first asks paid; late in a run, when
 the good concepts are asked, that falls below the average first ask and the best pages win).
+
+What re-asks are judged on is not the mean reward but the share of a query's images that look
+like the target (`top_shares`): those above the TOP_PERCENTILE-th percentile of every image the
+first asks kept. A mean blurs two different answers: a later page of a good concept holds its
+concept's pictures mixed with off-topic ones, a look-alike concept only pictures a little like
+the target, and the two can have the same mean while only the first brings pictures of the
+target. Each query keeps the quantiles of its images' rewards (`summary`), from which its share
+above any threshold is read. Observations without them (states saved before) are valued by
+their mean reward when no observation has them, and left out otherwise.
 """
 from __future__ import annotations
 
@@ -36,6 +45,8 @@ PRIOR_WEIGHT = 3.0
 NONE_PERCENTILE = 10   # first asks this low brought nothing of the target: unrelated concepts (the
                        # very lowest is an outlier, e.g. a query that kept nothing and got the floor)
 KINDS = tuple(PRIOR_CHANGE)
+QUANTILES = np.linspace(0.1, 0.9, 9)   # of a query's image rewards, kept per observation
+TOP_PERCENTILE = 70    # an image above this percentile of the first asks' images looks like the target
 
 
 def kind_of(refinement: str) -> str:
@@ -140,6 +151,48 @@ def expected(query: Query, seen: Observed, model: Model) -> float | None:
     kept_first, kept_before = seen.kept.get("", -1), seen.kept.get(before, -1)
     carried = min(kept_before / kept_first, 1.0) if kept_first > 0 and kept_before >= 0 and before else 1.0
     return model.z_none + (z - model.z_none) * model.yields[kind] * carried
+
+
+def summary(image_rewards: list[float]) -> list[float]:
+    """The QUANTILES of a query's image rewards ([] for a query that kept none)."""
+    r = np.asarray([x for x in image_rewards if np.isfinite(x)], dtype=np.float64)
+    return [round(float(v), 6) for v in np.quantile(r, QUANTILES)] if len(r) else []
+
+
+def share_above(quantiles: list[float], threshold: float) -> float:
+    """The share of a query's images above `threshold`, read from its quantiles (linear between
+    them; halfway into the outer tenths beyond them)."""
+    below = np.interp(threshold, quantiles, QUANTILES, left=QUANTILES[0] / 2, right=(1 + QUANTILES[-1]) / 2)
+    return float(1.0 - below)
+
+
+def top_threshold(summaries: list[list[float] | None], kept: list[int]) -> float | None:
+    """The TOP_PERCENTILE-th percentile of the images behind `summaries` (first asks), each
+    query's quantiles weighted by the images it kept; None where none kept any."""
+    points = [(v, max(k, 1) / len(q)) for q, k in zip(summaries, kept) if q for v in q]   # (None, [] skipped)
+    if not points:
+        return None
+    values, weights = np.array(points).T
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    at = np.searchsorted(cumulative, TOP_PERCENTILE / 100 * cumulative[-1])
+    return float(values[order][min(at, len(values) - 1)])
+
+
+def top_shares(obs_summary: list[list[float] | None], obs_reward: list[float], obs_refinement: list[str],
+               obs_kept: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """What re-asks are judged on, per observation: (value [m], usable [m] bool). The share of
+    its images above the first asks' top threshold where observations carry their quantiles
+    (None: not recorded; [] kept none, a share of 0); the mean reward (all usable) where none
+    does."""
+    has = np.array([q is not None for q in obs_summary], dtype=bool)
+    first = np.array([not r for r in obs_refinement], dtype=bool)
+    threshold = top_threshold([q for q, f in zip(obs_summary, first) if f],
+                              [k for k, f in zip(obs_kept, first) if f]) if has.any() else None
+    if threshold is None:
+        return np.asarray(obs_reward, dtype=np.float64), np.ones(len(obs_reward), dtype=bool)
+    shares = np.array([np.nan if q is None else share_above(q, threshold) if q else 0.0 for q in obs_summary])
+    return shares, has
 
 
 def observed(obs_concept: list[int], obs_reward: list[float], obs_refinement: list[str],

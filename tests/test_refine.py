@@ -251,12 +251,14 @@ def test_refinement_state_survives_a_resume_and_old_states_load():
     assert resumed.refined == policy.refined and resumed.obs_refinement == policy.obs_refinement
     assert resumed.obs_results == policy.obs_results and resumed.obs_kept == policy.obs_kept
     assert resumed.sample_queries(16) == policy.sample_queries(16)
-    old = {k: v for k, v in state.items() if k not in ("obs_refinement", "obs_results", "obs_kept", "refined")}
+    old = {k: v for k, v in state.items()
+           if k not in ("obs_refinement", "obs_results", "obs_kept", "obs_summary", "refined")}
     old["obs_concept"], old["obs_reward"], old["obs_round"] = [0, 1, 2], [1.0, 0.0, 0.5], [0, 0, 0]
     legacy = policy_with()
     legacy.load_state_dict(old)
     assert legacy.obs_refinement == ["", "", ""] and legacy.refined == {}
     assert legacy.obs_kept == [-1, -1, -1]    # not recorded: refinements valued at their prior yield
+    assert legacy.obs_summary == [None, None, None]   # and by their mean reward
     broken = dict(state, obs_results=[1])
     with pytest.raises(ValueError, match="different lengths"):
         policy_with().load_state_dict(broken)

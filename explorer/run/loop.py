@@ -309,15 +309,16 @@ class Explorer:
                              mean, std, rng)
 
     # ---- fresh rewards: earlier rounds re-scored by the current encoder -----------------------
-    async def refresh_rewards(self, round_: int) -> dict[tuple[str, int, str], float]:
+    async def refresh_rewards(self, round_: int) -> "FreshRewards":
         """Every reward.refresh_every rounds, re-score with the current encoder (the scoring
         path of a round) a bounded sample of every scored query's kept images and the replay
         pool; store the fresh image and query rewards (one transaction: a kill leaves the old
         ones, and the resumed round, with the same encoder, computes the same again).
-        Returns the fresh query rewards by (concept, round, refinement), for the policy."""
+        Returns the fresh query rewards by (concept, round, refinement), and their sampled
+        images' fresh rewards, for the policy."""
         every = self.cfg.reward.refresh_every
         if not every or round_ == 0 or round_ % every:
-            return {}
+            return FreshRewards()
         started = time.monotonic()
         sample = self.db.refresh_sample(before_round=round_, per_query=self.cfg.reward.refresh_per_query)
         items = {r.sha256: self._triple(r) for r in sample}
@@ -331,7 +332,12 @@ class Explorer:
             self.db.set_fresh_rewards(round_, image_reward, query_reward)
             self.db.log_event("rewards_refreshed", round=round_, images=len(image_reward),
                               queries=len(query_reward), seconds=time.monotonic() - started)
-        return observation_rewards(queries, query_reward)
+        images: dict[tuple[str, int, str], list[float]] = {}
+        key_of = {q.id: (q.concept, q.round, q.refinement) for q in queries}
+        for row in sample:
+            if row.query_id in key_of and row.sha256 in image_reward:
+                images.setdefault(key_of[row.query_id], []).append(image_reward[row.sha256])
+        return FreshRewards(observation_rewards(queries, query_reward), images)
 
     def fresh_query_rewards(self, queries: list[QueryRow], sample: list[RefreshItem],
                             image_reward: dict[str, float]) -> dict[int, float]:
@@ -348,7 +354,7 @@ class Explorer:
         """The policy learns this round's outcomes, its earlier observations refreshed first
         (one fit, on rewards of one encoder)."""
         if fresh:
-            self.policy.refresh_rewards(fresh)
+            self.policy.refresh_rewards(fresh, getattr(fresh, "images", None))
         self.policy.update(outcomes)
 
     # ---- reward: r(image), r(query) -----------------------------------------------------------
@@ -406,6 +412,16 @@ class Explorer:
 def as_query(row: QueryRow) -> Query:
     """A queries row as the policy's Query."""
     return Query(row.concept, row.text, row.refinement, page=row.page, backend=row.backend)
+
+
+class FreshRewards(dict):
+    """Fresh query rewards by (concept, round, refinement), as `observation_rewards` keys them;
+    `images`: the fresh rewards of each one's sampled images (what re-asks are judged on)."""
+
+    def __init__(self, rewards: dict | None = None,
+                 images: dict[tuple[str, int, str], list[float]] | None = None) -> None:
+        super().__init__(rewards or {})
+        self.images = images or {}
 
 
 def observation_rewards(queries: list[QueryRow], query_reward: dict[int, float]) -> dict[tuple[str, int, str], float]:
