@@ -30,6 +30,7 @@ this process is used as it is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import sys
@@ -196,7 +197,8 @@ class RayFetcher:
         try:
             fetched = await ref
         except asyncio.CancelledError:
-            self._ray.cancel(ref)  # the actor drops the URL's coroutine
+            with contextlib.suppress(Exception):  # (an actor gone meanwhile has nothing to cancel)
+                self._ray.cancel(ref)  # the actor drops the URL's coroutine
             raise
         except self._actor_error as e:
             return self._lost(actor, url, second_try, e)
