@@ -120,6 +120,96 @@ def test_descriptors_that_repeat_the_first_ask_stop_being_asked():
     assert refine.expected(Query("c7", "y", "desc:y"), by_concept[7], refine.learn(by_concept)) < 0
 
 
+# -- what re-asks are judged on: the images that look like the target ---------------------------
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_share_above_a_threshold_is_read_from_a_querys_quantiles(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        n = int(rng.integers(1, 60))
+        rewards = np.concatenate([rng.normal(rng.normal(), rng.uniform(0.01, 1), size=n),
+                                  rng.normal(rng.normal(), 0.1, size=int(rng.integers(0, 30)))])
+        q = refine.summary(rewards.tolist())
+        assert len(q) == len(refine.QUANTILES) and q == sorted(q)
+        for threshold in np.quantile(rewards, [0.05, 0.3, 0.5, 0.8, 0.95]):
+            true = float((rewards > threshold).mean())
+            assert abs(refine.share_above(q, threshold) - true) <= 0.1 + 1.0 / len(rewards)
+    assert refine.summary([]) == [] and refine.summary([float("nan")]) == []
+
+
+def test_the_top_threshold_weighs_each_query_by_the_images_it_kept():
+    many = [[0.0] * 9] * 1                     # one query of 90 images at 0.0
+    few = [[1.0] * 9] * 1                      # one of 10 images at 1.0
+    assert refine.top_threshold(many + few, [90, 10]) == 0.0     # 70% of the images are at 0.0
+    assert refine.top_threshold(many + few, [10, 90]) == 1.0
+    assert refine.top_threshold([None, []], [5, 0]) is None
+
+
+def test_observations_without_image_rewards_are_judged_by_their_mean():
+    values, usable = refine.top_shares([None, None], [0.5, -1.0], ["", ""], [5, 5])
+    assert list(values) == [0.5, -1.0] and usable.all()
+    values, usable = refine.top_shares([None, [0.0] * 9, []], [0.5, 0.1, -1.0], ["", "", "page:2"], [5, 9, 0])
+    assert list(usable) == [False, True, True] and values[2] == 0.0   # kept none: brought none
+
+
+def images(kind: str, n: int = 30) -> list[float]:
+    """Image rewards of a query: `target` (its concept's pictures, ~0.05), `lookalike` (pictures a
+    little like the target, ~0.0), `unrelated` (~-0.15), or `page` (half its concept's pictures,
+    half off-topic: the mean of a look-alike)."""
+    rng = np.random.default_rng(abs(hash((kind, n))) % 2**32)
+    if kind == "page":
+        return images("target", n // 2) + list(rng.normal(-0.05, 0.02, n - n // 2))
+    centre = {"target": 0.05, "lookalike": 0.0, "unrelated": -0.15}[kind]
+    return list(rng.normal(centre, 0.01, n))
+
+
+def looked(concept, kind, rnd=0, refinement="", n=30):
+    r = images(kind, n)
+    return QueryOutcome(concept=concept, text=concept, round=rnd, n_results=35, n_kept=len(r),
+                        reward=float(np.mean(r)) if r else -0.2, image_rewards=r, refinement=refinement)
+
+
+def run_dry(with_images: bool):
+    """Rounds 0-1: good concepts found, and their pages measured to bring half of their pictures;
+    round 2: the vocabulary's good concepts are asked, and the new ones are look-alikes, whose
+    mean reward equals a page's. Returns the next round's re-asks."""
+    policy = policy_with(reask_share=0.5)
+    policy.predicted_reward = lambda: None
+    outcomes = [looked(c, "target" if i < 12 else "unrelated") for i, c in enumerate(CONCEPTS[:24])]
+    outcomes += [looked(c, "target", 1) for c in CONCEPTS[24:32]]
+    outcomes += [looked(c, "page", 1, "page:2") for c in CONCEPTS[:4]]
+    outcomes += [looked(c, "lookalike", 2) for c in CONCEPTS[32:48]]
+    if not with_images:
+        outcomes = [QueryOutcome(**{**o.__dict__, "image_rewards": []}) for o in outcomes]
+    for o in outcomes:
+        policy.asked[policy.index[o.concept]] = True
+    policy.update(outcomes)
+    return [q for q in policy.sample_queries(16) if q.refinement]
+
+
+def test_late_in_a_run_pages_of_good_concepts_beat_lookalikes_that_score_as_well_on_average():
+    """A look-alike concept's images score, on average, as a good concept's later page does;
+    only the page brings pictures of the target. Judged by the mean, a new look-alike is worth
+    as much as the page; judged by the images that look like the target, the pages win."""
+    again = run_dry(with_images=True)
+    assert len(again) == 8
+    assert {q.concept for q in again} <= set(CONCEPTS[:12] + CONCEPTS[24:32])    # good concepts only
+    assert not run_dry(with_images=False)       # the mean alone: no re-ask wins
+
+
+def test_fresh_image_rewards_replace_an_observations_quantiles_and_survive_a_resume():
+    policy = policy_with()
+    policy.update([looked(c, "target") for c in CONCEPTS[:3]] + [looked(CONCEPTS[3], "unrelated", n=0)])
+    assert policy.obs_summary[3] == [] and all(len(q) == 9 for q in policy.obs_summary[:3])
+    changed = policy.refresh_rewards({(CONCEPTS[0], 0, ""): -0.15},
+                                     {(CONCEPTS[0], 0, ""): images("unrelated")})
+    assert changed == 1 and policy.obs_summary[0] == refine.summary(images("unrelated"))
+    assert policy.obs_summary[1] == refine.summary(images("target"))           # not named: kept
+    resumed = policy_with()
+    resumed.load_state_dict(json.loads(json.dumps(policy.state_dict())))
+    assert resumed.obs_summary == policy.obs_summary
+
+
 # -- the policy ---------------------------------------------------------------------------------
 
 def observed_round(policy, rewards: dict[str, float]):
