@@ -202,3 +202,24 @@ def test_a_decode_past_the_deadline_gives_decode_timeout_and_the_actor_is_replac
             assert again[0].outcome == UrlOutcome.DECODE_TIMEOUT and again[0].recorded_before
             assert hits["/slow.jpg"] == 1 and crawler.fetcher._failed_starts == []
         cache.close()
+
+
+@needs_ray
+def test_actors_that_cannot_start_stop_the_crawl_with_one_clear_error(local_ray, tmp_path):
+    from tests.test_fetchers import ExitWhenUnpickled
+
+    c = cfg(workers=1)
+    cache = open_cache(tmp_path, c)
+    items = [CrawlItem(f"http://127.0.0.1:9/{i}.jpg") for i in range(2)]
+    error = None
+    with Crawler.for_cache(cache, c, allow=[ExitWhenUnpickled()]) as crawler:  # each actor dies as it starts
+        for _ in range(4):
+            try:
+                attempts = asyncio.run(asyncio.wait_for(crawler.crawl(items), 120))
+            except RuntimeError as e:
+                error = str(e)
+                break
+            assert {a.outcome for a in attempts} == {UrlOutcome.WORKER_LOST}
+    cache.close()
+    assert error is not None, "the crawl went on after 3 actors in a row died at start"
+    assert "Ray fetch workers in a row died before fetching anything" in error and "crawl.pool=process" in error
