@@ -115,7 +115,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import io
 import json
 import multiprocessing as mp
 import os
@@ -128,7 +127,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+import photo_workload  # (bench/, on the path as this script's folder)
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(ROOT)}  # no update check over the net
@@ -141,22 +141,10 @@ start = time.monotonic()
 download(url_list=args["urls"], input_format="txt", output_folder=args["out"], output_format="files",
          image_size=args["size"], resize_mode="keep_ratio", resize_only_if_bigger=True, encode_quality=90,
          processes_count=args["processes"], thread_count=args["threads"],
-         number_sample_per_shard=args["per_shard"], timeout=10, retries=0, enable_wandb=False,
+         number_sample_per_shard=args["per_shard"], timeout=args["timeout"], retries=0, enable_wandb=False,
          distributor="multiprocessing", compute_hash="sha256", extract_exif=False)
 print(json.dumps({"seconds": time.monotonic() - start}))
 """
-
-
-def make_jpeg(args: tuple[int, int]) -> bytes:
-    """A distinct textured picture: smooth colour fields plus fine noise (realistic JPEG sizes)."""
-    seed, _ = args
-    rng = np.random.default_rng(seed)
-    w, h = (int(x) for x in rng.integers(300, 1201, 2))
-    base = Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).resize((w, h), Image.Resampling.BICUBIC)
-    grain = Image.fromarray(rng.integers(0, 256, (h // 6, w // 6, 3), dtype=np.uint8)).resize((w, h))
-    out = io.BytesIO()
-    Image.blend(base, grain, 0.25).save(out, "JPEG", quality=90)
-    return out.getvalue()
 
 
 def default_workdir() -> Path:
@@ -165,18 +153,25 @@ def default_workdir() -> Path:
     return base / "explore-bench-crawl"
 
 
-def make_corpus(workdir: Path, n: int, broken: int) -> list[str]:
-    """Write n JPEGs (the first `broken` truncated) to workdir/files once; reuse them after."""
-    files = workdir / "files"
-    marker = files / f"done-{n}-{broken}"
+def make_corpus(workdir: Path, n: int, broken: int, workload: str) -> tuple[list[str], list[dict]]:
+    """Write n images of the workload (the first `broken` truncated) to workdir/files-WORKLOAD
+    once, with a manifest of what each is; reuse them after. -> (file names, what each is)."""
+    files = workdir / f"files-{workload}"
+    marker, manifest = files / f"done-{n}-{broken}", files / "manifest.json"
     if not marker.exists():
         shutil.rmtree(files, ignore_errors=True)
         files.mkdir(parents=True)
+        metas = []
         with mp.get_context("spawn").Pool(len(os.sched_getaffinity(0))) as pool:
-            for i, body in enumerate(pool.imap(make_jpeg, [(i, n) for i in range(n)], chunksize=16)):
-                (files / f"{i}.jpg").write_bytes(body[: len(body) // 3] if i < broken else body)
+            tasks = [(workload, i) for i in range(n)]
+            for i, (body, meta) in enumerate(pool.imap(photo_workload.make_image, tasks, chunksize=8)):
+                name = f"{i}.{photo_workload.EXTENSIONS[meta['format']]}"
+                (files / name).write_bytes(body[: len(body) // 3] if i < broken else body)
+                metas.append(meta | {"name": name, "truncated": i < broken})
+        manifest.write_text(json.dumps(metas))
         marker.touch()
-    return [f"{i}.jpg" for i in range(n)]
+    metas = json.loads(manifest.read_text())
+    return [m["name"] for m in metas], metas
 
 
 def serve_files(files_dir: str, ready, port: int = 0) -> None:
@@ -184,13 +179,15 @@ def serve_files(files_dir: str, ready, port: int = 0) -> None:
     one port (SO_REUSEPORT), so that the server is not what limits either tool."""
     from aiohttp import web
 
-    bodies = {p.name: p.read_bytes() for p in Path(files_dir).glob("*.jpg")}
+    bodies = {p.name: p.read_bytes() for p in Path(files_dir).iterdir()
+              if p.suffix[1:] in photo_workload.CONTENT_TYPES}
 
     async def handler(request):
-        body = bodies.get(request.match_info["name"])
+        name = request.match_info["name"]
+        body = bodies.get(name)
         if body is None:
             return web.Response(status=404)
-        return web.Response(body=body, content_type="image/jpeg")
+        return web.Response(body=body, content_type=photo_workload.CONTENT_TYPES[name.rpartition(".")[2]])
 
     app = web.Application()
     app.router.add_get("/{name}", handler)
@@ -263,10 +260,12 @@ def run_measured(cmd: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess
     return proc, wall, children_cpu_s() - cpu
 
 
-def run_explore(url_file: Path, out: Path, port: int, size: int, sets: list[str]) -> dict:
-    cmd = [sys.executable, str(ROOT / "cli.py"), "fetch", str(url_file), "--cache-dir", str(out),
-           "--allow", f"127.0.0.1:{port}", "--json", "--set", f"crawl.image_size={size}",
-           "--set", "crawl.jpeg_quality=90"]
+def run_explore(url_file: Path, out: Path, port: int, size: int, sets: list[str],
+                hosts: tuple[str, ...] = ("127.0.0.1",)) -> dict:
+    cmd = [sys.executable, str(ROOT / "cli.py"), "fetch", str(url_file), "--cache-dir", str(out), "--json",
+           "--set", f"crawl.image_size={size}", "--set", "crawl.jpeg_quality=90"]
+    for host in hosts:  # the loopback servers, allowed by host:port as the sandbox is (never by default)
+        cmd += ["--allow", f"{host}:{port}"]
     for item in sets:
         cmd += ["--set", item]
     proc, wall, cpu = run_measured(cmd, cwd=ROOT)
@@ -275,11 +274,13 @@ def run_explore(url_file: Path, out: Path, port: int, size: int, sets: list[str]
     return json.loads(proc.stdout.strip().splitlines()[-1]) | {"wall": wall, "cpu": cpu}
 
 
-def run_img2dataset(url_file: Path, out: Path, size: int, threads: int, n: int) -> dict:
-    processes = len(os.sched_getaffinity(0))
+def run_img2dataset(url_file: Path, out: Path, size: int, threads: int, n: int, python: str = sys.executable,
+                    timeout_s: float = 10, processes: int = 0) -> dict:
+    processes = processes or len(os.sched_getaffinity(0))
     args = {"urls": str(url_file), "out": str(out), "size": size, "processes": processes, "threads": threads,
-            "per_shard": max(50, n // (processes * 4))}  # several shards per process, so every core works
-    proc, wall, cpu = run_measured([sys.executable, "-c", I2D_SCRIPT, json.dumps(args)], cwd=out.parent)
+            "per_shard": max(50, n // (processes * 4)),  # several shards per process, so every core works
+            "timeout": timeout_s}
+    proc, wall, cpu = run_measured([python, "-c", I2D_SCRIPT, json.dumps(args)], cwd=out.parent)
     if proc.returncode != 0:
         sys.exit(f"img2dataset failed:\n{proc.stderr[-2000:]}")
     seconds = json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
@@ -290,7 +291,10 @@ def run_img2dataset(url_file: Path, out: Path, size: int, threads: int, n: int) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=2000, help="JPEGs served")
+    ap.add_argument("--workload", choices=photo_workload.WORKLOADS, default="photo",
+                    help="photo: decode cost of real photographs (bench/photo_workload.py); smooth: the earlier, "
+                         "cheaper JPEGs")
+    ap.add_argument("--n", type=int, default=2000, help="images served")
     ap.add_argument("--broken", type=int, default=20, help="of which truncated")
     ap.add_argument("--missing", type=int, default=20, help="extra URLs that 404")
     ap.add_argument("--image-size", type=int, default=256)
@@ -299,6 +303,8 @@ def main() -> None:
     ap.add_argument("--skip-img2dataset", action="store_true", help="time explore only (for tuning)")
     ap.add_argument("--i2d-threads", type=int, default=16,
                     help="img2dataset threads per process (16 beat 32 and 64 here)")
+    ap.add_argument("--i2d-python", default=os.environ.get("I2D_PYTHON", sys.executable),
+                    help="the Python that has img2dataset (default: $I2D_PYTHON, else this one)")
     ap.add_argument("--per-host", type=int, default=64,
                     help="explore's requests in flight to one host (all URLs are on one host here)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="more explore config overrides")
@@ -307,19 +313,34 @@ def main() -> None:
                          "before its clock) and print its rate beside the default process pool's")
     ap.add_argument("--workdir", type=Path, default=default_workdir(),
                     help="corpus and both tools' outputs (default: on tmpfs where there is one)")
+    ap.add_argument("--latency", action="store_true",
+                    help="latency-bound: many virtual hosts with slow first bytes, capped bandwidth and stalls "
+                         "(bench/latency_server.py); img2dataset tried at each of --i2d-thread-list")
+    ap.add_argument("--hosts", type=int, default=16, help="--latency: virtual hosts (127.H.0.1)")
+    ap.add_argument("--latency-n", type=int, default=1000,
+                    help="--latency: images of the --n corpus asked for (the first; truncated ones included)")
+    ap.add_argument("--timeout", type=float, default=5.0,
+                    help="--latency: both tools' connect and read timeouts, seconds (stalls last longer)")
+    ap.add_argument("--i2d-thread-list", default="16,32,64,128",
+                    help="--latency: img2dataset threads per process tried, each repetition (its best counts)")
     args = ap.parse_args()
+    if args.latency:
+        return main_latency(args)
 
     if not become_subreaper():
         print("warning: cannot become a child subreaper: the CPU time of explore's fetch workers is not counted",
               file=sys.stderr)
-    names = make_corpus(args.workdir, args.n, args.broken)
+    names, metas = make_corpus(args.workdir, args.n, args.broken, args.workload)
+    print(f"workload {args.workload}: " + photo_workload.format_stats(photo_workload.workload_stats(
+        [m for m in metas if not m["truncated"]])), flush=True)
     ctx = mp.get_context("spawn")
     servers = []
     port = 0
     run_dir = None
     for _ in range(args.server_processes):
         parent, child = ctx.Pipe()
-        servers.append(ctx.Process(target=serve_files, args=(str(args.workdir / "files"), child, port), daemon=True))
+        servers.append(ctx.Process(target=serve_files, args=(str(args.workdir / f"files-{args.workload}"), child, port),
+                                   daemon=True))
         servers[-1].start()
         port = parent.recv()
     try:
@@ -351,7 +372,8 @@ def main() -> None:
                     explore_cpu.append(1000 * ex["cpu"] / len(urls))
                     explore_wall.append(ex["wall"])
                     print(f"explore fetch: {ex['attempted']} URLs in {ex['seconds']:.1f} s ({ex['wall']:.1f} s with "
-                          f"start-up) -> {ex['images_per_second']:.0f} img/s; outcomes {ex['outcomes']}; "
+                          f"start-up) -> {ex['images_per_second']:.0f} img/s ({len(urls) / ex['wall']:.0f} whole "
+                          f"command); outcomes {ex['outcomes']}; "
                           f"{' '.join(sets)}; {explore_cpu[-1]:.1f} CPU-ms/URL with start-up; load {load:.1f}", flush=True)
                 elif tool == "pool":
                     ex = run_explore(url_file, out, port, args.image_size, [*sets, f"crawl.pool={args.pool}"])
@@ -361,13 +383,14 @@ def main() -> None:
                           f"{ex['outcomes']}; {1000 * ex['cpu'] / len(urls):.1f} CPU-ms/URL with start-up; "
                           f"load {load:.1f}", flush=True)
                 elif not args.skip_img2dataset:
-                    i2d = run_img2dataset(url_file, out, args.image_size, args.i2d_threads, len(urls))
+                    i2d = run_img2dataset(url_file, out, args.image_size, args.i2d_threads, len(urls), args.i2d_python)
                     i2d_rates.append(len(urls) / i2d["seconds"])
                     i2d_cpu.append(1000 * i2d["cpu"] / len(urls))
                     i2d_wall.append(i2d["wall"])
                     print(f"img2dataset: {i2d['attempted']} URLs ({i2d['ok']} ok) in {i2d['seconds']:.1f} s "
                           f"({i2d['wall']:.1f} s with start-up), {len(os.sched_getaffinity(0))} processes x "
-                          f"{args.i2d_threads} threads -> {i2d_rates[-1]:.0f} img/s; {i2d_cpu[-1]:.1f} CPU-ms/URL with start-up; "
+                          f"{args.i2d_threads} threads -> {i2d_rates[-1]:.0f} img/s ({len(urls) / i2d['wall']:.0f} whole "
+                          f"command); {i2d_cpu[-1]:.1f} CPU-ms/URL with start-up; "
                           f"load {load:.1f}", flush=True)
         if args.pool:
             pairs = " ".join(f"{p / e:.2f}" for p, e in zip(pool_rates, explore_rates))
@@ -378,14 +401,18 @@ def main() -> None:
             return
         best_ex, best_i2d = max(explore_rates), max(i2d_rates)
         pairs = [e / i for e, i in zip(explore_rates, i2d_rates)]  # each rep runs both tools back to back
+        whole_pairs = [i / e for e, i in zip(explore_wall, i2d_wall)]
         print("per repetition (explore/img2dataset, run back to back): "
-              + " ".join(f"{r:.2f}" for r in pairs) + " (information; the ratio below is best over best)")
+              + " ".join(f"{r:.2f}" for r in pairs) + "; whole commands " + " ".join(f"{r:.2f}" for r in whole_pairs)
+              + " (information; the ratios below are best over best)")
         print(f"best of {args.repeat}: explore={best_ex:.1f} img/s img2dataset={best_i2d:.1f} img/s; CPU per URL "
               f"explore={min(explore_cpu):.1f} ms img2dataset={min(i2d_cpu):.1f} ms "
               f"(cpu_ratio={min(i2d_cpu) / min(explore_cpu):.2f}, less sensitive to a shared machine's load)")
-        print(f"whole commands, start-up and imports included: explore {min(explore_wall):.2f} s, img2dataset "
-              f"{min(i2d_wall):.2f} s (wall_ratio={min(i2d_wall) / min(explore_wall):.2f})")
-        print(f"ratio={best_ex / best_i2d:.2f}")
+        print(f"whole commands, start-up and imports included: explore {min(explore_wall):.2f} s "
+              f"({len(urls) / min(explore_wall):.0f} img/s), img2dataset {min(i2d_wall):.2f} s "
+              f"({len(urls) / min(i2d_wall):.0f} img/s) (wall_ratio={min(i2d_wall) / min(explore_wall):.2f})")
+        print(f"ratio={best_ex / best_i2d:.2f} whole_ratio={min(i2d_wall) / min(explore_wall):.2f} "
+              f"workload={args.workload}")
     finally:
         # Outputs go only now: for a minute or more after thousands of files are deleted, ext4 makes each
         # new file skip the recently freed inodes (`recently_deleted` in find_inode_bit, seen
@@ -396,6 +423,69 @@ def main() -> None:
         for server in servers:
             server.terminate()
             server.join(5)
+
+
+def main_latency(args) -> None:
+    """explore vs img2dataset on the latency server: the same URL list spread over --hosts hosts,
+    each tool's whole command timed; img2dataset at each thread count, in turn with explore."""
+    from latency_server import LatencyProfile, host_addresses, serve
+
+    become_subreaper()
+    names, metas = make_corpus(args.workdir, args.n, args.broken, args.workload)
+    profile = LatencyProfile(hosts=args.hosts)
+    hosts = host_addresses(profile.hosts)
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    server = ctx.Process(target=serve, args=(str(args.workdir / f"files-{args.workload}"), profile, child), daemon=True)
+    server.start()
+    port = parent.recv()
+    run_dir = args.workdir / f"latency-{port}"
+    try:
+        paths = names[: args.latency_n] + [f"missing-{i}.jpg" for i in range(args.missing)]
+        urls = [f"http://{hosts[i % len(hosts)]}:{port}/{path}" for i, path in enumerate(paths)]
+        urls = [urls[i] for i in np.random.default_rng(0).permutation(len(urls))]
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        url_file = run_dir / "urls.txt"
+        url_file.write_text("\n".join(urls) + "\n")
+        threads = [int(t) for t in args.i2d_thread_list.split(",")]
+        print(f"latency-bound: {len(urls)} URLs over {len(hosts)} hosts ({hosts[0]}..{hosts[-1]}:{port}), {profile}; "
+              f"timeouts {args.timeout} s; workload {args.workload}: "
+              + photo_workload.format_stats(photo_workload.workload_stats(
+                  [m for m in metas[: args.latency_n] if not m["truncated"]])),
+              flush=True)
+        t = args.timeout
+        sets = [f"crawl.connect_timeout_s={t}", f"crawl.read_timeout_s={t}", *args.sets]
+        best_e, best_i = [], []
+        for rep in range(args.repeat):
+            order = ["explore", *threads] if rep % 2 == 0 else [*threads, "explore"]
+            rates: dict = {}
+            for tool in order:
+                out, load = run_dir / f"{tool}-{rep}", os.getloadavg()[0]
+                if tool == "explore":
+                    ex = run_explore(url_file, out, port, args.image_size, sets, tuple(hosts))
+                    rates[tool] = len(urls) / ex["wall"]
+                    print(f"explore fetch: {ex['wall']:.1f} s whole command -> {rates[tool]:.0f} img/s "
+                          f"({ex['images_per_second']:.0f} in-command); outcomes {ex['outcomes']}; {' '.join(sets)}; "
+                          f"{1000 * ex['cpu'] / len(urls):.1f} CPU-ms/URL; load {load:.1f}", flush=True)
+                else:
+                    i2d = run_img2dataset(url_file, out, args.image_size, tool, len(urls), args.i2d_python, t)
+                    rates[tool] = len(urls) / i2d["wall"]
+                    print(f"img2dataset {len(os.sched_getaffinity(0))} processes x {tool} threads: {i2d['wall']:.1f} s "
+                          f"whole command -> {rates[tool]:.0f} img/s ({len(urls) / i2d['seconds']:.0f} in-command); "
+                          f"{i2d['ok']} ok of {i2d['attempted']}; {1000 * i2d['cpu'] / len(urls):.1f} CPU-ms/URL; "
+                          f"load {load:.1f}", flush=True)
+            best_thread = max(threads, key=lambda k: rates[k])
+            best_e.append(rates["explore"])
+            best_i.append(rates[best_thread])
+            print(f"repetition {rep}: explore {rates['explore']:.0f} img/s, img2dataset best {rates[best_thread]:.0f} "
+                  f"img/s ({best_thread} threads): {rates['explore'] / rates[best_thread]:.2f}x", flush=True)
+        print(f"latency_ratio={max(best_e) / max(best_i):.2f} (whole commands, best over best; per repetition "
+              + " ".join(f"{e / i:.2f}" for e, i in zip(best_e, best_i)) + ")")
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        server.terminate()
+        server.join(5)
 
 
 if __name__ == "__main__":

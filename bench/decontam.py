@@ -51,7 +51,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explorer import decontam, images  # noqa: E402
+from explorer.crawl import decontam, images  # noqa: E402
 from explorer.config import CrawlConfig  # noqa: E402
 from explorer.crawl.decontam import LeakIndex  # noqa: E402
 from explorer.sandbox.repost import KINDS, repost  # noqa: E402
