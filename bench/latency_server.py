@@ -10,13 +10,16 @@ delays on the same URL, whatever their order):
 - the body then streams at `bandwidth_Bps` per connection, in `chunk_s` slices;
 - a `stall_share` of the URLs stall for `stall_s` (longer than the crawlers' timeouts): half
   before any byte, half after the headers and a first slice of the body.
-A path that names no file answers 404 after its delay. `/stats` counts requests per host.
+A path that names no file answers 404 after its delay. `/stats`: requests per host, and the
+requests in flight (now, and their integral over time: its growth over a crawler's run divided by
+the run's seconds is how many that crawler kept in flight on average).
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import math
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,11 +74,25 @@ def make_app(bodies: dict[str, bytes], profile: LatencyProfile):
     from aiohttp import web
 
     served: Counter = Counter()
+    gauge = {"in_flight": 0, "area": 0.0, "at": time.monotonic()}  # area: in-flight requests x seconds
     slice_bytes = max(1024, int(profile.bandwidth_Bps * profile.chunk_s))
 
+    def count(change: int) -> None:
+        now = time.monotonic()
+        gauge["area"] += gauge["in_flight"] * (now - gauge["at"])
+        gauge["in_flight"] += change
+        gauge["at"] = now
+
     async def image(request):
-        name = request.match_info["name"]
         served[request.host] += 1
+        count(+1)
+        try:
+            return await answer(request)
+        finally:
+            count(-1)
+
+    async def answer(request):
+        name = request.match_info["name"]
         where = stall(request.path, profile)
         if where == "before":
             await asyncio.sleep(profile.stall_s)
@@ -99,7 +116,9 @@ def make_app(bodies: dict[str, bytes], profile: LatencyProfile):
         return resp
 
     async def stats(request):
-        return web.json_response(dict(served))
+        count(0)
+        return web.json_response({"served": dict(served), "in_flight": gauge["in_flight"],
+                                  "in_flight_seconds": gauge["area"]})
 
     app = web.Application()
     app.router.add_get("/stats", stats)
