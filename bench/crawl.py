@@ -189,6 +189,20 @@ Photo workload and latency mode (issue #21 item 6), 2026-12-03, the shared 2-cor
   33); why is not measured (a guess: its workers prepare JPEGs on the event loop that also reads
   the responses, so a CPU-starved worker reads late).
   img2dataset's shard size (number_sample_per_shard = URLs / 8 here) was not tuned, only threads.
+  Photo pairs again at a quieter moment (e7cb08c, `... bench/crawl.py --repeat 2`): pair 1 (load
+  2.1/2.5) explore 155 img/s (140 whole), img2dataset 77 (72); pair 2 (load 3.1/3.2) img2dataset
+  80 (74), explore 149 (135). Pairs 2.01 and 1.88, whole 1.96 and 1.83; ratio=1.95
+  whole_ratio=1.91; CPU 7.0 vs 12.8 ms a URL (cpu_ratio=1.82). Still short of 2.5x.
+  py-spy over a whole `explore fetch` of the photo workload (`py-spy record --subprocesses
+  --nonblocking --rate 200 --format raw -- python bench/crawl.py --repeat 1 --skip-img2dataset`,
+  load 2.9; 12,242 samples of explore's processes, the image server's left out): decode 34%,
+  resize 10%, cheap embedding 5.5%, encode 5.3%, prepare with its stack cut short (--nonblocking)
+  12%; the workers' pipe send of each result 11.7% (blocking writes or pickling: not told apart
+  here; the lead to follow next), aiohttp client 7%, imports and start-up 4.8%, event loops and
+  glue 6%, the parent's reading and commit 1.5%, storing files 1.2%, FAISS 0.6%, SQLite 0.2%.
+  `explore fetch` makes no copy hashes (no target test images: crawler.py sets leak_hamming=-1),
+  so the copy-hash change above helps `explore run`'s crawl, not this bench's; crawl_stages.py
+  counts them (0.38 ms of its 5.34), so `explore fetch`'s image work on photos is ~5.0 ms.
 """
 from __future__ import annotations
 

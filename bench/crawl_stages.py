@@ -3,8 +3,9 @@
 Each image goes `images.prepare_with_embedding`'s way, one stage at a time, in this one thread,
 each stage timed in CPU seconds (`time.thread_time`, so a shared machine's load does not count):
 header (sniff, parse, checks), decode (libjpeg-turbo DCT-scaled, or Pillow + to_rgb), resize,
-encode, sha256, copy hashes (explorer/crawl/decontam.py), cheap embedding. Prints the mean
-per image, for all images and per kind (JPEG baseline / progressive, PNG, WebP).
+encode, sha256, copy hashes (explorer/crawl/decontam.py: made only where the crawl has a target's
+test images, `explore run`; `explore fetch` makes none), cheap embedding. Prints the mean per image,
+for all images and per kind (JPEG baseline / progressive, PNG, WebP).
 
     python bench/crawl_stages.py [--workload photo] [--n 2000] [--limit 600]
 """
