@@ -153,10 +153,10 @@ Photo workload and latency mode (issue #21 item 6), 2026-12-03, the shared 2-cor
   passes over the coefficients), PNG (10%) 12.9 (decode 9.7, resize from full size 1.95), WebP
   (4%) 13.6 (parse 1.15, decode 8.9, resize 2.4). So a third of the image CPU is the 14% of files
   that are PNG or WebP, which both tools decode whole with the same libraries (zlib, libwebp),
-  and progressive JPEGs cost 2.5x a baseline one. Beyond the image work, 1.8 ms a URL is the
-  client, the pipe, this process's dedup/SQLite/index and start-up (~1 s of a 10-17 s command).
-  2.5x would need explore at <= ~4.9 CPU-ms a URL against img2dataset's 12.2: less than the
-  image work alone. What was changed (each checked, semantics and stored bytes unchanged):
+  and progressive JPEGs cost 2.5x a baseline one. Beyond the image work (~5.0 ms without the copy
+  hash, which `explore fetch` does not make: see below), ~2.1 ms a URL is the client, the pipe,
+  this process's dedup/SQLite/index and start-up (~1 s of a 10-17 s command). 2.5x would need
+  explore at <= ~4.9 CPU-ms a URL against img2dataset's 12.2: no more than the image work alone. What was changed (each checked, semantics and stored bytes unchanged):
   - the copy hash's 64-px grey square is made grey first, then shrunk (Pillow's BOX on one
     channel instead of four: 247 -> 165 us in isolation; A/B of crawl_stages against b9ca541,
     two runs each at load 5-7: copy hash 0.61/0.52 -> 0.55/0.48 ms). Hashes within a grey
