@@ -203,6 +203,9 @@ Photo workload and latency mode (issue #21 item 6), 2026-12-03, the shared 2-cor
   `explore fetch` makes no copy hashes (no target test images: crawler.py sets leak_hamming=-1),
   so the copy-hash change above helps `explore run`'s crawl, not this bench's; crawl_stages.py
   counts them (0.38 ms of its 5.34), so `explore fetch`'s image work on photos is ~5.0 ms.
+  The smooth workload on the same day (`--workload smooth --repeat 1 --skip-img2dataset`, load
+  2.6): explore 192 img/s (170 whole command), 5.8 CPU-ms a URL, against 149-155 img/s and
+  7.0-7.3 ms on photo at load 2-3: this machine ran ~4x slower than in session 6 (744 img/s there).
 """
 from __future__ import annotations
 
