@@ -187,7 +187,8 @@ class Policy(ABC):
     def new_query_value(self, k: int) -> float:
         """What a new concept is expected to pay now, in z over first asks: the lower of what
         the policy predicts for its k best unasked concepts (a mean over the top of the
-        predictions, so optimistic; z of the mean reward) and what the last round's first asks
+        predictions, so optimistic; a predicted reward is read as what the first asks whose
+        reward ranks as high brought) and what the last round's first asks
         brought (measured as re-asks are judged, `reask_values`; once the vocabulary's good
         concepts are asked, new ones bring less than predicted). -inf where neither says (no
         prediction and one round seen): only the average first ask bounds re-asks then."""
@@ -195,16 +196,22 @@ class Policy(ABC):
         if len(rewards) < 2:
             return -np.inf
         out = []
-        predicted = self.predicted_reward()
-        pool = predicted[self.candidates() & ~self.asked] if predicted is not None else []
-        if len(pool):
-            best = np.partition(pool, len(pool) - min(k, len(pool)))[-min(k, len(pool)):]
-            out.append((best.mean() - rewards.mean()) / (float(rewards.std()) or 1.0))
         values, usable = self.reask_values()
         first = usable & np.array([not r for r in self.obs_refinement], dtype=bool)
+        by_share = not np.array_equal(values, np.asarray(self.obs_reward, dtype=np.float64))
         values, rounds = values[first], np.asarray(self.obs_round, dtype=np.int64)[first]
+        sd = float(values.std()) or 1.0
+        predicted = self.predicted_reward()
+        pool = predicted[self.candidates() & ~self.asked] if predicted is not None else []
+        if len(pool) and len(values):
+            best = np.partition(pool, len(pool) - min(k, len(pool)))[-min(k, len(pool)):]
+            if by_share:   # a predicted reward -> the share a first ask that ranks as high brought
+                rewards = np.asarray(self.obs_reward, dtype=np.float64)[first]
+                ranks = np.searchsorted(np.sort(rewards), best, side="right") / len(rewards)
+                best = np.quantile(values, np.clip(ranks, 0.0, 1.0))
+            out.append((best.mean() - values.mean()) / sd)
         if len(set(rounds.tolist())) > 1:   # the first round was asked blind: it says nothing
-            out.append((values[rounds == rounds.max()].mean() - values.mean()) / (float(values.std()) or 1.0))
+            out.append((values[rounds == rounds.max()].mean() - values.mean()) / sd)
         return float(min(out)) if out else -np.inf
 
     def reask_values(self) -> tuple[np.ndarray, np.ndarray]:
