@@ -206,8 +206,9 @@ class Policy(ABC):
         if len(pool) and len(values):
             best = np.partition(pool, len(pool) - min(k, len(pool)))[-min(k, len(pool)):]
             if by_share:   # a predicted reward -> the share a first ask that ranks as high brought
-                rewards = np.asarray(self.obs_reward, dtype=np.float64)[first]
-                ranks = np.searchsorted(np.sort(rewards), best, side="right") / len(rewards)
+                ranked = np.sort(np.asarray(self.obs_reward, dtype=np.float64)[first])
+                ranks = (np.searchsorted(ranked, best, side="left")       # (mid-rank among ties)
+                         + np.searchsorted(ranked, best, side="right")) / (2 * len(ranked))
                 best = np.quantile(values, np.clip(ranks, 0.0, 1.0))
             out.append((best.mean() - values.mean()) / sd)
         if len(set(rounds.tolist())) > 1:   # the first round was asked blind: it says nothing

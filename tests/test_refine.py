@@ -197,6 +197,20 @@ def test_late_in_a_run_pages_of_good_concepts_beat_lookalikes_that_score_as_well
     assert not run_dry(with_images=False)       # the mean alone: no re-ask wins
 
 
+def test_a_predicted_reward_is_read_on_the_share_scale():
+    """The GP predicts a mean reward; re-asks are judged on shares. A prediction is read as the
+    share the first asks whose reward ranks as high brought, not compared in z of the reward
+    (early in a run the shares are skewed: a few good concepts far above the rest)."""
+    policy = policy_with()
+    outcomes = [looked(c, "target" if i < 3 else "unrelated") for i, c in enumerate(CONCEPTS[:20])]
+    policy.update(outcomes)
+    values, _ = policy.reask_values()
+    rewards = np.array([o.reward for o in outcomes])
+    for predicted, expected_share in ((rewards.max(), values.max()), (rewards.min(), values.min())):
+        policy.predicted_reward = lambda p=predicted: np.full(len(CONCEPTS), p)
+        assert policy.new_query_value(4) == pytest.approx((expected_share - values.mean()) / values.std())
+
+
 def test_fresh_image_rewards_replace_an_observations_quantiles_and_survive_a_resume():
     policy = policy_with()
     policy.update([looked(c, "target") for c in CONCEPTS[:3]] + [looked(CONCEPTS[3], "unrelated", n=0)])
