@@ -15,6 +15,14 @@ cumulative relevant images (training mode when run, else fixed).
 Arms that re-ask also print, by kind of query (first ask, page, backend, descriptor), how many
 were asked and the relevant and kept images each brought on average.
 
+Measured 2026-12-02, session 9, 8 rounds (same world and settings, `--modes fixed --policies
+gp,oracle --rounds 8 --seed 0`; oracle 1965 / 3978), gp relevant / kept, gp/oracle:
+  before the share (f7d52dd, run the same day)            2128 / 3910   1.08
+  share, GP prediction compared in z of the mean (e670ea3) 1535 / 3741   0.78
+  share, prediction read on the share scale (b8cefbf)      1938 / 3800   0.99
+  The middle row mixed two scales: early in a run the shares are skewed (a few good concepts
+  far above the rest), so their pages looked far better than a prediction in z of the reward,
+  and early re-asks crowded out discovery. The 30-round figures just below are of e670ea3.
 Measured 2026-12-02, session 9, after re-asks are judged on the share of a query's images that
 look like the target (above the 70th percentile of the first asks' images) instead of its mean
 reward (policies/refine.py `top_shares`); shared 2-core CPU machine, two arms at a time; fixed
