@@ -15,6 +15,18 @@ cumulative relevant images (training mode when run, else fixed).
 Arms that re-ask also print, by kind of query (first ask, page, backend, descriptor), how many
 were asked and the relevant and kept images each brought on average.
 
+Measured 2026-12-02, session 9, the code as committed (b8cefbf: shares, the prediction read on
+the share scale), 30 rounds, each `--modes fixed --policies gp --rounds 30 --seed S`, two at a
+time beside the test suite; gp-once as in session 8 (its path is unchanged):
+  seed 0  gp 6007 / 13332   gp-once 4648   reask-vs-once=1.29
+    per round  0.05 0.58 0.72 0.62 0.64 0.53 0.70 0.30 0.58 0.14 0.63 0.57 0.64 0.66 0.42
+               0.50 0.32 0.53 0.55 0.26 0.37 0.15 0.28 0.26 0.56 0.42 0.41 0.38 0.40 0.37
+    queries    first 327: 13.1 relevant / 29.9 kept a query; page 145: 11.5 / 23.6; descriptor 8: 5.5 / 14.4
+  seed 1  gp 6454 / 12989   gp-once 4736   reask-vs-once=1.36
+    per round  0.11 0.69 0.75 0.67 0.58 0.39 0.67 0.62 0.73 0.76 0.55 0.57 0.55 0.53 0.53
+               0.46 0.44 0.39 0.50 0.54 0.42 0.31 0.58 0.41 0.26 0.33 0.21 0.51 0.41 0.38
+    queries    first 297: 15.1 relevant / 30.0 kept a query; page 172: 11.2 / 23.1; descriptor 11: 5.5 / 9.4
+  Target 1.2 met at both seeds (mean 1.33); gp/oracle at 8 rounds 0.99 (below).
 Measured 2026-12-02, session 9, 8 rounds (same world and settings, `--modes fixed --policies
 gp,oracle --rounds 8 --seed 0`; oracle 1965 / 3978), gp relevant / kept, gp/oracle:
   before the share (f7d52dd, run the same day)            2128 / 3910   1.08
