@@ -188,8 +188,8 @@ def _pillow_decode(header: Image.Image, body: bytes, fmt: str, cfg: CrawlConfig)
     first frame, decode (JPEG DCT-scaled)."""
     im = header
     if fmt == "PNG":  # verify() checks PNG's CRCs; Pillow's other formats' verify() checks nothing
-        header.verify()  # which leaves the image unusable: decode from a fresh parse (a WebP's second
-        im = Image.open(io.BytesIO(body), formats=[fmt])  # parse cost ~1 ms for nothing: bench/crawl_stages.py)
+        header.verify()  # which leaves the image unusable: decode from a fresh parse (the other
+        im = Image.open(io.BytesIO(body), formats=[fmt])  # formats skip that second parse)
     if getattr(im, "n_frames", 1) > 1:
         im.seek(0)  # animated: the first frame
     if fmt == "JPEG":
