@@ -166,7 +166,7 @@ class Policy(ABC):
         average first ask where nothing says); marked asked."""
         if k <= 0 or not self.reasks:
             return []
-        values, usable = self.reask_values()
+        values, usable, _ = self.reask_values()
         keep = np.flatnonzero(usable)
         by_concept = refine.observed([self.obs_concept[j] for j in keep], values[keep].tolist(),
                                      [self.obs_refinement[j] for j in keep],
@@ -196,9 +196,8 @@ class Policy(ABC):
         if len(rewards) < 2:
             return -np.inf
         out = []
-        values, usable = self.reask_values()
+        values, usable, by_share = self.reask_values()
         first = usable & np.array([not r for r in self.obs_refinement], dtype=bool)
-        by_share = not np.array_equal(values, np.asarray(self.obs_reward, dtype=np.float64))
         values, rounds = values[first], np.asarray(self.obs_round, dtype=np.int64)[first]
         sd = float(values.std()) or 1.0
         predicted = self.predicted_reward()
@@ -215,9 +214,9 @@ class Policy(ABC):
             out.append((values[rounds == rounds.max()].mean() - values.mean()) / sd)
         return float(min(out)) if out else -np.inf
 
-    def reask_values(self) -> tuple[np.ndarray, np.ndarray]:
-        """What each observation brought, as re-asks are judged (refine.top_shares): (value [m],
-        usable [m] bool)."""
+    def reask_values(self) -> refine.Judged:
+        """What each observation brought, as re-asks are judged (refine.top_shares): values,
+        usable, and whether the values are shares."""
         return refine.top_shares(self.obs_summary, self.obs_reward, self.obs_refinement, self.obs_kept)
 
     def predicted_reward(self) -> np.ndarray | None:

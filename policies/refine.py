@@ -34,6 +34,7 @@ their mean reward when no observation has them, and left out otherwise.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -179,20 +180,26 @@ def top_threshold(summaries: list[list[float] | None], kept: list[int]) -> float
     return float(values[order][min(at, len(values) - 1)])
 
 
+class Judged(NamedTuple):
+    """What re-asks are judged on, per observation (`top_shares`)."""
+    values: np.ndarray     # [m] float64
+    usable: np.ndarray     # [m] bool
+    shares: bool           # values are shares of top images (True) or mean rewards (False)
+
+
 def top_shares(obs_summary: list[list[float] | None], obs_reward: list[float], obs_refinement: list[str],
-               obs_kept: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """What re-asks are judged on, per observation: (value [m], usable [m] bool). The share of
-    its images above the first asks' top threshold where observations carry their quantiles
-    (None: not recorded; [] kept none, a share of 0); the mean reward (all usable) where none
-    does."""
+               obs_kept: list[int]) -> Judged:
+    """What re-asks are judged on, per observation. The share of its images above the first
+    asks' top threshold where observations carry their quantiles (None: not recorded; [] kept
+    none, a share of 0); the mean reward (all usable) where none does."""
     has = np.array([q is not None for q in obs_summary], dtype=bool)
     first = np.array([not r for r in obs_refinement], dtype=bool)
     threshold = top_threshold([q for q, f in zip(obs_summary, first) if f],
                               [k for k, f in zip(obs_kept, first) if f]) if has.any() else None
     if threshold is None:
-        return np.asarray(obs_reward, dtype=np.float64), np.ones(len(obs_reward), dtype=bool)
+        return Judged(np.asarray(obs_reward, dtype=np.float64), np.ones(len(obs_reward), dtype=bool), False)
     shares = np.array([np.nan if q is None else share_above(q, threshold) if q else 0.0 for q in obs_summary])
-    return shares, has
+    return Judged(shares, has, True)
 
 
 def observed(obs_concept: list[int], obs_reward: list[float], obs_refinement: list[str],

@@ -146,10 +146,10 @@ def test_the_top_threshold_weighs_each_query_by_the_images_it_kept():
 
 
 def test_observations_without_image_rewards_are_judged_by_their_mean():
-    values, usable = refine.top_shares([None, None], [0.5, -1.0], ["", ""], [5, 5])
-    assert list(values) == [0.5, -1.0] and usable.all()
-    values, usable = refine.top_shares([None, [0.0] * 9, []], [0.5, 0.1, -1.0], ["", "", "page:2"], [5, 9, 0])
-    assert list(usable) == [False, True, True] and values[2] == 0.0   # kept none: brought none
+    values, usable, shares = refine.top_shares([None, None], [0.5, -1.0], ["", ""], [5, 5])
+    assert list(values) == [0.5, -1.0] and usable.all() and not shares
+    values, usable, shares = refine.top_shares([None, [0.0] * 9, []], [0.5, 0.1, -1.0], ["", "", "page:2"], [5, 9, 0])
+    assert list(usable) == [False, True, True] and values[2] == 0.0 and shares   # kept none: brought none
 
 
 def images(kind: str, n: int = 30) -> list[float]:
@@ -204,7 +204,8 @@ def test_a_predicted_reward_is_read_on_the_share_scale():
     policy = policy_with()
     outcomes = [looked(c, "target" if i < 3 else "unrelated") for i, c in enumerate(CONCEPTS[:20])]
     policy.update(outcomes)
-    values, _ = policy.reask_values()
+    values, _, shares = policy.reask_values()
+    assert shares
     rewards = np.array([o.reward for o in outcomes])
     for predicted, expected_share in ((rewards.max(), values.max()), (rewards.min(), values.min())):
         policy.predicted_reward = lambda p=predicted: np.full(len(CONCEPTS), p)
