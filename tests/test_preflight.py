@@ -133,6 +133,55 @@ def test_timing_a_model_leaves_its_weights_mode_and_random_state_as_they_were():
     assert torch.equal(torch.get_rng_state(), rng)
 
 
+def test_the_training_probe_times_captions_of_a_web_title_s_length_not_all_padding_real():
+    """The caption loss scores the vocabulary at real tokens only: a probe whose every token is
+    real times a heavier step than the loop takes."""
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, imgs, tokens, token_mask):
+            seen.append(token_mask.clone())
+            return {"loss": self.w * imgs.mean()}
+
+    time_training(Recorder(), 8, 100, caption_tokens=32, batch=2)
+    time_training(Recorder(), 8, 100, caption_tokens=4, batch=2)
+    long, short = seen[0], seen[-1]
+    assert long.shape == (2, 32) and long.sum(dim=1).tolist() == [preflight.PROBE_CAPTION_TOKENS] * 2
+    assert long[:, 0].all() and not long[:, -1].any()          # real tokens first, as tokenize pads
+    assert short.shape == (2, 4) and short.all()               # shorter than a title: all real
+
+
+def test_the_probe_s_batch_grows_until_a_pass_is_long_enough_or_the_round_s_batch(monkeypatch):
+    """Short passes time torch's per-op costs more than the images: the batch doubles while a
+    pass is short, never past the round's own batch, and the fastest timed pass counts."""
+    clock = [0.0]
+    monkeypatch.setattr(preflight.time, "perf_counter", lambda: clock[0])
+
+    def make(per_image, overhead, noise=()):
+        sizes, extra = [], list(noise)
+
+        def one_pass(b):
+            sizes.append(b)
+            clock[0] += overhead + per_image * b + (extra.pop(0) if extra else 0.0)
+        return one_pass, sizes
+
+    one_pass, sizes = make(per_image=0.01, overhead=0.2)
+    per_image = preflight.sized_passes(one_pass, 8, 256)
+    # 8, 16, 32 (0.52 s), 64 (0.84 s) are short; 128 takes 1.48 s: timed there, after it warmed
+    assert sizes == [8, 16, 32, 64, 128] + [128] * preflight.PROBE_PASSES
+    assert per_image == pytest.approx((0.2 + 1.28) / 128)
+    one_pass, sizes = make(per_image=0.01, overhead=0.2, noise=[0, 0, 0, 0.5, 0.0, 0.3])
+    assert preflight.sized_passes(one_pass, 8, 32) == pytest.approx((0.2 + 0.32) / 32)   # the fastest
+    assert sizes == [8, 16, 32] + [32] * preflight.PROBE_PASSES   # capped: a warm pass at 32, then timed
+    one_pass, sizes = make(per_image=0.5, overhead=0.0)
+    assert preflight.sized_passes(one_pass, 8, 32) == pytest.approx(0.5)
+    assert sizes == [8] * (1 + preflight.PROBE_PASSES)                # a long pass: no growth
+
+
 def test_the_estimate_is_printed_on_a_cpu_only(monkeypatch):
     from rich.console import Console
 

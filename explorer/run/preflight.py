@@ -17,8 +17,16 @@ import torch
 
 from explorer.config import CPU_PRESET, Config, preset_values, shown
 
-PROBE_BATCH = 8          # images per timed probe pass; the round's cost is scaled from it
-PROBE_PASSES = 3         # timed passes, after one untimed (allocations, lazy init); the fastest counts
+PROBE_BATCH = 8          # images in the first probe pass; the round's cost is scaled from the passes
+PROBE_PASSES = 3         # timed passes, after the sizing ones (allocations, lazy init); the fastest counts
+PROBE_MIN_PASS_S = 1.0   # the probe's batch doubles (up to the round's own) while a pass is shorter:
+                         # a small model's short passes are mostly torch's per-op and thread wake-up
+                         # costs, which a round's larger batches spread over more images
+PROBE_MAX_EMBED = 64     # the embedding probe's batch at most (scoring's are larger; per image, alike)
+PROBE_CAPTION_TOKENS = 12  # real tokens of a probe caption (the rest padding): a web title's length.
+                         # The caption loss scores the vocabulary at real tokens only, so a probe of
+                         # all model.max_caption_tokens (32) real timed ~3x the step the loop takes
+                         # on titles such as the sandbox's (8 tokens median, 12 at the 90th percentile)
 ENOUGH_ROUNDS = 10       # a budget-only run (run.rounds=0) that holds fewer rounds gets a warning:
                          # the policy steers by what earlier rounds paid, so it needs several
 
@@ -96,44 +104,58 @@ def knn_images(cfg: Config, target) -> int:
 
 
 def time_training(model, image_size: int, vocab_size: int, caption_tokens: int,
-                  batch: int = PROBE_BATCH) -> float:
+                  batch: int = PROBE_BATCH, max_batch: int | None = None) -> float:
     """Seconds per image of a training pass (forward and backward; the optimiser's step, a
-    small share of a step on a CPU, left out) of `model` on random images [batch, 3, S, S].
-    The model's weights, mode and the random state are left as they were: no step is taken
-    and the gradients are dropped."""
+    small share of a step on a CPU, left out) of `model` on random images [B, 3, S, S] and
+    captions of PROBE_CAPTION_TOKENS real tokens padded to `caption_tokens`; B grows from
+    `batch` to at most `max_batch` (`sized_passes`). The model's weights, mode and the random
+    state are left as they were: no step is taken and the gradients are dropped."""
     was_training = model.training
+    most = max(batch, max_batch or batch)
     with torch.random.fork_rng(devices=[]):
-        imgs = torch.randn(batch, 3, image_size, image_size)
-        tokens = torch.randint(vocab_size, (batch, caption_tokens))
-        token_mask = torch.ones(batch, caption_tokens, dtype=torch.long)
+        imgs = torch.randn(most, 3, image_size, image_size)
+        tokens = torch.randint(vocab_size, (most, caption_tokens))
+        token_mask = torch.zeros(most, caption_tokens, dtype=torch.long)
+        token_mask[:, :min(caption_tokens, PROBE_CAPTION_TOKENS)] = 1
         model.train()
         try:
-            seconds = fastest(lambda: model(imgs, tokens, token_mask)["loss"].backward())
+            return sized_passes(lambda b: model(imgs[:b], tokens[:b], token_mask[:b])["loss"].backward(),
+                                batch, most)
         finally:
             model.zero_grad(set_to_none=True)
             model.train(was_training)
-    return seconds / batch
 
 
-def time_embedding(model, image_size: int, batch: int = PROBE_BATCH) -> float:
+def time_embedding(model, image_size: int, batch: int = PROBE_BATCH, max_batch: int | None = None) -> float:
     """Seconds per image of `model.embed` (every patch, no gradients), as scoring runs it."""
+    most = max(batch, max_batch or batch)
     with torch.random.fork_rng(devices=[]):
-        imgs = torch.randn(batch, 3, image_size, image_size)
+        imgs = torch.randn(most, 3, image_size, image_size)
     with torch.no_grad():
-        return fastest(lambda: model.embed(imgs)) / batch
+        return sized_passes(lambda b: model.embed(imgs[:b]), batch, most)
 
 
-def fastest(one_pass) -> float:
-    """Seconds of the fastest of PROBE_PASSES timed passes, after one untimed: the run's own
-    start (fetch workers importing, the leak index building) competes for the CPU while the
-    probe runs, and the fastest pass is the one it disturbed least."""
-    one_pass()
+def sized_passes(one_pass, batch: int, max_batch: int) -> float:
+    """Seconds per image of `one_pass(b)` (a pass over b images): untimed passes first (they warm
+    what the passes allocate), the batch doubling while a pass takes under PROBE_MIN_PASS_S and
+    is below `max_batch`; then the fastest of PROBE_PASSES timed passes at that batch. The run's
+    own start competes for the CPU while the probe runs, and the fastest pass is the one it
+    disturbed least."""
+    while True:
+        started = time.perf_counter()
+        one_pass(batch)
+        if time.perf_counter() - started >= PROBE_MIN_PASS_S or batch >= max_batch:
+            break
+        batch = min(max_batch, 2 * batch)
+        if batch == max_batch:   # the last size: its first pass is timed below, after a warm one
+            one_pass(batch)
+            break
     best = float("inf")
     for _ in range(PROBE_PASSES):
         started = time.perf_counter()
-        one_pass()
+        one_pass(batch)
         best = min(best, time.perf_counter() - started)
-    return best
+    return best / batch
 
 
 def estimate_round(cfg: Config, learner, target) -> RoundEstimate:
@@ -145,8 +167,8 @@ def estimate_round(cfg: Config, learner, target) -> RoundEstimate:
     return RoundEstimate(
         work,
         train_s_per_image=time_training(learner.model, size, learner.tokenizer.vocab_size,
-                                        cfg.model.max_caption_tokens),
-        embed_s_per_image=time_embedding(scorer, size))
+                                        cfg.model.max_caption_tokens, max_batch=cfg.train.batch_size),
+        embed_s_per_image=time_embedding(scorer, size, max_batch=PROBE_MAX_EMBED))
 
 
 def duration(seconds: float) -> str:
