@@ -339,6 +339,9 @@ def fetch(
         help="Column of captions (tables; default: caption, where the file has it).")] = None,
     chunk_rows: Annotated[int, typer.Option(
         help="Rows read and fetched at a time: memory follows this, not the list's length.")] = 10_000,
+    exclude: Annotated[Optional[str], typer.Option(
+        help="A target (flowers102, folder:PATH, sandbox-flowers, ...) whose test images are kept out: "
+             "their copies on the web (flipped, cropped, greyed, re-encoded...) end as test_leak, as in explore run.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
     config_file: Annotated[Optional[Path], typer.Option("--config", help="A config.toml to start from.")] = None,
     set_: SetOption = None,
@@ -362,9 +365,13 @@ def fetch(
         url_list = open_url_list(urls, list_format, url_col, caption_col, chunk_rows)
     except (OSError, ValueError) as e:
         fail(str(e))
+    leak = None
+    if exclude:
+        from explorer.run.assemble import exclusion_index
+        leak = exclusion_index(cfg, exclude, cache_dir / "excluded")   # (a UserError: one line)
     cache = open_cache(cache_dir, cfg.crawl)
     try:
-        with Crawler.for_cache(cache, cfg.crawl, allow=allow or []) as crawler:
+        with Crawler.for_cache(cache, cfg.crawl, allow=allow or [], leak_index=leak) as crawler:
             crawler.reconcile_index()
             if cfg.crawl.pool == "ray":
                 crawler.fetcher  # starts or joins Ray before the clock starts (the actors start with the crawl)

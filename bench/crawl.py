@@ -13,7 +13,7 @@ cost 0.03 ms or 0.5-0.8 ms depending on what was deleted in the last minutes (se
 noise that hit whichever tool ran next; the ratio measured both ways was the same (2.47, 2.48).
 
     python bench/crawl.py [--workload photo|smooth] [--n 2000] [--image-size 256] [--i2d-threads 16]
-                          [--repeat 2] [--pool ray] [--i2d-python PATH]
+                          [--repeat 2] [--pool ray] [--exclude TARGET] [--i2d-python PATH]
     python bench/crawl.py --latency [--hosts 16] [--latency-n 1000] [--timeout 5] [--i2d-thread-list 16,32,64,128]
 
 Workloads (bench/photo_workload.py; each run prints the statistics of the one it serves):
@@ -24,6 +24,11 @@ one (baseline quality-90 JPEGs, smooth colour fields under a light grain; 1.64 b
 cheaper: no progressive, PNG or WebP, which DCT scaling cannot help). Both tools' whole commands
 (start-up and imports included) are timed beside their in-command rates: `whole_ratio` on the
 last line, after `ratio` (in-command, best over best).
+
+`--exclude TARGET` (e.g. sandbox-flowers) also runs `explore fetch --exclude TARGET` in each
+repetition, next to the plain fetch: the crawl with decontamination (copy hashes made in the
+workers, each kept image matched against the target's test images in the parent) and without;
+prints `exclude_ratio=` (its rate over the plain one's, best over best) and both CPU per URL.
 
 `--latency`: the same images from bench/latency_server.py, a loopback web of 16 virtual hosts
 (127.1.0.1 ... 127.16.0.1, one port, each allowed to explore by --allow HOST:PORT as the sandbox
@@ -357,9 +362,9 @@ def run_measured(cmd: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess
 
 
 def run_explore(url_file: Path, out: Path, port: int, size: int, sets: list[str],
-                hosts: tuple[str, ...] = ("127.0.0.1",)) -> dict:
+                hosts: tuple[str, ...] = ("127.0.0.1",), extra: tuple[str, ...] = ()) -> dict:
     cmd = [sys.executable, str(ROOT / "cli.py"), "fetch", str(url_file), "--cache-dir", str(out), "--json",
-           "--set", f"crawl.image_size={size}", "--set", "crawl.jpeg_quality=90"]
+           "--set", f"crawl.image_size={size}", "--set", "crawl.jpeg_quality=90", *extra]
     for host in hosts:  # the loopback servers, allowed by host:port as the sandbox is (never by default)
         cmd += ["--allow", f"{host}:{port}"]
     for item in sets:
@@ -407,6 +412,9 @@ def main() -> None:
     ap.add_argument("--pool", choices=("ray", "thread"),
                     help="also run explore fetch with crawl.pool=POOL (ray: a local Ray that each run starts, "
                          "before its clock) and print its rate beside the default process pool's")
+    ap.add_argument("--exclude", metavar="TARGET",
+                    help="also time explore fetch --exclude TARGET (decontamination: copy hashes in the "
+                         "workers, the leak check in the parent) beside the plain fetch; prints exclude_ratio")
     ap.add_argument("--workdir", type=Path, default=default_workdir(),
                     help="corpus and both tools' outputs (default: on tmpfs where there is one)")
     ap.add_argument("--latency", action="store_true",
@@ -455,10 +463,14 @@ def main() -> None:
         sets = [f"crawl.per_host={args.per_host}", *args.sets]
         explore_rates, i2d_rates, explore_cpu, i2d_cpu, explore_wall, i2d_wall = [], [], [], [], [], []
         pool_rates: list[float] = []
+        exclude_rates: list[float] = []
+        exclude_cpu: list[float] = []
         for rep in range(args.repeat):  # alternate the order, so that load drifting on a shared machine hits both
             order = ["explore", "img2dataset"] if rep % 2 == 0 else ["img2dataset", "explore"]
             if args.pool:
                 order.insert(1, "pool")  # next to the process pool's run, after it and before it in turn
+            if args.exclude:
+                order.insert(1, "exclude")
             for tool in order:
                 out = run_dir / f"{tool}-{rep}"
                 load = os.getloadavg()[0]
@@ -478,6 +490,17 @@ def main() -> None:
                           f"({ex['wall']:.1f} s with start-up) -> {ex['images_per_second']:.0f} img/s; outcomes "
                           f"{ex['outcomes']}; {1000 * ex['cpu'] / len(urls):.1f} CPU-ms/URL with start-up; "
                           f"load {load:.1f}", flush=True)
+                elif tool == "exclude":
+                    started = time.monotonic()
+                    ex = run_explore(url_file, out, port, args.image_size,
+                                     [*sets, f"run.data_root={args.workdir / 'targets'}"],
+                                     extra=("--exclude", args.exclude))
+                    exclude_rates.append(ex["images_per_second"])
+                    exclude_cpu.append(1000 * ex["cpu"] / len(urls))
+                    print(f"explore fetch --exclude {args.exclude}: {ex['attempted']} URLs in {ex['seconds']:.1f} s "
+                          f"({time.monotonic() - started:.1f} s with start-up and the test images' index) -> "
+                          f"{ex['images_per_second']:.0f} img/s; outcomes {ex['outcomes']}; "
+                          f"{exclude_cpu[-1]:.1f} CPU-ms/URL with start-up; load {load:.1f}", flush=True)
                 elif not args.skip_img2dataset:
                     i2d = run_img2dataset(url_file, out, args.image_size, args.i2d_threads, len(urls), args.i2d_python)
                     i2d_rates.append(len(urls) / i2d["seconds"])
@@ -493,6 +516,11 @@ def main() -> None:
             print(f"best of {args.repeat}: crawl.pool={args.pool} {max(pool_rates):.1f} img/s beside crawl.pool=process "
                   f"{max(explore_rates):.1f} img/s (pool_ratio={max(pool_rates) / max(explore_rates):.2f}; "
                   f"per repetition {pairs})")
+        if args.exclude:
+            pairs = " ".join(f"{x / e:.2f}" for x, e in zip(exclude_rates, explore_rates))
+            print(f"best of {args.repeat}: --exclude {args.exclude} {max(exclude_rates):.1f} img/s beside the plain "
+                  f"fetch {max(explore_rates):.1f} img/s (exclude_ratio={max(exclude_rates) / max(explore_rates):.2f}; "
+                  f"per repetition {pairs}); CPU per URL {min(exclude_cpu):.1f} vs {min(explore_cpu):.1f} ms")
         if args.skip_img2dataset:
             return
         best_ex, best_i2d = max(explore_rates), max(i2d_rates)

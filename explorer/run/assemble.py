@@ -60,6 +60,29 @@ def resolve_target(cfg: Config, world=None):
         raise UserError(str(e)) from e
 
 
+def leak_index(cfg: Config, test_paths: list[str]):
+    """The LeakIndex of a target's test images (None for none): the web's copies of them are
+    dropped by the crawl, the copy hash only where it is turned on (crawl.leak_hamming); read
+    from the files as the crawl would see them."""
+    from explorer.crawl.decontam import LeakIndex
+    from explorer.crawl.images import cheap_embedding, load_rgb
+
+    if not test_paths:
+        return None
+    return LeakIndex.from_images((load_rgb(p) for p in test_paths), cheap_embedding,
+                                 hashes=cfg.crawl.leak_hamming >= 0)
+
+
+def exclusion_index(cfg: Config, spec: str, directory: Path):
+    """`explore fetch --exclude`: the LeakIndex of target `spec`'s test images, which are
+    written under `directory` where they are not files already (a sandbox target, cifar). A
+    target without a test split is a UserError."""
+    target = resolve_target(replace(cfg, run=replace(cfg.run, target=spec)))
+    if target.test is None:
+        raise UserError(f"--exclude {spec}: that target has no test split to keep out")
+    return leak_index(cfg, target.materialise(directory, "test"))
+
+
 def load_concepts(cfg: Config, sandbox) -> list[str]:
     from explorer.inputs.vocab import VocabError, load_vocab, normalise_concepts
 
@@ -113,8 +136,6 @@ class Parts:
 
 def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool, ranks=None):
     from explorer.crawl.crawler import Crawler, open_cache
-    from explorer.crawl.decontam import LeakIndex
-    from explorer.crawl.images import cheap_embedding, load_rgb
     from explorer.engines import CorpusEngine, make_engine
     from explorer.engines.cached import CachedEngine
     from explorer.model.learner import Learner, pick_device
@@ -139,10 +160,7 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool, rank
                              progress=not quiet)
     except ValueError as e:
         raise UserError(str(e)) from e
-    # the web's copies of the test images are dropped; the copy hash only where it is turned on
-    # (read from the target's test files as the crawl would see them)
-    leak = LeakIndex.from_images((load_rgb(p) for p in test_paths), cheap_embedding,
-                                 hashes=cfg.crawl.leak_hamming >= 0) if test_paths else None
+    leak = leak_index(cfg, test_paths)
     crawler = Crawler.for_cache(cache, cfg.crawl, allow=allow, leak_index=leak,
                                 corpus_root=engine.root if isinstance(engine, CorpusEngine) else None,
                                 stop_when_full=True)
