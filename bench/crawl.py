@@ -211,6 +211,19 @@ Photo workload and latency mode (issue #21 item 6), 2026-12-03, the shared 2-cor
   The smooth workload on the same day (`--workload smooth --repeat 1 --skip-img2dataset`, load
   2.6): explore 192 img/s (170 whole command), 5.8 CPU-ms a URL, against 149-155 img/s and
   7.0-7.3 ms on photo at load 2-3: this machine ran ~4x slower than in session 6 (744 img/s there).
+Decontamination's cost (issue #18 item 1), 2026-12-02 (session 10), the shared 2-core machine with
+  two bench/e2e.py arms running (load 3.6-4.8; this bench at nice 5): `python bench/crawl.py
+  --skip-img2dataset --repeat 3 --exclude sandbox-flowers` (its 200 test images, 50,400 views in
+  the leak index): plain fetch 103/106/103 img/s (6.4-6.6 CPU-ms a URL with start-up), with
+  --exclude 86/88/77 img/s (10.9-11.7 ms, which holds ~29 s more start-up: the sandbox target
+  written and its leak index built); exclude_ratio=0.83 (per repetition 0.84 0.83 0.75): the crawl
+  with decontamination is ~17% slower, measurably. Where (cProfile of LeakIndex.match over 295 of
+  these photos, /work/diag/prof_match.py): 1.5 ms an image, all of it faiss's flat binary range
+  search (2 copy hashes an image x 50,400 views of 128 bytes: ~0.6-0.8 ms a hash, ~15 ns a code,
+  the speed of a scan); no photo had a candidate, so verification cost nothing. The copy hash
+  in the workers adds 0.38 ms of ~5.3 (crawl_stages.py above). Not reached: "not measurably
+  slower". What would: a shorter first-stage code (fewer bits scanned per view) or fewer views,
+  both needing bench/decontam.py's recall re-measured.
 """
 from __future__ import annotations
 
