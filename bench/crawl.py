@@ -218,8 +218,8 @@ Decontamination's cost (issue #18 item 1), 2026-12-02 (session 10), the shared 2
   --exclude 86/88/77 img/s (10.9-11.7 ms, which holds ~29 s more start-up: the sandbox target
   written and its leak index built); exclude_ratio=0.83 (per repetition 0.84 0.83 0.75): the crawl
   with decontamination is ~17% slower, measurably. Where (cProfile of LeakIndex.match over 295 of
-  these photos, /work/diag/prof_match.py): 1.5 ms an image, all of it faiss's flat binary range
-  search (2 copy hashes an image x 50,400 views of 128 bytes: ~0.6-0.8 ms a hash, ~15 ns a code,
+  these photos against that index, a one-off script; bench/decontam.py times the same match on
+  its own pictures): 1.5 ms an image, all of it faiss's flat binary range search (2 copy hashes an image x 50,400 views of 128 bytes: ~0.6-0.8 ms a hash, ~15 ns a code,
   the speed of a scan); no photo had a candidate, so verification cost nothing. The copy hash
   in the workers adds 0.38 ms of ~5.3 (crawl_stages.py above). Not reached: "not measurably
   slower". What would: a shorter first-stage code (fewer bits scanned per view) or fewer views,
