@@ -224,6 +224,15 @@ Decontamination's cost (issue #18 item 1), 2026-12-02 (session 10), the shared 2
   in the workers adds 0.38 ms of ~5.3 (crawl_stages.py above). Not reached: "not measurably
   slower". What would: a shorter first-stage code (fewer bits scanned per view) or fewer views,
   both needing bench/decontam.py's recall re-measured.
+Session 11 (2026-12-03): the leak index is inverted lists past 5,000 views (~150 views a list, 16
+  lists searched; explorer/crawl/decontam.py `binary_index`): the candidates' search of an image
+  went from 414 to 36 CPU-us in bench/decontam.py, whose recall held (0.980 -> 0.979, fpr 0.009).
+  Same command (`--repeat 2`, one bench/e2e.py arm beside it, load 1.5-4.6), before and after
+  clones alternating: before exclude_ratio=0.80 and 0.82 (per repetition 0.64 0.90, 0.97 0.68),
+  after 0.89 and 0.87 (0.98 0.89, 1.10 0.83); plain fetch 209-287 img/s over the four. Still not
+  "not measurably slower": what remains is mostly the copy hashes the workers now make (none in a
+  plain fetch; crawl_stages.py's 0.38 ms of ~5.3 a URL) and ~3 s more start-up (the lists'
+  training); not profiled further.
 """
 from __future__ import annotations
 
