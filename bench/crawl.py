@@ -233,6 +233,12 @@ Session 11 (2026-12-03): the leak index is inverted lists past 5,000 views (~150
   "not measurably slower": what remains is mostly the copy hashes the workers now make (none in a
   plain fetch; crawl_stages.py's 0.38 ms of ~5.3 a URL) and ~3 s more start-up (the lists'
   training); not profiled further.
+The pipe-send lead above, followed (session 11, same day, one bench/e2e.py arm beside it, load
+  3.1-4.0): each fetch worker's results written to its pipe from a sender thread of its own (so
+  a full pipe would stall that thread, not the worker's event loop), before/after clones
+  alternating, `--skip-img2dataset --repeat 2` twice each: before 223 224 / 232 276 img/s, after
+  187 230 / 248 195. No gain beyond the run-to-run spread, so the send is not blocking the
+  workers here and the change was not kept.
 """
 from __future__ import annotations
 
