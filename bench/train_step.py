@@ -23,7 +23,7 @@ Session 11 (2026-12-03), torch's threads with two other single-thread processes 
 cores (two bench/e2e.py arms), `python bench/train_step.py --config tiny-64 --batch 32 --steps 5`
 twice each, under environment variables:
   OMP_NUM_THREADS=1: 28.5, 33.3 img/s   OMP_NUM_THREADS=2: 15.8, 17.0   OMP_NUM_THREADS=2
-  OMP_WAIT_POLICY=PASSIVE: 39.9, 39.8   (PASSIVE with 1 thread: 23.9; unset, 2 threads: 33.8)
+  OMP_WAIT_POLICY=PASSIVE: 39.9, 39.8   (PASSIVE alone, so 2 threads: 33.8; PASSIVE with 1 thread: 23.9)
   i.e. torch's spinning threads lose half their speed when the cores are shared. The loop was
   not hit by it: `explore run --target sandbox-flowers --hours 1 --set run.rounds=4` (its next
   round's crawl overlapping training) trained at 36 35 43 49 img/s as it is and 33 35 34 42 with
