@@ -26,6 +26,18 @@ Measured 2026-12-02, session 8 (shared 2-core CPU machine, other benchmarks besi
   encoder); decaying the learning rate to zero within the run does not help (-4.7): at 1200
   steps the model is still learning when the budget ends (base's k-NN climbs to its last round).
   No default changed.
+Session 11 (2026-12-03; the machine shared with up to four other benchmarks), lr 3e-3 (the
+preset's lr is for batch 256, scaled by batch/256: 1e-3 gives tiny-64 at batch 32 a peak of
+1.25e-4, 3e-3 gives 3.75e-4). `python bench/ablate.py --variants lr-high --seed S --log ablate.jsonl`,
+and for target-only `--set crawl.engine=none` (base: bench/e2e.py's arms of the same code):
+  seed   arm          base linear 100% / 10%, k-NN 100%     lr-high                          k-NN r0->last
+  0      explore      62.3 / 29.4, 39.7                     65.0 / 36.0, 47.0  (+2.7)        23.2->47.0
+  1      explore      55.0 / 30.4, 34.2                     69.6 / 41.0, 49.6  (+14.6)       22.8->49.6
+  0      target-only  50.4 / 25.7, 35.1                     54.0 / 25.7, 33.7  (+3.6)        23.4->33.7
+  Every run gains, explore most (its lead over target-only at seed 0: +11.0 with lr-high, +11.9
+  at base). The learner was under-stepped: the largest lever found so far. Not yet the default:
+  three runs, and the cpu preset also serves vit-b16 on real targets, where it is untested; next:
+  the other arms and seeds with lr-high, then the sandbox preset's lr.
 """
 from __future__ import annotations
 

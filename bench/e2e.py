@@ -88,6 +88,28 @@ from the lines above (that machine's log was lost), then `--seeds 0,1,2 --plot e
   explore-vs-random=+10.4 explore-vs-target-only=+11.0 (sessions 2-3 over seeds 0-3: +2.7 and
   +7.5; neither fell). INTERN's claim does not hold here: explore's probe with 10% of labels is
   18.6 (0.8) points below target-only's with 100%.
+Sessions 10-11 (2026-12-02/03; re-asks judged on the share of a query's images that look like
+the target, issue #17; the machine shared with other benchmarks; explore arms of session 10 at
+6fa5e30, session 11's arms at cc84231, behaviour the same). Each arm: `python bench/e2e.py
+--rounds 10 --steps 120 --seeds S --arms ARM --log e2e.jsonl`; sessions 7-8's random and
+target-only arms (seeds 0-2) and seed 0's oracle transcribed into that log from the lines above
+(that machine's log was lost), then `--seeds 0,1,2,3 --arms target-only,random,explore` read
+back from it:
+  seed 0  explore 62.3 / 29.4  39.7 / 18.5  1806/3217 (56%)   explore-once 58.8 / 29.2  35.7 / 19.2  2022/3339 (61%)
+  seed 1  explore 55.0 / 30.4  34.2 / 20.4  1682/3089 (54%)   explore-once 56.0 / 31.5  36.8 / 20.2  2122/3291 (64%)
+  seed 2  explore 64.3 / 33.7  46.3 / 22.1  1951/3147 (62%)   explore-once 53.7 / 25.8  35.0 / 20.9  1953/3255 (60%)
+  seed 3  explore 53.8 / 24.2  32.0 / 17.9  1708/3224 (53%)   random 52.8 / 22.5  29.3 / 20.1  201/3714
+          target-only 48.3 / 24.4  37.0 / 23.8
+  Over seeds 0-3, explore's lead, mean (standard error) [each seed]:
+    over random       linear 100% +7.1 (3.4) [+11.3 +1.5 +14.5 +1.0]  linear 10% +4.2 (1.4)  k-NN 100% +7.8 (3.3)  k-NN 10% +1.3 (1.2)
+    over target-only  linear 100% +8.7 (2.6) [+11.9 +3.3 +14.1 +5.5]  linear 10% +3.2 (2.2)  k-NN 100% +4.2 (3.9)  k-NN 10% -3.6 (1.0)
+  explore-vs-random=+7.1 explore-vs-target-only=+8.7 (sessions 2-3, seeds 0-3: +2.7 and +7.5;
+  session 8, seeds 0-2, re-asks judged by the mean reward: +10.4 and +11.0). Seeds 1 and 3 gain
+  little over random (+1.5, +1.0) with a crawl 53-54% relevant against random's 5-8%.
+  INTERN's claim: -20.7 (1.6). Re-asks against none, over seeds 0-2 (`--arms explore,explore-once`):
+  explore-vs-once=+4.4 (3.4) [+3.5 -1.0 +10.6], though re-asking costs the crawl 0-21% of its
+  truly relevant images at this budget (bench/policy.py: reask-vs-once 0.78-0.80 at 10 rounds);
+  the pages' images, more of them of the target's family than of its classes, still help the learner.
 """
 from __future__ import annotations
 

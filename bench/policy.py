@@ -15,6 +15,20 @@ cumulative relevant images (training mode when run, else fixed).
 Arms that re-ask also print, by kind of query (first ask, page, backend, descriptor), how many
 were asked and the relevant and kept images each brought on average.
 
+Measured 2026-12-03, session 11, 10 rounds (the budget of bench/e2e.py; fixed encoder, the
+machine shared with other benchmarks), `--modes fixed --policies gp,gp-once --rounds 10 --seed S`:
+  seed 0  gp 2303 / 4688   gp-once 2872 / 4822   reask-vs-once=0.80
+  seed 1  gp 2590 / 4441   gp-once 3340 / 4880   reask-vs-once=0.78
+    (seed 1 by kind: first asks 106 at 18.2 relevant / 29.8 kept a query, pages 46 at 13.2 / 25.7,
+    descriptors 8 at 6.8 / 12.4; gp-once's 160 first asks 20.9 / 30.5)
+  At 10 rounds re-asks cost a fifth of the relevant images: the vocabulary's good concepts are not
+  used up yet, and a page, valued on the share of its images above the top threshold (which the
+  target's family also crosses), is worth less than a new concept. Tried, on the same seeds:
+  policy.reask_share=0.25 (`--set policy.reask_share=0.25`): 2045 (seed 0), 2758 (seed 1), and
+  at 30 rounds (seed 1) 5981 against 6454 at the default 0.5; new concepts valued by the GP's
+  prediction alone (not the lower of it and the last round's first asks; a local patch): 2710
+  (seed 1), still 46 pages. Neither is better on both: nothing changed. bench/e2e.py's learner
+  gains from re-asks all the same (explore-vs-once=+4.4, SE 3.4, seeds 0-2).
 Measured 2026-12-02, session 9, the code as committed (b8cefbf: shares, the prediction read on
 the share scale), 30 rounds, each `--modes fixed --policies gp --rounds 30 --seed S`, two at a
 time beside the test suite; gp-once as in session 8 (its path is unchanged):
