@@ -26,7 +26,7 @@ Measured 2026-12-02, session 8 (shared 2-core CPU machine, other benchmarks besi
   encoder); decaying the learning rate to zero within the run does not help (-4.7): at 1200
   steps the model is still learning when the budget ends (base's k-NN climbs to its last round).
   No default changed.
-Session 11 (2026-12-03; the machine shared with up to four other benchmarks), lr 3e-3 (the
+2026-12-03 (the machine shared with up to four other benchmarks), lr 3e-3 (the
 preset's lr is for batch 256, scaled by batch/256: 1e-3 gives tiny-64 at batch 32 a peak of
 1.25e-4, 3e-3 gives 3.75e-4). `python bench/ablate.py --variants lr-high --seed S --log ablate.jsonl`,
 and for target-only `--set crawl.engine=none` (base: bench/e2e.py's arms of the same code):

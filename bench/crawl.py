@@ -224,7 +224,7 @@ Decontamination's cost (issue #18 item 1), 2026-12-02 (session 10), the shared 2
   in the workers adds 0.38 ms of ~5.3 (crawl_stages.py above). Not reached: "not measurably
   slower". What would: a shorter first-stage code (fewer bits scanned per view) or fewer views,
   both needing bench/decontam.py's recall re-measured.
-Session 11 (2026-12-03): the leak index is inverted lists past 5,000 views (~150 views a list, 16
+2026-12-03: the leak index is inverted lists past 5,000 views (~150 views a list, 16
   lists searched; explorer/crawl/decontam.py `binary_index`): the candidates' search of an image
   went from 414 to 36 CPU-us in bench/decontam.py, whose recall held (0.980 -> 0.979, fpr 0.009).
   Same command (`--repeat 2`, one bench/e2e.py arm beside it, load 1.5-4.6), before and after
@@ -233,7 +233,7 @@ Session 11 (2026-12-03): the leak index is inverted lists past 5,000 views (~150
   "not measurably slower": what remains is mostly the copy hashes the workers now make (none in a
   plain fetch; crawl_stages.py's 0.38 ms of ~5.3 a URL) and ~3 s more start-up (the lists'
   training); not profiled further.
-The pipe-send lead above, followed (session 11, same day, one bench/e2e.py arm beside it, load
+The pipe-send lead above, followed (2026-12-03, one bench/e2e.py arm beside it, load
   3.1-4.0): each fetch worker's results written to its pipe from a sender thread of its own (so
   a full pipe would stall that thread, not the worker's event loop), before/after clones
   alternating, `--skip-img2dataset --repeat 2` twice each: before 223 224 / 232 276 img/s, after

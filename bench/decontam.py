@@ -34,7 +34,7 @@ within 230 bits, verified at mismatch 0.05, a refined view at 0.03; cosine 0.92)
   pictures); the match in the crawler's thread 1.6 ms an unrelated image, 3.4 ms a copy; the leak
   index 12 ms a test image. At flowers102's size the inverted lists (16 of 1024 searched) still
   find 0.999 of the copy hashes' candidates, search in 751 us an image and build in 18.8 s.
-Session 11 (2026-12-03, one bench/e2e.py arm beside it), defaults, after the leak index became
+2026-12-03 (one bench/e2e.py arm beside it), defaults, after the leak index became
   inverted lists past 5,000 views (this bench's 45,060: 300 lists, 16 searched): recall=0.979
   fpr=0.009 (before, same day: 0.980 / 0.009; crop 0.953 -> 0.950, rotate 0.967 -> 0.964, the other
   kinds unchanged). The candidates' search 36 us of CPU an image, 414 us in a flat index of the

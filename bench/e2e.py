@@ -88,10 +88,10 @@ from the lines above (that machine's log was lost), then `--seeds 0,1,2 --plot e
   explore-vs-random=+10.4 explore-vs-target-only=+11.0 (sessions 2-3 over seeds 0-3: +2.7 and
   +7.5; neither fell). INTERN's claim does not hold here: explore's probe with 10% of labels is
   18.6 (0.8) points below target-only's with 100%.
-Sessions 10-11 (2026-12-02/03; re-asks judged on the share of a query's images that look like
-the target, issue #17; the machine shared with other benchmarks; explore arms of session 10 at
-6fa5e30, session 11's arms at cc84231, behaviour the same). Each arm: `python bench/e2e.py
---rounds 10 --steps 120 --seeds S --arms ARM --log e2e.jsonl`; sessions 7-8's random and
+2026-12-02/03 (re-asks judged on the share of a query's images that look like
+the target, issue #17; the machine shared with other benchmarks; explore arms of seeds 0-2 at
+6fa5e30, the others at cc84231, behaviour the same). Each arm: `python bench/e2e.py
+--rounds 10 --steps 120 --seeds S --arms ARM --log e2e.jsonl`; the random and
 target-only arms (seeds 0-2) and seed 0's oracle transcribed into that log from the lines above
 (that machine's log was lost), then `--seeds 0,1,2,3 --arms target-only,random,explore` read
 back from it:
@@ -103,8 +103,8 @@ back from it:
   Over seeds 0-3, explore's lead, mean (standard error) [each seed]:
     over random       linear 100% +7.1 (3.4) [+11.3 +1.5 +14.5 +1.0]  linear 10% +4.2 (1.4)  k-NN 100% +7.8 (3.3)  k-NN 10% +1.3 (1.2)
     over target-only  linear 100% +8.7 (2.6) [+11.9 +3.3 +14.1 +5.5]  linear 10% +3.2 (2.2)  k-NN 100% +4.2 (3.9)  k-NN 10% -3.6 (1.0)
-  explore-vs-random=+7.1 explore-vs-target-only=+8.7 (sessions 2-3, seeds 0-3: +2.7 and +7.5;
-  session 8, seeds 0-2, re-asks judged by the mean reward: +10.4 and +11.0). Seeds 1 and 3 gain
+  explore-vs-random=+7.1 explore-vs-target-only=+8.7 (the seeds 0-3 above, before re-asks: +2.7 and +7.5;
+  the 2026-12-02 seeds 0-2, re-asks judged by the mean reward: +10.4 and +11.0). Seeds 1 and 3 gain
   little over random (+1.5, +1.0) with a crawl 53-54% relevant against random's 5-8%.
   INTERN's claim: -20.7 (1.6). Re-asks against none, over seeds 0-2 (`--arms explore,explore-once`):
   explore-vs-once=+4.4 (3.4) [+3.5 -1.0 +10.6], though re-asking costs the crawl 0-21% of its

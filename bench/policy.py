@@ -15,7 +15,7 @@ cumulative relevant images (training mode when run, else fixed).
 Arms that re-ask also print, by kind of query (first ask, page, backend, descriptor), how many
 were asked and the relevant and kept images each brought on average.
 
-Measured 2026-12-03, session 11, 10 rounds (the budget of bench/e2e.py; fixed encoder, the
+Measured 2026-12-03, 10 rounds (the budget of bench/e2e.py; fixed encoder, the
 machine shared with other benchmarks), `--modes fixed --policies gp,gp-once --rounds 10 --seed S`:
   seed 0  gp 2303 / 4688   gp-once 2872 / 4822   reask-vs-once=0.80
   seed 1  gp 2590 / 4441   gp-once 3340 / 4880   reask-vs-once=0.78

@@ -19,7 +19,7 @@ Measured 2026-12-02, session 8 (same machine, two benchmarks beside it), the cpu
   vit-b16  batch 32: 0.27 img/s (120 s a step), peak RSS 5.68 GiB: the default vit-b16 with
   `--preset cpu` (auto on a machine without a GPU) fits a 24 GB machine, where batch 256
   (the gpu preset) was killed for memory; a round of its 30 steps is about an hour of training.
-Session 11 (2026-12-03), torch's threads with two other single-thread processes busy on the 2
+2026-12-03: torch's threads with two other single-thread processes busy on the 2
 cores (two bench/e2e.py arms), `python bench/train_step.py --config tiny-64 --batch 32 --steps 5`
 twice each, under environment variables:
   OMP_NUM_THREADS=1: 28.5, 33.3 img/s   OMP_NUM_THREADS=2: 15.8, 17.0   OMP_NUM_THREADS=2

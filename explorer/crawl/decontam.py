@@ -63,7 +63,7 @@ REFINED_SHARE = 0.6            # a refined view must agree this much closer: its
                                # fitted to the crawled image (5 free numbers), and near-alike pictures fit
 MIN_KEEP = 0.5                 # a refined window keeps at least this share of each side
 FLAT_DETAIL = 0.5              # a view whose mean |detail| is under this (grey levels) cannot be verified
-FLAT_INDEX_MAX = 5_000         # views searched one by one up to this many (~20 test images); past it,
+FLAT_INDEX_MAX = 5_000         # views searched one by one up to this many (a few test images); past it,
 CODES_PER_LIST = 150           # in inverted lists of about this many views, at most IVF_LISTS lists,
 IVF_LISTS = 1_024              # of which IVF_PROBE are searched (the near views of a copy share a list
 IVF_PROBE = 16                 # or its neighbours; bench/decontam.py measures what the lists miss)
@@ -412,9 +412,9 @@ class LeakIndex:
 def binary_index(codes: np.ndarray, lists: int | None = None):
     """A FAISS binary index of `codes` [H, HASH_BYTES]: flat (every code compared) up to
     FLAT_INDEX_MAX codes; past it, inverted lists (every crawled image is searched, and a flat
-    search costs in proportion to the test set: a flowers102 test set has 1.55M views), trained
-    on a sample of the codes (seeded: the same codes give the same index). `lists`: that many lists whatever the
-    size, 0 a flat index (bench/decontam.py)."""
+    search costs in proportion to the test set's views), trained on a sample of the codes
+    (seeded: the same codes give the same index). `lists`: that many lists whatever the size,
+    0 a flat index (bench/decontam.py)."""
     import faiss
 
     if lists == 0 or (lists is None and len(codes) <= FLAT_INDEX_MAX):
