@@ -338,6 +338,7 @@ SANDBOX_PRESET = [
     "crawl.read_timeout_s=10",
     "model.name=tiny-64",
     *CPU_PRESET,
+    "train.lr=3e-3",       # over the cpu preset's: tiny-64 was under-stepped at 1e-3 (bench/ablate.py lr-high)
     "train.workers=0",
     "eval.workers=0",
     "reward.k=10",
