@@ -368,7 +368,7 @@ def fetch(
     leak = None
     if exclude:
         from explorer.run.assemble import exclusion_index
-        leak = exclusion_index(cfg, exclude, cache_dir / "excluded")   # (a UserError: one line)
+        leak = exclusion_index(cfg, exclude, cache_dir / "excluded", cache_dir)   # (a UserError: one line)
     cache = open_cache(cache_dir, cfg.crawl)
     try:
         with Crawler.for_cache(cache, cfg.crawl, allow=allow or [], leak_index=leak) as crawler:

@@ -83,6 +83,7 @@ def test_fetch_exclude_keeps_a_target_s_test_images_out_and_nothing_else(tmp_pat
         kept_out = runner.invoke(app, base + ["--cache-dir", str(tmp_path / "a"), "--exclude", "sandbox-flowers"])
         assert kept_out.exit_code == 0, kept_out.output
         assert json.loads(kept_out.stdout)["outcomes"] == {"test_leak": 4, "ok": 2}
+        assert len(list((tmp_path / "a" / "leak").glob("*.npz"))) == 1   # (the next --exclude reads it back)
         plain_fetch = runner.invoke(app, base + ["--cache-dir", str(tmp_path / "b")])
         assert plain_fetch.exit_code == 0, plain_fetch.output
         assert json.loads(plain_fetch.stdout)["outcomes"] == {"ok": 6}

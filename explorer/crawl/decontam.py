@@ -297,17 +297,21 @@ class LeakIndex:
     copies; `match` says which crawled images are copies of one. A pure function of the test images."""
 
     def __init__(self, vectors: np.ndarray, hashes: np.ndarray, owners: np.ndarray,
-                 views: Sequence[View] = (), greys: Sequence[np.ndarray] = ()) -> None:
+                 views: Sequence[View] = (), greys: Sequence[np.ndarray] = (), hash_index=None) -> None:
         """vectors: [T, 768] cheap embeddings; hashes: [H, HASH_BYTES] uint8; owners: [H], the test
         image (row of `vectors`) each hash was made from; views: [H], the View each was made from;
-        greys: [T], each test image's grey_copy (views and greys: empty for the cosine check alone)."""
+        greys: [T], each test image's grey_copy (views and greys: empty for the cosine check alone).
+        `hash_index`: the binary_index of `hashes` where it is made already (read back from disk:
+        leak_store.py), `hashes` then unused."""
         from cache.index import VectorIndex  # (faiss: not in the fetch workers, which only hash)
 
-        self.vectors = VectorIndex.from_vectors(vectors)
+        self.embeddings = np.asarray(vectors, np.float32)
+        self.vectors = VectorIndex.from_vectors(self.embeddings)
         self.owners = np.asarray(owners, np.int64)
         self.views = list(views)
         self.greys = list(greys)
-        self.hashes = binary_index(np.ascontiguousarray(hashes, np.uint8).reshape(-1, HASH_BYTES))
+        self.hashes = hash_index if hash_index is not None else binary_index(
+            np.ascontiguousarray(hashes, np.uint8).reshape(-1, HASH_BYTES))
 
     @classmethod
     def from_images(cls, images: Iterable[Image.Image], embed: Callable[[Image.Image], np.ndarray],

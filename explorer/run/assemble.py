@@ -60,27 +60,30 @@ def resolve_target(cfg: Config, world=None):
         raise UserError(str(e)) from e
 
 
-def leak_index(cfg: Config, test_paths: list[str]):
+def leak_index(cfg: Config, test_paths: list[str], cache_dir: Path):
     """The LeakIndex of a target's test images (None for none): the web's copies of them are
     dropped by the crawl, the copy hash only where it is turned on (crawl.leak_hamming); read
-    from the files as the crawl would see them."""
+    from the files as the crawl would see them, or from `cache_dir` where an earlier start
+    stored the index of the same files (leak_store.py)."""
     from explorer.crawl.decontam import LeakIndex
     from explorer.crawl.images import cheap_embedding, load_rgb
+    from explorer.crawl.leak_store import stored_leak_index
 
     if not test_paths:
         return None
-    return LeakIndex.from_images((load_rgb(p) for p in test_paths), cheap_embedding,
-                                 hashes=cfg.crawl.leak_hamming >= 0)
+    hashes = cfg.crawl.leak_hamming >= 0
+    return stored_leak_index(test_paths, lambda: LeakIndex.from_images(
+        (load_rgb(p) for p in test_paths), cheap_embedding, hashes=hashes), cache_dir, hashes)
 
 
-def exclusion_index(cfg: Config, spec: str, directory: Path):
+def exclusion_index(cfg: Config, spec: str, directory: Path, cache_dir: Path):
     """`explore fetch --exclude`: the LeakIndex of target `spec`'s test images, which are
     written under `directory` where they are not files already (a sandbox target, cifar). A
     target without a test split is a UserError."""
     target = resolve_target(replace(cfg, run=replace(cfg.run, target=spec)))
     if target.test is None:
         raise UserError(f"--exclude {spec}: that target has no test split to keep out")
-    return leak_index(cfg, target.materialise(directory, "test"))
+    return leak_index(cfg, target.materialise(directory, "test"), cache_dir)
 
 
 def load_concepts(cfg: Config, sandbox) -> list[str]:
@@ -160,7 +163,7 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool, rank
                              progress=not quiet)
     except ValueError as e:
         raise UserError(str(e)) from e
-    leak = leak_index(cfg, test_paths)
+    leak = leak_index(cfg, test_paths, run.cache_dir(cfg))
     crawler = Crawler.for_cache(cache, cfg.crawl, allow=allow, leak_index=leak,
                                 corpus_root=engine.root if isinstance(engine, CorpusEngine) else None,
                                 stop_when_full=True)
