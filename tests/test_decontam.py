@@ -182,7 +182,7 @@ def test_a_refined_view_must_agree_more_closely_than_one_of_the_grid(leak, monke
     cands = leak.candidates(hashes, CFG.leak_hamming)
     unrefined, _ = leak.judge(hashes, cands, accept=decontam.REFINE_BELOW)
     assert 0.01 < unrefined <= decontam.REFINE_BELOW  # (a crop near enough to refine)
-    monkeypatch.setattr(decontam, "refine", lambda grey, view, bits, score: 0.01)
+    monkeypatch.setattr(decontam, "refine", lambda grey, view, bits, score: (0.01, view))
     assert leak.judge(hashes, cands, accept=0.0)[0] == pytest.approx(min(unrefined, 0.01 / decontam.REFINED_SHARE))
     assert leak.judge(hashes, [], accept=0.05) == (2.0, -1)
 
@@ -247,3 +247,48 @@ def test_a_crawl_records_reposted_copies_as_test_leaks_and_eval_counts_them(tmp_
                "knn": {1.0: 0.5}, "test_copies_removed": 4}
     table = format_table(results)
     assert "test-image copies removed by the crawl: 4" in str(table.caption)
+
+
+def tinted(im: Image.Image, rng: random.Random) -> Image.Image:
+    """A one-hue recolouring (sepia-like, of a random hue): each pixel its grey level times one colour."""
+    g = np.asarray(im.convert("L"), np.float32)[..., None] / 255
+    tint = np.array([rng.uniform(0.4, 1.0) for _ in range(3)])
+    return Image.fromarray((255 * g * tint / tint.max()).astype(np.uint8))
+
+
+def test_the_colour_check_passes_grey_and_tinted_copies_and_stops_other_colours():
+    rng = random.Random(4)
+    for im in TESTS[:10]:
+        colour = decontam.colour_copy(im)
+        whole = View((0.0, 0.0, 1.0, 1.0))
+        assert decontam.colours_agree(cheap_embedding(im), colour, whole)
+        assert decontam.colours_agree(cheap_embedding(im.convert("L").convert("RGB")), colour, whole)
+        assert decontam.colours_agree(cheap_embedding(tinted(im, rng)), colour, whole)
+        assert decontam.colours_agree(cheap_embedding(repost(im, "jitter", random.Random(rng.random()))), colour, whole)
+    swapped = [Image.merge("RGB", im.convert("RGB").split()[::-1]) for im in TESTS[:10]]   # (red <-> blue)
+    assert sum(not decontam.colours_agree(cheap_embedding(s), decontam.colour_copy(im), View((0.0, 0.0, 1.0, 1.0)))
+               for s, im in zip(swapped, TESTS[:10])) >= 8
+
+
+def test_tinted_copies_are_still_caught(leak):
+    rng = random.Random(6)
+    said = judged(leak, [served(tinted(im, rng)) for im in TESTS])
+    assert np.mean([v is not None for v in said]) >= 0.9
+
+
+def test_another_picture_drawn_like_a_test_image_in_other_colours_is_not_a_copy(leak):
+    """The sandbox draws a class's pictures alike (the same flower, centred, at other scales and
+    in other colours): the colour-blind hash passes some of them; the colour check stops them."""
+    others = [WORLD.target_image(TARGET, "train", y, i) for y, _ in TEST_IDS[::3] for i in range(20)]
+    passed_hash, said = [], judged(leak, [served(im) for im in others])
+    for im, verdict in zip(others, said):
+        result = prepare_with_embedding(served(im), CFG)
+        hashes = np.frombuffer(result[0].copy_hash, np.uint8).reshape(-1, HASH_BYTES)
+        score, _, row, k, view = leak.judged(hashes, leak.candidates(hashes, CFG.leak_hamming), CFG.leak_mismatch)
+        if score <= CFG.leak_mismatch and k == 0:
+            passed_hash.append((verdict, decontam.colours_agree(result[1], leak.colours[leak.owners[row]], view)))
+    assert len(passed_hash) >= 3   # (the hash alone would call these copies)
+    assert sum(not agree for _, agree in passed_hash) >= len(passed_hash) // 2
+    still_copies = [v for v, _ in passed_hash if v is not None and v.startswith("copy")]
+    assert len(still_copies) <= len(passed_hash) // 3   # (another test image drawn alike may agree)
+    assert np.mean([v is not None for v in said]) < 0.1

@@ -61,6 +61,7 @@ def test_a_stored_index_is_read_back_whole_and_judges_as_the_built_one(test_file
     assert np.array_equal(decontam.index_codes(again.hashes), decontam.index_codes(first.hashes))
     assert np.array_equal(again.owners, first.owners) and again.views == first.views
     assert all(np.array_equal(a, b) for a, b in zip(again.greys, first.greys)) and len(again.greys) == 30
+    assert all(np.array_equal(a, b) for a, b in zip(again.colours, first.colours)) and len(again.colours) == 30
     assert np.array_equal(again.embeddings, first.embeddings)
     said = verdicts(first, test_files)
     assert sum(v is not None for v in said) >= 25 and said[-6:] == [None] * 6   # (the check can fail)
@@ -91,6 +92,7 @@ def damaged_files(good: bytes):
         parts = {k: z[k] for k in z.files}
     for name, bad in (("owners", parts["owners"][:-1]), ("views", parts["views"][:, :5]),
                       ("owners", parts["owners"] + 1000), ("grey_pixels", parts["grey_pixels"][:-1]),
+                      ("colour_shapes", parts["colour_shapes"][:, :2]),
                       ("hash_index", parts["hash_index"][:100])):
         buf = io.BytesIO()
         np.savez(buf, **{**parts, name: bad})
@@ -129,5 +131,5 @@ def test_an_index_without_copy_hashes_is_stored_too(test_files, tmp_path):
         return LeakIndex.from_images((load_rgb(p) for p in paths), cheap_embedding, hashes=False)
     first = leak_store.stored_leak_index(paths, build, tmp_path, hashes=False)
     again = leak_store.stored_leak_index(paths, lambda: pytest.fail("built again"), tmp_path, hashes=False)
-    assert again.hashes.ntotal == 0 and not again.views and not again.greys
+    assert again.hashes.ntotal == 0 and not again.views and not again.greys and not again.colours
     assert np.array_equal(again.embeddings, first.embeddings) and len(again) == 4

@@ -24,6 +24,14 @@ border, recompressed, resized, turned a little or recoloured. Two signatures fin
      noise, weigh nothing. Close but not close enough, the best of them is *refined*: its window's edges
      and angle are moved, a step at a time, to the place where the crawled image was cut from.
      A copy is a mismatch of at most crawl.leak_mismatch (a refined view: REFINED_SHARE of it).
+  3. *colour*: the hash is blind to colour, so another picture drawn like a test image (the same
+     kind of flower, centred, at another scale) can pass it. Where both the crawled image and
+     the matched view have colour, their chroma fields (red-green, blue-yellow of the cheap
+     embedding's 16x16 thumbnail, and of the test image's colour copy cut by the view) must
+     agree to COLOUR_AGREE (a cosine: a copy's recoloured by jitter or recompressed still
+     agrees; a grey copy has no chroma and is not checked, nor a tinted one whose chroma lies along
+     one line, as sepia's does). A copy found by its trimmed hash (a framed copy, the frame's
+     colour in its thumbnail) is not checked either.
   A crawled image at cosine >= crawl.leak_threshold to a test image's cheap embedding (the older
   check, for what the hash misses) is a test leak too.
 
@@ -67,6 +75,15 @@ FLAT_INDEX_MAX = 5_000         # views searched one by one up to this many (a fe
 CODES_PER_LIST = 150           # in inverted lists of about this many views, at most IVF_LISTS lists,
 IVF_LISTS = 1_024              # of which IVF_PROBE are searched (the near views of a copy share a list
 IVF_PROBE = 16                 # or its neighbours; bench/decontam.py measures what the lists miss)
+COLOUR_SIDE = 48               # each test image's colour copy, px a side at most, for the colour check
+COLOUR_AGREE = 0.85            # a copy's chroma field agrees with its view's at least this much (cosine)
+GREY_CHROMA = 0.25             # a unit-norm thumbnail with less chroma than this is grey (or near: JPEG
+                               # and rounding noise there point every way): not checked
+ONE_HUE = 0.1                  # nor one whose chroma lies along one line this closely (its second singular
+                               # value over its first): a tinted copy (sepia, duotone) has lost its colours
+CHROMA_SIDE = 16               # the cheap embedding's thumbnail side (images.EMBED_SIDE)
+CHROMA_POOL = 2                # compared in blocks of this many pixels a side (a view a little off still agrees)
+TURNED_MARGIN = 2              # a turned view's outer pixels (its corners: the copy's own fill) not compared
 
 
 @lru_cache(maxsize=None)
@@ -192,6 +209,60 @@ def grey_copy(im: Image.Image) -> np.ndarray:
                                   Image.Resampling.BOX))
 
 
+def colour_copy(im: Image.Image) -> np.ndarray:
+    """[h, w, 3] uint8, at most COLOUR_SIDE a side: the colour picture the colour check cuts views from."""
+    rgb = im.convert("RGB")
+    return np.asarray(rgb.resize((min(rgb.width, COLOUR_SIDE), min(rgb.height, COLOUR_SIDE)),
+                                 Image.Resampling.BOX))
+
+
+def chroma(thumb: np.ndarray) -> np.ndarray:
+    """[..., 3] RGB -> [..., 2]: red-green and blue-yellow, blind to any grey level added to all three."""
+    r, g, b = thumb[..., 0], thumb[..., 1], thumb[..., 2]
+    return np.stack([r - g, b - (r + g) / 2], axis=-1)
+
+
+def view_chroma(colour: np.ndarray, view: View) -> np.ndarray:
+    """[CHROMA_SIDE, CHROMA_SIDE, 2]: the chroma of one view of a test image's colour copy, scaled
+    as the cheap embedding scales its thumbnail (minus its mean, unit norm)."""
+    src = Image.fromarray(colour, "RGB")
+    if view.angle:
+        fill = tuple(int(c) for c in colour.reshape(-1, 3).mean(axis=0))
+        src = src.rotate(view.angle, Image.Resampling.BICUBIC, fillcolor=fill)
+    w, h = src.size
+    x0, y0, x1, y1 = view.box
+    thumb = np.asarray(src.crop((x0 * w, y0 * h, x1 * w, y1 * h)).resize(
+        (CHROMA_SIDE, CHROMA_SIDE), Image.Resampling.BILINEAR), np.float32)
+    thumb = thumb[:, ::-1] if view.mirror else thumb
+    thumb = thumb - thumb.mean()
+    return chroma(thumb / (float(np.linalg.norm(thumb)) or 1.0))
+
+
+def _pooled(field: np.ndarray) -> np.ndarray:
+    """[h, w, 2] -> [h / CHROMA_POOL, w / CHROMA_POOL, 2] block sums (the edge's remainder dropped)."""
+    h, w = (n // CHROMA_POOL * CHROMA_POOL for n in field.shape[:2])
+    p = CHROMA_POOL
+    return field[:h, :w].reshape(h // p, p, w // p, p, 2).sum(axis=(1, 3))
+
+
+def colours_agree(vector: np.ndarray, colour: np.ndarray, view: View) -> bool:
+    """Whether a crawled image (its cheap embedding [768]) may be `view` of a test image (its
+    colour copy) by colour: True where either has too little chroma to tell."""
+    crawled = chroma(np.asarray(vector, np.float32).reshape(CHROMA_SIDE, CHROMA_SIDE, 3))
+    test = view_chroma(colour, view)
+    if view.angle:
+        m = TURNED_MARGIN
+        crawled, test = crawled[m:-m, m:-m], test[m:-m, m:-m]
+    crawled, test = _pooled(crawled), _pooled(test)
+    a, b = float(np.linalg.norm(crawled)), float(np.linalg.norm(test))
+    if a < GREY_CHROMA or b < GREY_CHROMA:
+        return True
+    spread = np.linalg.svd(crawled.reshape(-1, 2), compute_uv=False)
+    if spread[1] < ONE_HUE * spread[0]:
+        return True
+    return float((crawled * test).sum()) / (a * b) >= COLOUR_AGREE
+
+
 def view_detail(grey: np.ndarray, view: View) -> np.ndarray:
     """[HASH_SIDE, HASH_SIDE] float32: the detail of one view of a test image's grey copy."""
     return detail(_cut(_turn(grey, view.angle)[0], view))
@@ -259,10 +330,10 @@ def target_views(im: Image.Image, grey: np.ndarray | None = None) -> tuple[np.nd
     return np.packbits(hashes.reshape(len(hashes), -1), axis=1), views + mirrored
 
 
-def refine(grey: np.ndarray, view: View, bits: np.ndarray, score: float) -> float:
+def refine(grey: np.ndarray, view: View, bits: np.ndarray, score: float) -> tuple[float, View]:
     """The least mismatch between `bits` and a view of `grey` found by moving `view`'s window edges
     (and, for a turned view, its angle) a step at a time, coarse steps then finer, starting at
-    `score` (its mismatch)."""
+    `score` (its mismatch); and that view."""
     turned: dict[float, tuple[Image.Image, Image.Image | None]] = {}  # (each angle turned once)
 
     def mismatch_of(v: View) -> float:
@@ -289,7 +360,7 @@ def refine(grey: np.ndarray, view: View, bits: np.ndarray, score: float) -> floa
                     s = mismatch_of(View(tuple(b), a, view.mirror))
                     if s < score:
                         score, box, angle, improved = s, b, a, True
-    return score
+    return score, View(tuple(box), angle, view.mirror)
 
 
 class LeakIndex:
@@ -297,10 +368,12 @@ class LeakIndex:
     copies; `match` says which crawled images are copies of one. A pure function of the test images."""
 
     def __init__(self, vectors: np.ndarray, hashes: np.ndarray, owners: np.ndarray,
-                 views: Sequence[View] = (), greys: Sequence[np.ndarray] = (), hash_index=None) -> None:
+                 views: Sequence[View] = (), greys: Sequence[np.ndarray] = (),
+                 colours: Sequence[np.ndarray] = (), hash_index=None) -> None:
         """vectors: [T, 768] cheap embeddings; hashes: [H, HASH_BYTES] uint8; owners: [H], the test
         image (row of `vectors`) each hash was made from; views: [H], the View each was made from;
-        greys: [T], each test image's grey_copy (views and greys: empty for the cosine check alone).
+        greys, colours: [T], each test image's grey_copy and colour_copy (views, greys and colours:
+        empty for the cosine check alone; colours empty: no colour check).
         `hash_index`: the binary_index of `hashes` where it is made already (read back from disk:
         leak_store.py), `hashes` then unused."""
         from cache.index import VectorIndex  # (faiss: not in the fetch workers, which only hash)
@@ -310,6 +383,7 @@ class LeakIndex:
         self.owners = np.asarray(owners, np.int64)
         self.views = list(views)
         self.greys = list(greys)
+        self.colours = list(colours)
         self.hashes = hash_index if hash_index is not None else binary_index(
             np.ascontiguousarray(hashes, np.uint8).reshape(-1, HASH_BYTES))
 
@@ -319,11 +393,12 @@ class LeakIndex:
         """`embed`: the crawl's cheap embedding of an image (explorer.crawl.images.cheap_embedding),
         handed in, as this module is what images.py calls for the copy hashes.
         `hashes=False`: the cheap embeddings only (crawl.leak_hamming=-1, the copy hash off)."""
-        vectors, codes, owners, views, greys = [], [], [], [], []
+        vectors, codes, owners, views, greys, colours = [], [], [], [], [], []
         for i, im in enumerate(images):
             vectors.append(embed(im))
             if hashes:
                 greys.append(grey_copy(im))
+                colours.append(colour_copy(im))
                 h, v = target_views(im, greys[-1])
                 codes.append(h)
                 views += v
@@ -331,7 +406,7 @@ class LeakIndex:
         if not vectors:
             raise ValueError("a leak index needs at least one test image")
         return cls(np.stack(vectors), np.concatenate(codes) if codes else np.zeros((0, HASH_BYTES), np.uint8),
-                   np.concatenate(owners) if owners else np.zeros(0, np.int64), views, greys)
+                   np.concatenate(owners) if owners else np.zeros(0, np.int64), views, greys, colours)
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -380,16 +455,37 @@ class LeakIndex:
         and that view's distance in bits: (2.0, -1) without candidates. Where the best is above
         `accept` but near, it is refined, and the refined view's mismatch counts 1 / REFINED_SHARE
         times (`accept` 0: always, where near)."""
+        return self.judged(hashes, candidates, accept)[:2]
+
+    def judged(self, hashes: np.ndarray, candidates: list[tuple[int, int, int]], accept: float,
+               agree: Callable[[int, int, View], bool] | None = None) -> tuple[float, int, int, int, View | None]:
+        """`judge`, with the verdict's view row, which of the crawled hashes it was judged on
+        (-1, -1 without candidates) and its view (refined where it was). `agree(row, hash, view)`:
+        whether a view the hash accepts may be the picture by what the hash does not see (the
+        colour check); one that may not is passed over for the next best (another test image
+        drawn alike may be the one copied)."""
         bits = np.unpackbits(np.asarray(hashes, np.uint8), axis=1).astype(bool)  # [K, HASH_BITS]
-        best = (2.0, -1, -1, -1)  # (mismatch, bits apart, row, hash)
-        for d, row, k in candidates:
-            score = view_mismatch(self.greys[self.owners[row]], self.views[row], bits[k])
-            best = min(best, (score, d, row, k))
-        score, d, row, k = best
-        if accept < score <= REFINE_BELOW:
-            grey = self.greys[self.owners[row]]
-            score = min(score, refine(grey, self.views[row], bits[k], score) / REFINED_SHARE)
-        return score, d
+        scored = sorted((view_mismatch(self.greys[self.owners[row]], self.views[row], bits[k]), d, row, k)
+                        for d, row, k in candidates)
+        best, refined_one = (2.0, -1, -1, -1, None), False  # (mismatch, bits apart, row, hash, view)
+        for score, d, row, k in scored:
+            if score > REFINE_BELOW:
+                break
+            view = self.views[row]
+            if score > accept and not refined_one:   # (one refinement a crawled image at most)
+                refined_one = True
+                refined, moved = refine(self.greys[self.owners[row]], view, bits[k], score)
+                if refined / REFINED_SHARE < score:
+                    score, view = refined / REFINED_SHARE, moved
+            if score <= accept and agree is not None and not agree(row, k, view):
+                continue
+            best = min(best, (score, d, row, k, view), key=lambda b: b[:4])
+            if score <= accept:
+                break
+        if best[2] < 0 and scored and scored[0][0] > REFINE_BELOW:   # (nothing near: the best as it is)
+            score, d, row, k = scored[0]
+            best = (score, d, row, k, self.views[row])
+        return best
 
     def match(self, vectors: np.ndarray, hashes: Sequence[np.ndarray | None], cosine: float,
               hamming: int, accept: float) -> list[str | None]:
@@ -401,9 +497,11 @@ class LeakIndex:
         hashes = [np.zeros((0, HASH_BYTES), np.uint8) if h is None or hamming < 0
                   else np.asarray(h, np.uint8).reshape(-1, HASH_BYTES) for h in hashes]
         out: list[str | None] = []
-        for sim, h, cands in zip(sims, hashes, self.candidates_of(hashes, hamming)):
+        for vector, sim, h, cands in zip(vectors, sims, hashes, self.candidates_of(hashes, hamming)):
             verdict = None
-            score, d = self.judge(h, cands, accept)
+            def agree(row: int, k: int, view: View) -> bool:
+                return k != 0 or not self.colours or colours_agree(vector, self.colours[self.owners[row]], view)
+            score, d, _, _, _ = self.judged(h, cands, accept, agree)
             if score <= accept:
                 verdict = (f"copy of a target test image: {score:.0%} of its detail disagrees "
                            f"(copy hash {d}/{HASH_BITS} bits from that view)")

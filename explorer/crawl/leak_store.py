@@ -45,17 +45,36 @@ def leak_key(paths: Sequence[str | Path], hashes: bool) -> str:
     return h.hexdigest()
 
 
+def packed(pictures: Sequence[np.ndarray], dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pictures of several sizes as (shapes [T, dims], all their pixels one after another)."""
+    pictures = [np.asarray(p, np.uint8) for p in pictures]
+    return (np.array([p.shape for p in pictures], np.int64).reshape(-1, dims),
+            np.concatenate([p.ravel() for p in pictures]) if pictures else np.zeros(0, np.uint8))
+
+
+def unpacked(shapes: np.ndarray, pixels: np.ndarray, count: int) -> list[np.ndarray]:
+    """`packed`'s pictures back; ValueError where shapes and pixels disagree, or there are
+    neither none nor `count` of them."""
+    if len(shapes) not in (0, count) or (shapes < 0).any():
+        raise ValueError("pictures of another count")
+    sizes = shapes.prod(axis=1) if len(shapes) else np.zeros(0, np.int64)
+    if int(sizes.sum()) != pixels.size:
+        raise ValueError("pictures of other sizes")
+    return [p.reshape(s) for p, s in zip(np.split(pixels, np.cumsum(sizes)[:-1]), shapes)] if len(shapes) else []
+
+
 def save(index: LeakIndex, path: Path) -> None:
     """Writes `index` to `path` whole or not at all (a temporary file renamed into place)."""
     import faiss
 
-    greys = [np.asarray(g, np.uint8) for g in index.greys]
+    grey_shapes, grey_pixels = packed(index.greys, 2)
+    colour_shapes, colour_pixels = packed(index.colours, 3)
     arrays = {
         "vectors": index.embeddings,
         "owners": index.owners,
         "views": np.array([[*v.box, v.angle, float(v.mirror)] for v in index.views], np.float64).reshape(-1, 6),
-        "grey_shapes": np.array([g.shape for g in greys], np.int64).reshape(-1, 2),
-        "grey_pixels": np.concatenate([g.ravel() for g in greys]) if greys else np.zeros(0, np.uint8),
+        "grey_shapes": grey_shapes, "grey_pixels": grey_pixels,
+        "colour_shapes": colour_shapes, "colour_pixels": colour_pixels,
         "hash_index": faiss.serialize_index_binary(index.hashes),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,16 +96,16 @@ def load(path: Path) -> LeakIndex | None:
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            a = {k: z[k] for k in ("vectors", "owners", "views", "grey_shapes", "grey_pixels", "hash_index")}
+            a = {k: z[k] for k in ("vectors", "owners", "views", "grey_shapes", "grey_pixels",
+                                   "colour_shapes", "colour_pixels", "hash_index")}
         index = faiss.deserialize_index_binary(np.ascontiguousarray(a["hash_index"], np.uint8))
         vectors, owners, views = a["vectors"], a["owners"].astype(np.int64), a["views"]
-        shapes = a["grey_shapes"]
-        sizes = shapes.prod(axis=1) if len(shapes) else np.zeros(0, np.int64)
+        greys = unpacked(a["grey_shapes"], a["grey_pixels"], len(vectors))
+        colours = unpacked(a["colour_shapes"], a["colour_pixels"], len(vectors))
         whole = (vectors.ndim == 2 and len(vectors) > 0 and index.d == decontam.HASH_BITS
                  and index.ntotal == len(owners) == len(views) and views.shape[1:] == (6,)
                  and (not len(owners) or (owners.min() >= 0 and owners.max() < len(vectors)))
-                 and len(shapes) in (0, len(vectors)) and (shapes >= 0).all()
-                 and int(sizes.sum()) == a["grey_pixels"].size and (len(shapes) or not len(owners)))
+                 and (len(greys) or not len(owners)) and all(c.shape[-1:] == (3,) for c in colours))
         if not whole:
             raise ValueError("its parts do not agree")
     except Exception as e:  # (truncated, edited, another layout: built again)
@@ -94,10 +113,9 @@ def load(path: Path) -> LeakIndex | None:
         return None
     if isinstance(index, faiss.IndexBinaryIVF):
         index.nprobe = decontam.IVF_PROBE
-    greys = np.split(a["grey_pixels"], np.cumsum(sizes)[:-1]) if len(shapes) else []
     return LeakIndex(vectors.astype(np.float32), np.zeros((0, HASH_BYTES), np.uint8), owners,
                      [View(tuple(float(x) for x in row[:4]), float(row[4]), bool(row[5])) for row in views],
-                     [g.reshape(s) for g, s in zip(greys, shapes)], hash_index=index)
+                     greys, colours, hash_index=index)
 
 
 def stored_leak_index(paths: Sequence[str | Path], build: Callable[[], LeakIndex], directory: Path,
