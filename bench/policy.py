@@ -15,6 +15,18 @@ cumulative relevant images (training mode when run, else fixed).
 Arms that re-ask also print, by kind of query (first ask, page, backend, descriptor), how many
 were asked and the relevant and kept images each brought on average.
 
+Measured 2026-12-03, after a new concept is valued at what the last round's first asks brought
+alone once a round is measured (Policy.new_query_value; before, the lower of that and the GP's
+prediction, which a rebuilt seed-1 run showed 0.1-1.0 z below the measure in rounds 3-7 while
+those first asks brought 20-27 relevant images against 9-17 for the pages chosen over them);
+fixed encoder, the machine shared with two bench/e2e.py arms, `--modes fixed --policies gp
+--rounds R --seed S` (gp-once as below: it never values a re-ask):
+  10 rounds, seed 0  gp 2671 / 4802 (was 2303)   reask-vs-once=0.93 (was 0.80); 20 pages, 4 descriptors
+  10 rounds, seed 1  gp 2965 / 4698 (was 2590)   reask-vs-once=0.89 (was 0.78); 30 pages, 2 descriptors
+  30 rounds, seed 1  gp 6438 / 13210 (was 6454)  reask-vs-once=1.36 (was 1.36)
+  Re-asks still cost a little at 10 rounds (pages 13-14 relevant a query against 17-20 for first
+  asks), about half of what they cost; at 30 rounds they pay as before. Tried and not kept: the
+  prediction read against the GP's own predictions at asked concepts (seed 1, 10 rounds: 2557).
 Measured 2026-12-03, 10 rounds (the budget of bench/e2e.py; fixed encoder, the
 machine shared with other benchmarks), `--modes fixed --policies gp,gp-once --rounds 10 --seed S`:
   seed 0  gp 2303 / 4688   gp-once 2872 / 4822   reask-vs-once=0.80

@@ -185,34 +185,36 @@ class Policy(ABC):
         return queries
 
     def new_query_value(self, k: int) -> float:
-        """What a new concept is expected to pay now, in z over first asks: the lower of what
-        the policy predicts for its k best unasked concepts (a mean over the top of the
-        predictions, so optimistic; a predicted reward is read as what the first asks whose
-        reward ranks as high brought) and what the last round's first asks
-        brought (measured as re-asks are judged, `reask_values`; once the vocabulary's good
-        concepts are asked, new ones bring less than predicted). -inf where neither says (no
-        prediction and one round seen): only the average first ask bounds re-asks then."""
+        """What a new concept is expected to pay now, in z over first asks: what the last round's
+        first asks brought (measured as re-asks are judged, `reask_values`; the policy picks
+        the next ones as it picked those, and once the vocabulary's good concepts are asked, new
+        ones bring less). Before a round has been measured (the first round is asked blind:
+        it says nothing), what the policy predicts for its k best unasked concepts, read as what
+        the first asks whose reward ranks as high brought. A prediction is not used beside a
+        measure: a posterior mean is shrunk towards the average, so at the top it says less than
+        the best concepts pay and would let re-asks crowd out new concepts that pay more.
+        -inf where neither says (no prediction and one round seen): only the average first ask
+        bounds re-asks then."""
         _, rewards, _ = self.first_asks()
         if len(rewards) < 2:
             return -np.inf
-        out = []
         values, usable, by_share = self.reask_values()
         first = usable & np.array([not r for r in self.obs_refinement], dtype=bool)
         values, rounds = values[first], np.asarray(self.obs_round, dtype=np.int64)[first]
         sd = float(values.std()) or 1.0
+        if len(set(rounds.tolist())) > 1:
+            return float((values[rounds == rounds.max()].mean() - values.mean()) / sd)
         predicted = self.predicted_reward()
         pool = predicted[self.candidates() & ~self.asked] if predicted is not None else []
-        if len(pool) and len(values):
-            best = np.partition(pool, len(pool) - min(k, len(pool)))[-min(k, len(pool)):]
-            if by_share:   # a predicted reward -> the share a first ask that ranks as high brought
-                ranked = np.sort(np.asarray(self.obs_reward, dtype=np.float64)[first])
-                ranks = (np.searchsorted(ranked, best, side="left")       # (mid-rank among ties)
-                         + np.searchsorted(ranked, best, side="right")) / (2 * len(ranked))
-                best = np.quantile(values, np.clip(ranks, 0.0, 1.0))
-            out.append((best.mean() - values.mean()) / sd)
-        if len(set(rounds.tolist())) > 1:   # the first round was asked blind: it says nothing
-            out.append((values[rounds == rounds.max()].mean() - values.mean()) / sd)
-        return float(min(out)) if out else -np.inf
+        if not len(pool) or not len(values):
+            return -np.inf
+        best = np.partition(pool, len(pool) - min(k, len(pool)))[-min(k, len(pool)):]
+        if by_share:   # a predicted reward -> the share a first ask that ranks as high brought
+            ranked = np.sort(np.asarray(self.obs_reward, dtype=np.float64)[first])
+            ranks = (np.searchsorted(ranked, best, side="left")       # (mid-rank among ties)
+                     + np.searchsorted(ranked, best, side="right")) / (2 * len(ranked))
+            best = np.quantile(values, np.clip(ranks, 0.0, 1.0))
+        return float((best.mean() - values.mean()) / sd)
 
     def reask_values(self) -> refine.Judged:
         """What each observation brought, as re-asks are judged (refine.top_shares): values,

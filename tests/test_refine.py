@@ -264,9 +264,10 @@ def test_no_reask_where_new_concepts_are_expected_to_pay_more():
     assert not any(q.refinement for q in policy.sample_queries(16))
 
 
-def test_a_new_concept_is_valued_at_what_new_concepts_paid_lately_when_that_is_less():
-    """The prediction for the best unasked concepts is a top of the posterior, so optimistic;
-    once the good concepts are asked, the last round's first asks say what new ones pay."""
+def test_a_new_concept_is_valued_at_what_new_concepts_paid_lately_once_that_is_measured():
+    """Before a round is measured, the prediction for the best unasked concepts; then the last
+    round's first asks say what new ones pay, below the prediction (the good concepts asked) or
+    above it (a posterior mean is shrunk towards the average)."""
     policy = policy_with()
     policy.predicted_reward = lambda: np.full(len(CONCEPTS), 2.0)     # as the GP might hope
     observed_round(policy, {c: float(i % 2) for i, c in enumerate(CONCEPTS[:20])})   # round 0
@@ -274,9 +275,12 @@ def test_a_new_concept_is_valued_at_what_new_concepts_paid_lately_when_that_is_l
     policy.update([outcome(c, 0.0, 1) for c in CONCEPTS[20:30]])      # round 1 paid the least
     _, rewards, _ = policy.first_asks()
     assert policy.new_query_value(8) == pytest.approx((0.0 - rewards.mean()) / rewards.std())
-    policy.update([outcome(c, 2.0, 2) for c in CONCEPTS[30:40]])      # round 2 paid over the prediction
+    policy.update([outcome(c, 2.0, 2) for c in CONCEPTS[30:40]])      # round 2 paid as predicted
     _, rewards, _ = policy.first_asks()
     assert policy.new_query_value(8) == pytest.approx((2.0 - rewards.mean()) / rewards.std())
+    policy.update([outcome(c, 3.0, 3) for c in CONCEPTS[40:50]])      # round 3 paid over the prediction
+    _, rewards, _ = policy.first_asks()
+    assert policy.new_query_value(8) == pytest.approx((3.0 - rewards.mean()) / rewards.std())
     ucb_like = policy_with()
     ucb_like.predicted_reward = lambda: None                           # no prediction at all
     observed_round(ucb_like, {c: float(i % 2) for i, c in enumerate(CONCEPTS[:20])})
