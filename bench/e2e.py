@@ -110,6 +110,22 @@ back from it:
   explore-vs-once=+4.4 (3.4) [+3.5 -1.0 +10.6], though re-asking costs the crawl 0-21% of its
   truly relevant images at this budget (bench/policy.py: reask-vs-once 0.78-0.80 at 10 rounds);
   the pages' images, more of them of the target's family than of its classes, still help the learner.
+2026-12-03, the sandbox preset's lr 3e-3 (was 1e-3; bench/ablate.py's lr-high), the machine
+shared with other benchmarks; each arm `python bench/e2e.py --rounds 10 --steps 120 --seeds S
+--arms ARM --log e2e.jsonl` (target-only seed 0 is bench/ablate.py's lr-high run with
+crawl.engine=none, the same settings). explore-before: the policy before a new concept was valued
+at what it was measured to bring (seeds 0-1 are ablate.py's lr-high runs); explore: after it
+(a044344). Linear probe, 100% labels (relevant / kept):
+  seed 0  target-only 54.0  random 54.7 (210/3695)  explore-before 65.0 (1796/3147)  explore 66.6 (1936/3279)
+  seed 1  target-only 58.6  random 57.2 (289/3655)  explore-before 69.6 (1617/3138)  explore 71.1 (1869/3179)
+  seed 2  target-only 55.2  random 59.0 (307/3615)  explore-before 64.9 (1742/3049)  explore: its run was lost
+  seed 3  target-only 59.7  random not run          explore-before 60.0 (1286/3279)
+  The lr raised every arm, target-only by +3.6 to +11.4 and random by +3.7 to +9.2 over the rows
+  above, so explore's leads barely moved: explore-before over target-only +8.0 (2.6) [+11.0 +11.0
+  +9.7 +0.3] (seeds 0-3), over random +9.5 (1.9) [+10.3 +12.4 +5.9] (seeds 0-2). explore over
+  seeds 0-1 (`--seeds 0,1 --arms target-only,random,explore` read back): explore-vs-random=+12.9
+  (1.0) explore-vs-target-only=+12.6 (0.1); linear 10% +6.8 / +9.8, k-NN 100% +12.1 / +14.9.
+  INTERN's claim: -19.1 (0.8) (seeds 0-1). Two seeds only: not yet the goal's four.
 """
 from __future__ import annotations
 

@@ -24,8 +24,10 @@ fixed encoder, the machine shared with two bench/e2e.py arms, `--modes fixed --p
   10 rounds, seed 0  gp 2671 / 4802 (was 2303)   reask-vs-once=0.93 (was 0.80); 20 pages, 4 descriptors
   10 rounds, seed 1  gp 2965 / 4698 (was 2590)   reask-vs-once=0.89 (was 0.78); 30 pages, 2 descriptors
   30 rounds, seed 1  gp 6438 / 13210 (was 6454)  reask-vs-once=1.36 (was 1.36)
+  30 rounds, seed 0  gp 5585 / 13610 (was 6007)  reask-vs-once=1.20 (was 1.29)
+  8 rounds, seed 0, `--policies gp,oracle`: gp 1966 / 3870, oracle 2011 / 4024, gp/oracle=0.98
   Re-asks still cost a little at 10 rounds (pages 13-14 relevant a query against 17-20 for first
-  asks), about half of what they cost; at 30 rounds they pay as before. Tried and not kept: the
+  asks), about half of what they cost; at 30 rounds they pay, seed 0 less than before (1.20). Tried and not kept: the
   prediction read against the GP's own predictions at asked concepts (seed 1, 10 rounds: 2557).
 Measured 2026-12-03, 10 rounds (the budget of bench/e2e.py; fixed encoder, the
 machine shared with other benchmarks), `--modes fixed --policies gp,gp-once --rounds 10 --seed S`:
