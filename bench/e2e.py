@@ -118,14 +118,15 @@ at what it was measured to bring (seeds 0-1 are ablate.py's lr-high runs); explo
 (a044344). Linear probe, 100% labels (relevant / kept):
   seed 0  target-only 54.0  random 54.7 (210/3695)  explore-before 65.0 (1796/3147)  explore 66.6 (1936/3279)
   seed 1  target-only 58.6  random 57.2 (289/3655)  explore-before 69.6 (1617/3138)  explore 71.1 (1869/3179)
-  seed 2  target-only 55.2  random 59.0 (307/3615)  explore-before 64.9 (1742/3049)  explore: its run was lost
+  seed 2  target-only 55.2  random 59.0 (307/3615)  explore-before 64.9 (1742/3049)  explore 65.3 (1860/3226)
   seed 3  target-only 59.7  random not run          explore-before 60.0 (1286/3279)
   The lr raised every arm, target-only by +3.6 to +11.4 and random by +3.7 to +9.2 over the rows
   above, so explore's leads barely moved: explore-before over target-only +8.0 (2.6) [+11.0 +11.0
   +9.7 +0.3] (seeds 0-3), over random +9.5 (1.9) [+10.3 +12.4 +5.9] (seeds 0-2). explore over
-  seeds 0-1 (`--seeds 0,1 --arms target-only,random,explore` read back): explore-vs-random=+12.9
-  (1.0) explore-vs-target-only=+12.6 (0.1); linear 10% +6.8 / +9.8, k-NN 100% +12.1 / +14.9.
-  INTERN's claim: -19.1 (0.8) (seeds 0-1). Two seeds only: not yet the goal's four.
+  seeds 0-2 (`--seeds 0,1,2 --arms target-only,random,explore` read back; seed 2's arm run alone
+  with OMP_NUM_THREADS=2): explore-vs-random=+10.7 (2.3) [+11.9 +13.9 +6.3]
+  explore-vs-target-only=+11.7 (0.8) [+12.6 +12.5 +10.1]; linear 10% +8.2 / +9.6, k-NN 100%
+  +13.9 / +15.7. INTERN's claim: -19.1 (0.5). Three seeds: not yet the goal's four.
 """
 from __future__ import annotations
 
