@@ -166,15 +166,17 @@ def run_arm(arm: str, seed: int, args, tmp: Path, extra: list[str] = (), name: s
     """One arm of one seed: the loop, then the evaluation; accuracies in points. `extra`: more
     overrides after the arm's own (bench/ablate.py's variants), `name` its run directory."""
     started = time.monotonic()
+    by_class: dict[str, int] = {}
     run, per_round = run_sandbox(tmp / f"{name or arm}-{seed}", ARMS[arm] + [
         f"run.target={args.target}", f"run.rounds={args.rounds}", "run.hours=10",
         f"run.seed={seed}", f"sandbox.seed={seed}",
         f"run.data_root={tmp / f'data-{seed}'}", f"train.steps_per_round={args.steps}",
         f"crawl.queries_per_round={args.queries}",
-        f"sandbox.test_per_class={args.test_per_class}"] + list(extra))
+        f"sandbox.test_per_class={args.test_per_class}"] + list(extra), by_class=by_class)
     ev = evaluate_run(run, None, ("linear", "knn"), (1.0, 0.1))
     out = {"acc": [100 * ev[p][f] for p, f in METRICS], "relevant": sum(r for r, _ in per_round),
            "kept": sum(k for _, k in per_round),
+           "classes": list(by_class.values()),   # kept images of each target class, in label order
            # the loop's own k-NN on the target after each round (its quick check, not the eval above)
            "knn_rounds": [None if r.get("knn_acc") is None else 100 * r["knn_acc"]
                           for r in run.read_rounds()]}
@@ -186,12 +188,14 @@ def run_arm(arm: str, seed: int, args, tmp: Path, extra: list[str] = (), name: s
 def print_table(title: str, results: dict[str, dict]) -> None:
     print(f"\n{title}")
     print(f"{'arm':12s} {'linear 100%':>12s} {'linear 10%':>11s} {'k-NN 100%':>10s} {'k-NN 10%':>9s}"
-          f" {'relevant/kept':>15s} {'share':>6s}")
+          f" {'relevant/kept':>15s} {'share':>6s}  {'its classes (fewest-most)':>27s}")
     for arm, r in results.items():
         share = r["relevant"] / r["kept"] if r["kept"] else 0.0
         counts = f"{r['relevant']}/{r['kept']}"
+        classes = r.get("classes")   # (logs from before it was counted have none)
+        spread = f"{sum(classes)} ({min(classes)}-{max(classes)})" if classes else "-"
         print(f"{arm:12s} {r['acc'][0]:12.1f} {r['acc'][1]:11.1f} {r['acc'][2]:10.1f} {r['acc'][3]:9.1f}"
-              f" {counts:>15s} {share:6.2f}")
+              f" {counts:>15s} {share:6.2f}  {spread:>27s}")
 
 
 def main() -> None:

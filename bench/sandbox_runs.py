@@ -17,11 +17,12 @@ from explorer.session import RunDir  # noqa: E402
 RELEVANT = 0.5   # world relevance at or above which an image counts as truly relevant
 
 
-def run_sandbox(run_dir: Path, overrides: list[str],
-                by_kind: dict[str, list[int]] | None = None) -> tuple[RunDir, list[tuple[int, int]]]:
+def run_sandbox(run_dir: Path, overrides: list[str], by_kind: dict[str, list[int]] | None = None,
+                by_class: dict[str, int] | None = None) -> tuple[RunDir, list[tuple[int, int]]]:
     """Runs `explore run` in-process with the sandbox preset plus `overrides`; returns the run
     and [(relevant, kept)] per round. `by_kind`, when given, is filled with [queries, relevant,
-    kept] per kind of query: "first" (a concept's first ask), "page", "backend", "desc"."""
+    kept] per kind of query: "first" (a concept's first ask), "page", "backend", "desc";
+    `by_class` with the kept images that show each of the target's classes (every class a key)."""
     run = RunDir(run_dir)
     cfg = apply_overrides(Config(), SANDBOX_PRESET + [f"run.run_dir={run.root}"] + overrides)
     run.save_config(cfg)
@@ -39,6 +40,8 @@ def run_sandbox(run_dir: Path, overrides: list[str],
         world = sandbox.world
     rounds = len(run.read_rounds())
     per_round = [[0, 0] for _ in range(rounds)]
+    if by_class is not None:
+        by_class.update({c: 0 for c in world.target_classes(cfg.run.target)})
     for round_, url in rows:
         if round_ is None or round_ >= rounds:
             continue  # crawled for a round that was not trained before the stop
@@ -46,6 +49,9 @@ def run_sandbox(run_dir: Path, overrides: list[str],
         rel = world.image_relevance(cfg.run.target, image_id) if image_id else 0.0
         per_round[round_][0] += int(rel >= RELEVANT)
         per_round[round_][1] += 1
+        shown = world.target_class_shown(cfg.run.target, image_id) if image_id else None
+        if by_class is not None and shown is not None:
+            by_class[shown] += 1
     if by_kind is not None:
         seen: set[int] = set()
         for query_id, refinement, url in queries:

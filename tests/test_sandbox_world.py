@@ -72,6 +72,26 @@ def test_relevance_covers_every_concept(world):
     assert {"sandbox-flowers", "sandbox-vehicles"} <= set(world.target_names)
 
 
+def test_the_target_class_an_image_shows_is_its_concept_noun_only_where_that_is_a_class(world):
+    target = "sandbox-flowers"
+    classes = world.target_classes(target)
+    shown = Counter()
+    for i, concept in enumerate(world.concepts):
+        got = world.target_class_shown(target, world.web_image_id(i, 0))
+        expect_class = world.relevance_of(target, concept) == 1.0
+        assert (got is not None) == expect_class
+        if got is not None:
+            assert got in classes and got in concept.split()
+            shown[got] += 1
+    assert set(shown) == set(classes)   # every class has concepts that show it
+    y = 3
+    leak = world.leak_image_id(target, y, 0, 1)
+    assert world.target_class_shown(target, leak) == classes[y]
+    other = next(t for t in world.target_names if world.target_family(t) != world.target_family(target))
+    assert world.target_class_shown(other, leak) is None
+    assert world.target_class_shown(target, "nonsense") is None
+
+
 def test_images_have_their_claimed_size_and_format(world):
     magic = {"jpg": b"\xff\xd8\xff", "png": b"\x89PNG", "webp": b"RIFF"}
     formats = Counter()

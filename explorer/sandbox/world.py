@@ -174,6 +174,14 @@ class World:
             return 1.0 if info.leak[0] == target else 0.0
         return self.relevance_of(target, info.concept)
 
+    def target_class_shown(self, target: str, image_id: str) -> str | None:
+        """Which of the target's classes one served image shows (a leak of its test set too),
+        or None: another noun, another family, not one of this world's ids."""
+        info = self.image_info(image_id)
+        if info is None or info.family != self.target_family(target):
+            return None
+        return info.noun if info.noun in self.target_classes(target) else None
+
     def relevance_of(self, target: str, concept: str) -> float:
         c = self._by_name[concept]
         family = self.target_family(target)
