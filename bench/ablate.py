@@ -64,7 +64,10 @@ same code and settings (transcribed into the log), then read back:
   `base` is 0.5 and `mask-0.75` is MAE's ratio. Target-only at 0.5, seed 0 (bench/e2e.py
   `--seeds 0 --arms target-only`): 54.2 / 24.0, k-NN 30.9 / 20.9 (54.0 at 0.75): the lower ratio
   helps the arm that learns from the web, and explore's lead over target-only at seed 0 goes
-  from +12.6 to +16.6. Random and oracle not yet run at 0.5.
+  from +12.6 to +16.6. Seed 1 (run alone, OMP_NUM_THREADS=2): 47.0 / 32.3, k-NN 34.5 / 21.5
+  against 58.6 / 29.1, 32.7 / 22.7 at 0.75: its linear probe with all labels fell 11.6 points
+  while the other three measures rose, which one run cannot explain (explore's lead there
+  would be +26.6: not to be trusted before more seeds). Random and oracle not yet run at 0.5.
 """
 from __future__ import annotations
 
