@@ -49,9 +49,10 @@ def run_sandbox(run_dir: Path, overrides: list[str], by_kind: dict[str, list[int
         rel = world.image_relevance(cfg.run.target, image_id) if image_id else 0.0
         per_round[round_][0] += int(rel >= RELEVANT)
         per_round[round_][1] += 1
-        shown = world.target_class_shown(cfg.run.target, image_id) if image_id else None
-        if by_class is not None and shown is not None:
-            by_class[shown] += 1
+        if by_class is not None and image_id:
+            shown = world.target_class_shown(cfg.run.target, image_id)
+            if shown is not None:
+                by_class[shown] += 1
     if by_kind is not None:
         seen: set[int] = set()
         for query_id, refinement, url in queries:
