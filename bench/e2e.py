@@ -152,6 +152,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -180,6 +181,9 @@ def add_budget_args(ap: argparse.ArgumentParser, rounds: int, steps: int) -> Non
     ap.add_argument("--queries", type=int, default=16)
     ap.add_argument("--test-per-class", type=int, default=100,
                     help="sandbox test images a class (the default target has 20: +-3.5 points of noise)")
+    ap.add_argument("--keep-features", type=Path, metavar="DIR",
+                    help="copy each arm's final-checkpoint features (train and test, .npz) to "
+                         "DIR/ARM-SEED, to probe them again without rerunning the arm")
 
 
 def run_arm(arm: str, seed: int, args, tmp: Path, extra: list[str] = (), name: str = "") -> dict:
@@ -194,7 +198,10 @@ def run_arm(arm: str, seed: int, args, tmp: Path, extra: list[str] = (), name: s
         f"crawl.queries_per_round={args.queries}",
         f"sandbox.test_per_class={args.test_per_class}"] + list(extra), by_class=by_class)
     ev = evaluate_run(run, None, ("linear", "knn"), (1.0, 0.1))
+    if args.keep_features:   # the final checkpoint's features, to probe again later
+        shutil.copytree(run.root / "features", args.keep_features / f"{name or arm}-{seed}", dirs_exist_ok=True)
     out = {"acc": [100 * ev[p][f] for p, f in METRICS], "relevant": sum(r for r, _ in per_round),
+           "linear_C": [ev["linear_C"][1.0], ev["linear_C"][0.1]],   # the probe's C at 100% / 10% labels
            "kept": sum(k for _, k in per_round),
            "classes": list(by_class.values()),   # kept images of each target class, in label order
            # the loop's own k-NN on the target after each round (its quick check, not the eval above)
