@@ -1,0 +1,126 @@
+"""How much of a linear-probe figure is the probe's choice of C, and does explore's lead hold
+at every C?
+
+The eval's probe (explorer/model/evaluate.py) picks C from a small sweep on a 20% holdout of
+the labelled train images: 60 images on the sandbox's default target (30 a class, 10 classes),
+so the pick itself is noisy. This reads the features that `bench/e2e.py --keep-features DIR`
+kept (DIR/ARM-SEED/<checkpoint>/<target>-{train,test}.npz) and prints, per arm and seed, with
+100% and 10% of the labels (the eval's own label subsets):
+  - test accuracy at each C of a wider sweep (what the figure would be at that C);
+  - the C the eval's protocol picks (its holdout, seed eval.seed) and its test accuracy;
+  - the range of test accuracies that other holdout draws (seeds 0-9) would have reported;
+then explore's lead over each other arm at each fixed C, mean (standard error) over the seeds
+that have both. Last line: `lead_range_over_C=` explore's smallest and largest mean lead over
+each arm, 100% labels: a lead that holds at every C is not an artefact of the pick.
+
+    python bench/probe_sweep.py DIR [--cs 0.001,0.01,0.1,1,10,100] [--draws 10]
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+from explorer.config import EvalConfig  # noqa: E402
+from explorer.model.evaluate import label_subset, linear_probe  # noqa: E402
+
+FRACTIONS = (1.0, 0.1)
+
+
+def read_features(arm_dir: Path) -> tuple[np.ndarray, ...] | None:
+    """(Xtr, ytr, Xte, yte) from the one checkpoint directory under arm_dir; None if absent."""
+    trains = sorted(arm_dir.glob("*/*-train.npz"))
+    if len(trains) != 1:
+        return None
+    test = trains[0].with_name(trains[0].name[:-len("-train.npz")] + "-test.npz")
+    if not test.exists():
+        return None
+    with np.load(trains[0]) as a, np.load(test) as b:
+        return a["X"], a["y"], b["X"], b["y"]
+
+
+def sweep(X: np.ndarray, y: np.ndarray, Xte: np.ndarray, yte: np.ndarray, cs: list[float],
+          max_iter: int) -> dict[float, float]:
+    """Test accuracy in points of a probe fit on all of (X, y) at each C."""
+    scaler = StandardScaler().fit(X)
+    A, T = scaler.transform(X), scaler.transform(Xte)
+    model = LogisticRegression(max_iter=max_iter, warm_start=True)
+    out = {}
+    for C in cs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # (lbfgs may stop at max_iter on the weakest penalty)
+            out[C] = 100 * float(model.set_params(C=C).fit(A, y).score(T, yte))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dir", type=Path, help="bench/e2e.py's --keep-features directory")
+    ap.add_argument("--cs", default="0.001,0.01,0.1,1,10,100", help="the C of each column")
+    ap.add_argument("--draws", type=int, default=10, help="holdout draws (seeds) to show the pick's range")
+    args = ap.parse_args()
+    cs = [float(c) for c in args.cs.split(",")]
+    ev = EvalConfig()
+    # rows[(arm, seed)][fraction] = {"at": {C: acc}, "picked": (C, acc), "draws": (lo, hi)}
+    rows: dict[tuple[str, int], dict] = {}
+    for arm_dir in sorted(p for p in args.dir.iterdir() if p.is_dir()):
+        m = re.fullmatch(r"(.+)-(\d+)", arm_dir.name)
+        feats = read_features(arm_dir) if m else None
+        if feats is None:
+            print(f"{arm_dir.name}: no features, skipped")
+            continue
+        Xtr, ytr, Xte, yte = feats
+        row = rows[(m.group(1), int(m.group(2)))] = {}
+        for fraction in FRACTIONS:
+            idx = label_subset(ytr, fraction, ev.seed)
+            at = sweep(Xtr[idx], ytr[idx], Xte, yte, cs, ev.max_iter)
+            picks = [linear_probe(Xtr[idx], ytr[idx], Xte, yte, ev.probe_c, ev.val_share, s, ev.max_iter)
+                     for s in sorted({ev.seed, *range(args.draws)})]
+            own = next(p for s, p in zip(sorted({ev.seed, *range(args.draws)}), picks) if s == ev.seed)
+            accs = [100 * p["acc"] for p in picks]
+            row[fraction] = {"at": at, "picked": (own["best_C"], 100 * own["acc"]),
+                             "draws": (min(accs), max(accs))}
+
+    for fraction in FRACTIONS:
+        print(f"\nlinear probe, {fraction:.0%} labels: test accuracy at each C; the eval's pick; "
+              f"the range over {args.draws} holdout draws")
+        print(f"{'arm-seed':16s}" + "".join(f"{'C=' + format(c, 'g'):>9s}" for c in cs)
+              + f"{'picked':>16s}{'draws':>14s}")
+        for (arm, seed), row in sorted(rows.items()):
+            r = row[fraction]
+            (c_picked, acc_picked), (lo, hi) = r["picked"], r["draws"]
+            name, picked, draws = f"{arm}-{seed}", f"C={c_picked:g}: {acc_picked:.1f}", f"{lo:.1f}-{hi:.1f}"
+            print(f"{name:16s}" + "".join(f"{r['at'][c]:9.1f}" for c in cs) + f"{picked:>16s}{draws:>14s}")
+
+    arms = sorted({arm for arm, _ in rows} - {"explore"})
+    spans = {}
+    for fraction in FRACTIONS:
+        print(f"\nexplore's lead at each fixed C, {fraction:.0%} labels: mean (standard error) [seeds]")
+        for other in arms:
+            seeds = sorted(s for a, s in rows if a == other and ("explore", s) in rows)
+            if not seeds:
+                continue
+            cells, means = [], []
+            for c in cs:
+                d = np.array([rows[("explore", s)][fraction]["at"][c] - rows[(other, s)][fraction]["at"][c]
+                              for s in seeds])
+                se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+                cells.append(f"C={c:g} {d.mean():+.1f} ({se:.1f})")
+                means.append(d.mean())
+            print(f"  over {other} [seeds {','.join(map(str, seeds))}]: " + "; ".join(cells))
+            if fraction == 1.0:
+                spans[other] = (min(means), max(means))
+    print("lead_range_over_C=" + " ".join(f"{o}:{lo:+.1f}..{hi:+.1f}" for o, (lo, hi) in spans.items()))
+
+
+if __name__ == "__main__":
+    main()
