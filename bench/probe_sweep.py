@@ -1,17 +1,20 @@
 """How much of a linear-probe figure is the probe's choice of C, and does explore's lead hold
 at every C?
 
-The eval's probe (explorer/model/evaluate.py) picks C from a small sweep on a 20% holdout of
-the labelled train images: 60 images on the sandbox's default target (30 a class, 10 classes),
-so the pick itself is noisy. This reads the features that `bench/e2e.py --keep-features DIR`
-kept (DIR/ARM-SEED/<checkpoint>/<target>-{train,test}.npz) and prints, per arm and seed, with
-100% and 10% of the labels (the eval's own label subsets):
+The eval's probe (explorer/model/evaluate.py) picks C from a small sweep. Until 2026-12-03 it
+picked on a 20% holdout of the labelled train images: 60 images on the sandbox's default target
+(30 a class, 10 classes), and that pick alone moved a figure by up to 11 points; it now
+cross-validates over every labelled image (eval.probe_folds). This reads the features that
+`bench/e2e.py --keep-features DIR` kept (DIR/ARM-SEED/<checkpoint>/<target>-{train,test}.npz)
+and prints, per arm and seed, with 100% and 10% of the labels (the eval's own label subsets):
   - test accuracy at each C of a wider sweep (what the figure would be at that C);
-  - the C the eval's protocol picks (its holdout, seed eval.seed) and its test accuracy;
-  - the range of test accuracies that other holdout draws (seeds 0-9) would have reported;
-then explore's lead over each other arm at each fixed C, mean (standard error) over the seeds
-that have both. Last line: `lead_range_over_C=` explore's smallest and largest mean lead over
-each arm, 100% labels: a lead that holds at every C is not an artefact of the pick.
+  - the C the eval's protocol picks (its folds drawn with seed eval.seed) and its test accuracy:
+    what `explore eval` reports for these features today;
+  - the range of test accuracies that other draws of the folds (seeds 0-9) would have reported;
+then explore's lead over each other arm at each fixed C and at the eval's pick, mean (standard
+error) over the seeds that have both. Last line: `lead_range_over_C=` explore's smallest and
+largest mean lead over each arm across the fixed Cs, 100% labels: a lead that holds at every C
+is not an artefact of the pick.
 
     python bench/probe_sweep.py DIR [--cs 0.001,0.01,0.1,1,10,100] [--draws 10]
 """
@@ -66,7 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dir", type=Path, help="bench/e2e.py's --keep-features directory")
     ap.add_argument("--cs", default="0.001,0.01,0.1,1,10,100", help="the C of each column")
-    ap.add_argument("--draws", type=int, default=10, help="holdout draws (seeds) to show the pick's range")
+    ap.add_argument("--draws", type=int, default=10, help="draws (seeds) of the probe's folds: the pick's range")
     args = ap.parse_args()
     cs = [float(c) for c in args.cs.split(",")]
     ev = EvalConfig()
@@ -83,7 +86,7 @@ def main() -> None:
         for fraction in FRACTIONS:
             idx = label_subset(ytr, fraction, ev.seed)
             at = sweep(Xtr[idx], ytr[idx], Xte, yte, cs, ev.max_iter)
-            picks = [linear_probe(Xtr[idx], ytr[idx], Xte, yte, ev.probe_c, ev.val_share, s, ev.max_iter)
+            picks = [linear_probe(Xtr[idx], ytr[idx], Xte, yte, ev.probe_c, ev.probe_folds, s, ev.max_iter)
                      for s in sorted({ev.seed, *range(args.draws)})]
             own = next(p for s, p in zip(sorted({ev.seed, *range(args.draws)}), picks) if s == ev.seed)
             accs = [100 * p["acc"] for p in picks]
@@ -92,7 +95,7 @@ def main() -> None:
 
     for fraction in FRACTIONS:
         print(f"\nlinear probe, {fraction:.0%} labels: test accuracy at each C; the eval's pick; "
-              f"the range over {args.draws} holdout draws")
+              f"the range over {args.draws} draws of its folds")
         print(f"{'arm-seed':16s}" + "".join(f"{'C=' + format(c, 'g'):>9s}" for c in cs)
               + f"{'picked':>16s}{'draws':>14s}")
         for (arm, seed), row in sorted(rows.items()):
@@ -116,6 +119,10 @@ def main() -> None:
                 se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
                 cells.append(f"C={c:g} {d.mean():+.1f} ({se:.1f})")
                 means.append(d.mean())
+            d = np.array([rows[("explore", s)][fraction]["picked"][1] - rows[(other, s)][fraction]["picked"][1]
+                          for s in seeds])
+            se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+            cells.append(f"eval's pick {d.mean():+.1f} ({se:.1f}) [{' '.join(f'{x:+.1f}' for x in d)}]")
             print(f"  over {other} [seeds {','.join(map(str, seeds))}]: " + "; ".join(cells))
             if fraction == 1.0:
                 spans[other] = (min(means), max(means))

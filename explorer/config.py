@@ -192,9 +192,9 @@ class EvalConfig:
     knn_k: int = 20
     knn_temperature: float = 0.07         # DINO's weighted k-NN: votes weigh exp(cosine / T)
     probe_c: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)  # logistic-regression C sweep
-    val_share: float = 0.2                # share of the labelled train set that picks C
+    probe_folds: int = 5                  # stratified folds of the labelled train set that pick C
     max_iter: int = 1000                  # lbfgs iterations per probe fit
-    seed: int = 0                         # label subsets and the validation split
+    seed: int = 0                         # label subsets and the probe's folds
     batch_size: int = 256                 # images per encode_fn call
     workers: int = 4                      # image-decoding processes for feature extraction
     progress_max_train: int = 5000        # per-round k-NN progress signal: train images used
@@ -217,7 +217,8 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict, base: "Config | None" = None) -> "Config":
-        """`data`'s fields (a parsed config.toml) over `base`'s (default: every default)."""
+        """`data`'s fields (a parsed config.toml) over `base`'s (default: every default). A
+        RETIRED field is skipped: the config.toml of a run made before it went still loads."""
         cfg = copy.deepcopy(base) if base is not None else cls()
         for section, values in data.items():
             if section not in SECTIONS:
@@ -225,7 +226,8 @@ class Config:
             if not isinstance(values, dict):
                 raise ConfigError(f"[{section}] must be a table of fields, not {values!r}")
             for key, value in values.items():
-                _set_field(getattr(cfg, section), section, key, value)
+                if f"{section}.{key}" not in RETIRED:
+                    _set_field(getattr(cfg, section), section, key, value)
         return validate(cfg)
 
     def save(self, path: str | Path) -> None:
@@ -284,7 +286,16 @@ def _coerce(tp, value):
     return value
 
 
+# Fields that existed once: a saved config.toml that has one still loads (the value is not
+# used); setting one (--set) is an error that says what replaced it.
+RETIRED = {
+    "eval.val_share": "the probe's C is chosen by cross-validation now: eval.probe_folds",
+}
+
+
 def _set_field(section_obj, section: str, key: str, value) -> None:
+    if f"{section}.{key}" in RETIRED:
+        raise ConfigError(f"config field {section}.{key} is retired: {RETIRED[f'{section}.{key}']}")
     if key not in {f.name for f in dataclasses.fields(section_obj)}:
         raise ConfigError(f"unknown config field {section}.{key}")
     typed = _show(value) if isinstance(value, str) else None
@@ -648,7 +659,7 @@ RULES: dict[str, object] = {
     "eval.knn_k": Ints(1, 10_000),
     "eval.knn_temperature": Num(0, 100, above=True),
     "eval.probe_c": Each(Num(0, 1e6, above=True), 1, 100),
-    "eval.val_share": Num(0, 1, above=True, below=True),
+    "eval.probe_folds": Ints(2, 100),
     "eval.max_iter": Ints(1, 1_000_000),
     "eval.seed": SEED,
     "eval.batch_size": Ints(1, 65_536),

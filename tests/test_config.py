@@ -180,3 +180,19 @@ def test_choices_match_the_registries_they_name():
     assert set(RULES["model.name"].options) == set(MODEL_CONFIGS)
     assert set(RULES["sandbox.profile"].options) == set(PROFILES)
     assert set(RULES["policy.name"].options) == set(POLICIES)
+
+
+def test_a_retired_field_still_loads_from_an_old_run_but_cannot_be_set(tmp_path):
+    """A run made before eval.val_share was retired resumes; --set of it says what replaced it."""
+    from explorer.config import RETIRED
+    path = tmp_path / "config.toml"
+    Config().save(path)
+    for name in RETIRED:
+        section, _, key = name.partition(".")
+        path.write_text(path.read_text().replace(f"[{section}]\n", f"[{section}]\n{key} = 0.2\n", 1))
+    assert Config.load(path) == Config()
+    for name, why in RETIRED.items():
+        assert name not in FIELDS                  # retired means gone from the dataclasses
+        with pytest.raises(ConfigError, match="retired") as info:
+            apply_overrides(Config(), [f"{name}=0.3"])
+        assert why in str(info.value)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -39,7 +40,7 @@ def held_out_clusters(n_train, n_test, n_classes=5, dim=16, seed=0):
 
 def test_probe_and_knn_separate_clusters():
     Xtr, ytr, Xte, yte = held_out_clusters(30, 20)
-    probe = linear_probe(Xtr, ytr, Xte, yte, Cs=(1.0, 0.01, 0.1), val_share=0.2, seed=0)
+    probe = linear_probe(Xtr, ytr, Xte, yte, Cs=(1.0, 0.01, 0.1), folds=5, seed=0)
     assert probe["acc"] >= 0.95
     assert set(probe["val_acc"]) == {0.01, 0.1, 1.0}
     assert probe["best_C"] == max(sorted(probe["val_acc"]), key=lambda C: (probe["val_acc"][C], -C))
@@ -64,8 +65,34 @@ def test_knn_weights_votes_by_similarity():
 def test_probe_with_single_member_classes_still_fits():
     Xtr, ytr, Xte, yte = held_out_clusters(30, 10)
     idx = label_subset(ytr, 0.04, seed=0)                  # one or two per class
-    out = linear_probe(Xtr[idx], ytr[idx], Xte, yte, Cs=(0.1, 1.0, 10.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                     # (scikit-learn's few-members warning stays inside)
+        out = linear_probe(Xtr[idx], ytr[idx], Xte, yte, Cs=(0.1, 1.0, 10.0))
     assert out["acc"] >= 0.9
+    one_each = label_subset(ytr, 0.01, seed=0)             # one a class: nothing to validate on
+    out = linear_probe(Xtr[one_each], ytr[one_each], Xte, yte, Cs=(0.1, 1.0, 10.0))
+    assert out["best_C"] == 1.0 and out["val_acc"] == {}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_probe_c_is_cross_validated_over_every_labelled_image(seed):
+    """Each C's validation accuracy is that of k-fold cross-validation (every labelled image
+    predicted once by a probe that did not see it), as scikit-learn computes it; not a small
+    holdout's, which picked C by noise."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    Xtr, ytr, Xte, yte = held_out_clusters(40, 10, dim=32, seed=seed)
+    Xtr = Xtr + np.random.default_rng(seed).normal(scale=8.0, size=Xtr.shape).astype(np.float32)  # overlap
+    Cs = (0.001, 0.01, 0.1, 1.0)
+    out = linear_probe(Xtr, ytr, Xte, yte, Cs=Cs, folds=4, seed=seed)
+    for C in Cs:
+        pred = cross_val_predict(make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000)),
+                                 Xtr, ytr, cv=StratifiedKFold(4, shuffle=True, random_state=seed))
+        assert abs(out["val_acc"][C] - (pred == ytr).mean()) <= 2 / len(ytr)   # warm starts: ~same optimum
+    assert out["best_C"] == max(Cs, key=lambda C: (out["val_acc"][C], -C))
+    assert len({round(v * len(ytr)) for v in out["val_acc"].values()}) > 1     # C mattered here
 
 
 # ---------------------------------------------------------------- label subsets

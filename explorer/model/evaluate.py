@@ -3,7 +3,8 @@
 Features are extracted once per (checkpoint, target, split) and cached as .npz. Label fractions
 are drawn per class with a fixed seed, so every model is scored on the same labelled images.
 - Linear probe: logistic regression (lbfgs, multinomial) on standardised features; C is chosen
-  from a small sweep on a stratified validation split of the labelled subset, then the probe is
+  from a small sweep by stratified k-fold cross-validation on the labelled subset (every
+  labelled image validates once: a single small holdout picked C by noise), then the probe is
   refit on the whole subset and scored on the test split.
 - k-NN: DINO's weighted k-NN: cosine similarity to the k nearest labelled train features, each
   neighbour votes for its class with weight exp(similarity / T), T = 0.07.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,6 +25,7 @@ from PIL import Image
 from rich.table import Table
 from rich.text import Text
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -125,48 +128,54 @@ def label_subset(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picked))
 
 
-def _stratified_holdout(y: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fit, val) indices: `share` of each class with 2+ members goes to val, and every class
-    keeps at least one member in fit. (sklearn's stratified splitters refuse 1-member classes,
-    which a 10% label subset has.)"""
-    rng = np.random.default_rng(seed)
-    fit, val = [], []
-    for c in np.unique(y):
-        members = rng.permutation(np.flatnonzero(y == c))
-        n_val = min(len(members) - 1, round(share * len(members)))
-        val.append(members[:n_val])
-        fit.append(members[n_val:])
-    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(val))
+def _choose_c(X: np.ndarray, y: np.ndarray, Cs: list[float], folds: int, seed: int,
+              max_iter: int) -> tuple[float, dict[float, float]]:
+    """C by stratified k-fold cross-validation on the labelled set: every labelled image is
+    validated once, by a probe fit on the other folds. Returns (best C, {C: validation accuracy}).
+
+    The smaller C wins ties (stronger regularisation). A class with fewer members than folds
+    is in fewer folds' validation (scikit-learn warns; silenced); a fold whose fit part has one
+    class only is skipped. With a single C, or no class of 2+ members, nothing is chosen: the
+    middle of the sweep, and no validation accuracies.
+    """
+    n_splits = min(folds, int(np.bincount(np.unique(y, return_inverse=True)[1]).max()))
+    if len(Cs) < 2 or n_splits < 2:
+        return Cs[len(Cs) // 2], {}
+    correct = dict.fromkeys(Cs, 0)
+    seen = 0
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        splits = list(StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(X, y))
+    for fit, val in splits:
+        if len(np.unique(y[fit])) < 2:
+            continue
+        scaler = StandardScaler().fit(X[fit])
+        A, V = scaler.transform(X[fit]), scaler.transform(X[val])
+        model = LogisticRegression(max_iter=max_iter, warm_start=True)
+        for C in Cs:   # small to large, each fit warm-started from the last
+            correct[C] += int((model.set_params(C=C).fit(A, y[fit]).predict(V) == y[val]).sum())
+        seen += len(val)
+    if not seen:
+        return Cs[len(Cs) // 2], {}
+    val_acc = {C: correct[C] / seen for C in Cs}
+    return max(Cs, key=lambda C: (val_acc[C], -C)), val_acc
 
 
 # ---------------------------------------------------------------------------------------------
 # protocols
 
 def linear_probe(Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray, yte: np.ndarray,
-                 Cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0), val_share: float = 0.2, seed: int = 0,
+                 Cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0), folds: int = 5, seed: int = 0,
                  max_iter: int = 1000) -> dict:
     """Logistic-regression probe on standardised features. Xtr: [N, D], ytr: [N], Xte: [M, D], yte: [M].
 
-    C is the one with the best accuracy on a stratified validation split of the train set
-    (the smaller C on ties: stronger regularisation); the probe is then refit on all of train.
-    The sweep runs from small to large C, each fit warm-started from the previous solution.
-    Returns {"acc": test accuracy, "best_C": C, "val_acc": {C: validation accuracy}}.
+    C is the one with the best accuracy in stratified `folds`-fold cross-validation on the
+    train set (see `_choose_c`); the probe is then refit on all of train and scored on test.
+    Returns {"acc": test accuracy, "best_C": C, "val_acc": {C: cross-validated accuracy}}.
     """
     if len(np.unique(ytr)) < 2:
         raise ValueError("a linear probe needs at least two classes in the train set")
-    Cs = sorted(Cs)
-    fit, val = _stratified_holdout(ytr, val_share, seed)
-    val_acc: dict[float, float] = {}
-    if len(Cs) > 1 and len(val):
-        scaler = StandardScaler().fit(Xtr[fit])
-        A, V = scaler.transform(Xtr[fit]), scaler.transform(Xtr[val])
-        model = LogisticRegression(max_iter=max_iter, warm_start=True)
-        for C in Cs:
-            model.set_params(C=C).fit(A, ytr[fit])
-            val_acc[C] = float(model.score(V, ytr[val]))
-        best_C = max(Cs, key=lambda C: (val_acc[C], -C))
-    else:  # nothing to choose on: the middle of the sweep
-        best_C = Cs[len(Cs) // 2]
+    best_C, val_acc = _choose_c(Xtr, ytr, sorted(Cs), folds, seed, max_iter)
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=best_C, max_iter=max_iter))
     probe.fit(Xtr, ytr)
     return {"acc": float(probe.score(Xte, yte)), "best_C": best_C, "val_acc": val_acc}
@@ -238,7 +247,7 @@ def evaluate_target(encode_fn: EncodeFn, target: Target, cfg: EvalConfig,
         idx = label_subset(ytr, fraction, cfg.seed)
         results["n_labels"][fraction] = len(idx)
         if "linear" in protocols:
-            probe = linear_probe(Xtr[idx], ytr[idx], Xte, yte, cfg.probe_c, cfg.val_share, cfg.seed,
+            probe = linear_probe(Xtr[idx], ytr[idx], Xte, yte, cfg.probe_c, cfg.probe_folds, cfg.seed,
                                  cfg.max_iter)
             results["linear"][fraction] = probe["acc"]
             results["linear_C"][fraction] = probe["best_C"]
