@@ -147,6 +147,25 @@ and random at seed 3, oracle at seeds 0-3, each `python bench/e2e.py --rounds 10
   relevant (40-49%) than explore's; at seed 3 it learns more from less. INTERN's claim: -21.8 (2.7).
   These rows are at mask ratio 0.75; the sandbox preset's became 0.5 right after (bench/ablate.py:
   explore +4.2 and +2.5 at seeds 0-1), with no other arm yet run at it.
+2026-12-03 (session 14), mask ratio 0.5 (the sandbox preset's since a2c1a4c), two arms at a time
+on the shared 2-core machine; each arm `python bench/e2e.py --rounds 10 --steps 120 --seeds S
+--arms ARM --log e2e.jsonl --keep-features feats/` (explore at seeds 0-1 is bench/ablate.py's
+mask-0.5 variant of session 13, the same settings, and target-only at seed 0 session 13's run:
+transcribed, no features kept), then read back with `--seeds 0,1,2,3 --arms
+target-only,random,explore`. Linear probe, 100% labels, C picked on a 20% holdout as the eval did
+then (relevant / kept):
+  seed 0  target-only 54.2  random 60.2 (210/3701)  explore 70.8 (1929/3241)
+  seed 1  target-only 47.0  random 64.0 (283/3607)  explore 73.6 (1888/3238)
+  seed 2  target-only 54.3  random 60.6 (313/3637)  explore 64.4 (1859/3186)
+  seed 3  target-only 60.0  random 60.1 (201/3720)  explore 62.3 (1807/3387)
+  explore-vs-random=+6.6 (2.1) [+10.6 +9.6 +3.8 +2.2] explore-vs-target-only=+13.9 (5.1) [+16.6
+  +26.6 +10.1 +2.3]. Mask 0.5 raised random (+5.5 +6.8 +1.6 +3.6 over the 0.75 rows above) about
+  as much as explore at seeds 0-1 (+4.2 +2.5) and more at seeds 2-3 (explore -0.9 +0.4).
+  Target-only's 47.0 at seed 1 is the probe's pick, not the encoder: run twice, it gave 47.0 both
+  times (the second logged C=0.01), and the same features give 58.1 at C=1 (bench/probe_sweep.py
+  on the kept features; ten holdout draws would have reported 47.0-58.2). So the probe now picks
+  C by 5-fold cross-validation over every labelled image (42faef2); on the kept features, ten
+  draws of its folds span 55.4-58.2 there.
 """
 from __future__ import annotations
 
