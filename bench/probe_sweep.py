@@ -86,10 +86,10 @@ def main() -> None:
         for fraction in FRACTIONS:
             idx = label_subset(ytr, fraction, ev.seed)
             at = sweep(Xtr[idx], ytr[idx], Xte, yte, cs, ev.max_iter)
-            picks = [linear_probe(Xtr[idx], ytr[idx], Xte, yte, ev.probe_c, ev.probe_folds, s, ev.max_iter)
-                     for s in sorted({ev.seed, *range(args.draws)})]
-            own = next(p for s, p in zip(sorted({ev.seed, *range(args.draws)}), picks) if s == ev.seed)
-            accs = [100 * p["acc"] for p in picks]
+            picks = {s: linear_probe(Xtr[idx], ytr[idx], Xte, yte, ev.probe_c, ev.probe_folds, s, ev.max_iter)
+                     for s in {ev.seed, *range(args.draws)}}
+            own = picks[ev.seed]
+            accs = [100 * p["acc"] for p in picks.values()]
             row[fraction] = {"at": at, "picked": (own["best_C"], 100 * own["acc"]),
                              "draws": (min(accs), max(accs))}
 

@@ -138,7 +138,7 @@ def _choose_c(X: np.ndarray, y: np.ndarray, Cs: list[float], folds: int, seed: i
     class only is skipped. With a single C, or no class of 2+ members, nothing is chosen: the
     middle of the sweep, and no validation accuracies.
     """
-    n_splits = min(folds, int(np.bincount(np.unique(y, return_inverse=True)[1]).max()))
+    n_splits = min(folds, int(np.unique(y, return_counts=True)[1].max()))
     if len(Cs) < 2 or n_splits < 2:
         return Cs[len(Cs) // 2], {}
     correct = dict.fromkeys(Cs, 0)
