@@ -226,8 +226,6 @@ def run_arm(arm: str, seed: int, args, tmp: Path, extra: list[str] = (), name: s
         f"crawl.queries_per_round={args.queries}",
         f"sandbox.test_per_class={args.test_per_class}"] + list(extra), by_class=by_class)
     ev = evaluate_run(run, None, ("linear", "knn"), (1.0, 0.1))
-    if args.keep_features:   # the final checkpoint's features, to probe again later
-        shutil.copytree(run.root / "features", args.keep_features / f"{name or arm}-{seed}", dirs_exist_ok=True)
     out = {"acc": [100 * ev[p][f] for p, f in METRICS], "relevant": sum(r for r, _ in per_round),
            "linear_C": [ev["linear_C"][1.0], ev["linear_C"][0.1]],   # the probe's C at 100% / 10% labels
            "kept": sum(k for _, k in per_round),
@@ -236,6 +234,10 @@ def run_arm(arm: str, seed: int, args, tmp: Path, extra: list[str] = (), name: s
            "knn_rounds": [None if r.get("knn_acc") is None else 100 * r["knn_acc"]
                           for r in run.read_rounds()]}
     out["seconds"] = round(time.monotonic() - started)
+    if args.keep_features:   # the final checkpoint's features and this record, to probe again later
+        kept = args.keep_features / f"{name or arm}-{seed}"
+        shutil.copytree(run.root / "features", kept, dirs_exist_ok=True)
+        (kept / "record.json").write_text(json.dumps(out))
     print(f"seed {seed} {name or arm}: done in {out['seconds']} s", flush=True)
     return out
 

@@ -16,11 +16,18 @@ error) over the seeds that have both. Last line: `lead_range_over_C=` explore's 
 largest mean lead over each arm across the fixed Cs, 100% labels: a lead that holds at every C
 is not an artefact of the pick.
 
+Where an arm's directory holds its run's record (record.json, written by --keep-features; its
+`classes`: kept images of each target class), it also prints, per seed, whether explore gains
+on a class where its crawl kept more of that class: the correlation over classes of explore's
+per-class test accuracy lead (at each arm's picked C, 100% labels) with explore's kept images
+of the class, and the same pooled over seeds (each seed's leads and counts centred first).
+
     python bench/probe_sweep.py DIR [--cs 0.001,0.01,0.1,1,10,100] [--draws 10]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import warnings
@@ -31,6 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from explorer.config import EvalConfig  # noqa: E402
@@ -49,6 +57,22 @@ def read_features(arm_dir: Path) -> tuple[np.ndarray, ...] | None:
         return None
     with np.load(trains[0]) as a, np.load(test) as b:
         return a["X"], a["y"], b["X"], b["y"]
+
+
+def read_record(arm_dir: Path) -> dict | None:
+    """The run's bench/e2e.py record kept beside its features, or None."""
+    try:
+        return json.loads((arm_dir / "record.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def class_accuracy(X: np.ndarray, y: np.ndarray, Xte: np.ndarray, yte: np.ndarray, C: float,
+                   max_iter: int) -> np.ndarray:
+    """Test accuracy in points of each class (label order) of the eval's probe refit at C."""
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter)).fit(X, y)
+    right = probe.predict(Xte) == yte
+    return np.array([100 * right[yte == c].mean() for c in np.unique(yte)])
 
 
 def sweep(X: np.ndarray, y: np.ndarray, Xte: np.ndarray, yte: np.ndarray, cs: list[float],
@@ -82,7 +106,7 @@ def main() -> None:
             print(f"{arm_dir.name}: no features, skipped")
             continue
         Xtr, ytr, Xte, yte = feats
-        row = rows[(m.group(1), int(m.group(2)))] = {}
+        row = rows[(m.group(1), int(m.group(2)))] = {"record": read_record(arm_dir)}
         for fraction in FRACTIONS:
             idx = label_subset(ytr, fraction, ev.seed)
             at = sweep(Xtr[idx], ytr[idx], Xte, yte, cs, ev.max_iter)
@@ -92,6 +116,8 @@ def main() -> None:
             accs = [100 * p["acc"] for p in picks.values()]
             row[fraction] = {"at": at, "picked": (own["best_C"], 100 * own["acc"]),
                              "draws": (min(accs), max(accs))}
+            if fraction == 1.0:
+                row["by_class"] = class_accuracy(Xtr[idx], ytr[idx], Xte, yte, own["best_C"], ev.max_iter)
 
     for fraction in FRACTIONS:
         print(f"\nlinear probe, {fraction:.0%} labels: test accuracy at each C; the eval's pick; "
@@ -126,7 +152,33 @@ def main() -> None:
             print(f"  over {other} [seeds {','.join(map(str, seeds))}]: " + "; ".join(cells))
             if fraction == 1.0:
                 spans[other] = (min(means), max(means))
+    print_coverage(rows, arms)
     print("lead_range_over_C=" + " ".join(f"{o}:{lo:+.1f}..{hi:+.1f}" for o, (lo, hi) in spans.items()))
+
+
+def print_coverage(rows: dict[tuple[str, int], dict], arms: list[str]) -> None:
+    """Per seed and pooled: does explore lead on the classes its crawl kept more of?"""
+    seeds = sorted(s for a, s in rows if a == "explore" and (rows[(a, s)]["record"] or {}).get("classes"))
+    if not seeds:
+        return
+    print("\nexplore's per-class lead (linear, 100% labels, each arm at its picked C) against its kept "
+          "images of the class: correlation over classes")
+    for other in arms:
+        pooled_lead, pooled_kept, cells = [], [], []
+        for s in seeds:
+            if (other, s) not in rows:
+                continue
+            kept = np.asarray(rows[("explore", s)]["record"]["classes"], np.float64)
+            lead = rows[("explore", s)]["by_class"] - rows[(other, s)]["by_class"]
+            if len(kept) != len(lead):
+                continue   # (a record of another target)
+            cells.append(f"seed {s} {np.corrcoef(kept, lead)[0, 1]:+.2f} (kept {kept.min():.0f}-{kept.max():.0f}, "
+                         f"lead {lead.min():+.0f}..{lead.max():+.0f})")
+            pooled_lead.append(lead - lead.mean())
+            pooled_kept.append(kept - kept.mean())
+        if cells:
+            pooled = np.corrcoef(np.concatenate(pooled_kept), np.concatenate(pooled_lead))[0, 1]
+            print(f"  over {other}: " + "; ".join(cells) + f"; pooled {pooled:+.2f}")
 
 
 if __name__ == "__main__":
