@@ -192,6 +192,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sandbox_runs import run_sandbox  # noqa: E402
 
+from explorer.config import EvalConfig  # noqa: E402
+from explorer.model.evaluate import score_features  # noqa: E402
 from explorer.run.assemble import evaluate_run  # noqa: E402
 
 ARMS = {"target-only": ["crawl.engine=none"], "random": ["policy.name=random"],
@@ -269,6 +271,10 @@ def main() -> None:
                     help="JSON lines file: each finished arm is appended to it, and arms it already "
                          "holds for the same settings are read back instead of rerun (a long "
                          "comparison survives a stop, and arms can be run in separate commands)")
+    ap.add_argument("--reprobe", type=Path, metavar="DIR",
+                    help="score each arm read back from --log again, from its features kept in "
+                         "DIR/ARM-SEED by --keep-features, with today's evaluation (its probe may "
+                         "have changed since the arm ran)")
     args = ap.parse_args()
     seeds = [args.seed] if args.seed is not None else [int(s) for s in args.seeds.split(",")]
     arms = args.arms.split(",")
@@ -278,6 +284,12 @@ def main() -> None:
     settings = {"target": args.target, "rounds": args.rounds, "steps": args.steps,
                 "queries": args.queries, "test_per_class": args.test_per_class}
     done = read_log(args.log, settings)
+    if args.reprobe:
+        for (seed, arm), result in list(done.items()):
+            again = reprobe(result, args.reprobe / f"{arm}-{seed}")
+            print(f"seed {seed} {arm}: " + ("scored again from its kept features" if again else
+                  f"no features in {args.reprobe}, its logged figures stand"), flush=True)
+            done[(seed, arm)] = again or result
     by_seed: dict[int, dict[str, dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         for seed in seeds:
@@ -377,6 +389,32 @@ def read_log(path: Path | None, settings: dict, key=arm_key) -> dict:
         if isinstance(rec, dict) and all(rec.get(k) == v for k, v in settings.items()):
             done[key(rec)] = rec["result"]
     return done
+
+
+def read_features(arm_dir: Path) -> tuple[np.ndarray, ...] | None:
+    """(Xtr, ytr, Xte, yte) that --keep-features kept under arm_dir (its one checkpoint's
+    <target>-{train,test}.npz); None if absent."""
+    trains = sorted(arm_dir.glob("*/*-train.npz"))
+    if len(trains) != 1:
+        return None
+    test = trains[0].with_name(trains[0].name[:-len("-train.npz")] + "-test.npz")
+    if not test.exists():
+        return None
+    with np.load(trains[0]) as a, np.load(test) as b:
+        return a["X"], a["y"], b["X"], b["y"]
+
+
+def reprobe(result: dict, arm_dir: Path) -> dict | None:
+    """`result` with its accuracies and probe C scored again by today's evaluation
+    (explorer/model/evaluate.py `score_features`) on the features kept in arm_dir; None if
+    none are kept there."""
+    feats = read_features(arm_dir)
+    if feats is None:
+        return None
+    ev = score_features(*feats, EvalConfig(), ("linear", "knn"), (1.0, 0.1))
+    return {**result, "acc": [100 * ev[p][f] for p, f in METRICS],
+            "linear_C": [ev["linear_C"][1.0], ev["linear_C"][0.1]], "reprobed": True}
+
 
 if __name__ == "__main__":
     main()

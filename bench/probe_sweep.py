@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
@@ -43,20 +44,9 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from explorer.config import EvalConfig  # noqa: E402
 from explorer.model.evaluate import label_subset, linear_probe  # noqa: E402
+from e2e import read_features  # noqa: E402
 
 FRACTIONS = (1.0, 0.1)
-
-
-def read_features(arm_dir: Path) -> tuple[np.ndarray, ...] | None:
-    """(Xtr, ytr, Xte, yte) from the one checkpoint directory under arm_dir; None if absent."""
-    trains = sorted(arm_dir.glob("*/*-train.npz"))
-    if len(trains) != 1:
-        return None
-    test = trains[0].with_name(trains[0].name[:-len("-train.npz")] + "-test.npz")
-    if not test.exists():
-        return None
-    with np.load(trains[0]) as a, np.load(test) as b:
-        return a["X"], a["y"], b["X"], b["y"]
 
 
 def read_record(arm_dir: Path) -> dict | None:

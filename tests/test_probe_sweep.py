@@ -63,3 +63,27 @@ def test_class_accuracy_is_each_class_share_right():
     acc = sweep.class_accuracy(X, y, Xte, yte, C=1.0, max_iter=1000)
     assert acc.shape == (3,)
     assert acc[0] == pytest.approx(100.0, abs=10) and acc[2] < 20
+
+
+def test_reprobe_scores_kept_features_as_todays_eval_does(tmp_path):
+    from explorer.config import EvalConfig
+    from explorer.model.evaluate import score_features
+
+    e2e = bench_module("e2e")
+    rng = np.random.default_rng(2)
+    y = np.repeat(np.arange(3), 20)
+    X = rng.normal(size=(60, 8)) + y[:, None]
+    yte = np.repeat(np.arange(3), 10)
+    Xte = rng.normal(size=(30, 8)) + yte[:, None]
+    kept = tmp_path / "explore-0" / "latest-abc"
+    kept.mkdir(parents=True)
+    np.savez(kept / "sandbox-flowers-train.npz", X=X, y=y)
+    np.savez(kept / "sandbox-flowers-test.npz", X=Xte, y=yte)
+    logged = {"acc": [1.0, 2.0, 3.0, 4.0], "linear_C": [0.01, 0.01], "relevant": 5, "kept": 9}
+    again = e2e.reprobe(logged, tmp_path / "explore-0")
+    ev = score_features(X, y, Xte, yte, EvalConfig(), ("linear", "knn"), (1.0, 0.1))
+    assert again["acc"] == [100 * ev[p][f] for p, f in e2e.METRICS]
+    assert again["linear_C"] == [ev["linear_C"][1.0], ev["linear_C"][0.1]]
+    assert (again["relevant"], again["kept"], again["reprobed"]) == (5, 9, True)
+    assert logged["acc"] == [1.0, 2.0, 3.0, 4.0]   # the logged record is not changed
+    assert e2e.reprobe(logged, tmp_path / "random-0") is None   # nothing kept: the log stands

@@ -237,8 +237,17 @@ def evaluate_target(encode_fn: EncodeFn, target: Target, cfg: EvalConfig,
 
     Xtr, ytr = features("train", target.train)
     Xte, yte = features("test", target.test)
-    results: dict = {"target": target.name, "n_train": len(ytr), "n_test": len(yte),
-                     "classes": len(target.classes), "k": cfg.knn_k, "n_labels": {}}
+    return {"target": target.name, "classes": len(target.classes),
+            **score_features(Xtr, ytr, Xte, yte, cfg, protocols, fractions)}
+
+
+def score_features(Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray, yte: np.ndarray, cfg: EvalConfig,
+                   protocols: Sequence[str] = PROTOCOLS, fractions: Sequence[float] | None = None) -> dict:
+    """The evaluation's protocols on features already made (train [N, D], [N]; test [M, D], [M]):
+    evaluate_target's dict without "target" and "classes". bench/e2e.py --reprobe scores kept
+    features with it, so that old runs read as today's eval would score them."""
+    fractions = tuple(cfg.label_fractions if fractions is None else fractions)
+    results: dict = {"n_train": len(ytr), "n_test": len(yte), "k": cfg.knn_k, "n_labels": {}}
     for protocol in protocols:
         results[protocol] = {}
     if "linear" in protocols:
