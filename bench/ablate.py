@@ -98,6 +98,7 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "mask-0.75": (["model.mask_ratio=0.75"], "mask ratio 0.75, MAE's (sandbox preset 0.5)"),
     "mask-0.9": (["model.mask_ratio=0.9"], "mask ratio 0.9"),
     "mae-only": (["model.caption_weight=0"], "caption weight 0: MAE only"),
+    "caption-x3": (["model.caption_weight=3"], "caption weight 3 (preset 1): more of what the captions teach"),
     "crop-0.5": (["train.crop_scale_min=0.5"], "RandomResizedCrop scale 0.5-1 (preset 0.2-1)"),
     "raw-reward": (["reward.centre=none", "reward.contrast=false"], "rewards: raw cosines, no centring, "
                    "no hubness contrast"),
