@@ -229,7 +229,6 @@ def evaluate_target(encode_fn: EncodeFn, target: Target, cfg: EvalConfig,
     if feature_cache is not None and not ckpt_id:
         raise ValueError("a feature cache needs the checkpoint's id (ckpt_id)")
     _require_labels(target)
-    fractions = tuple(cfg.label_fractions if fractions is None else fractions)
 
     def features(split: str, dataset: Dataset):
         path = feature_path(feature_cache, ckpt_id, target.name, split) if feature_cache else None
