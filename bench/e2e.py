@@ -304,6 +304,9 @@ def main() -> None:
                     help="score each arm read back from --log again, from its features kept in "
                          "DIR/ARM-SEED by --keep-features, with today's evaluation (its probe may "
                          "have changed since the arm ran)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for every arm, after the arm's own (e.g. model.caption_weight=3); "
+                         "a --log keeps runs with other overrides apart")
     args = ap.parse_args()
     seeds = [args.seed] if args.seed is not None else [int(s) for s in args.seeds.split(",")]
     arms = args.arms.split(",")
@@ -312,6 +315,8 @@ def main() -> None:
         ap.error(f"unknown arms {', '.join(unknown)}: choose among {', '.join(ARMS)}")
     settings = {"target": args.target, "rounds": args.rounds, "steps": args.steps,
                 "queries": args.queries, "test_per_class": args.test_per_class}
+    if args.sets:   # (only then: the logs of runs before --set existed still read back)
+        settings["sets"] = args.sets
     done = read_log(args.log, settings)
     if args.reprobe:
         for (seed, arm), result in list(done.items()):
@@ -328,7 +333,7 @@ def main() -> None:
                     print(f"seed {seed} {arm}: read from {args.log}", flush=True)
                     by_seed[seed][arm] = done[(seed, arm)]
                     continue
-                by_seed[seed][arm] = run_arm(arm, seed, args, Path(tmp))
+                by_seed[seed][arm] = run_arm(arm, seed, args, Path(tmp), extra=args.sets)
                 if args.log:
                     with open(args.log, "a") as f:
                         f.write(json.dumps({**settings, "seed": seed, "arm": arm,
@@ -337,7 +342,7 @@ def main() -> None:
         plot_rounds(by_seed, args.plot)
         print(f"per-round k-NN curves: {args.plot}")
     head = (f"{args.target} ({args.test_per_class} test images a class), {args.rounds} rounds x "
-            f"{args.steps} MUG steps (tiny-64, CPU) per arm")
+            f"{args.steps} MUG steps (tiny-64, CPU) per arm" + "".join(f", {s}" for s in args.sets))
     for seed, results in by_seed.items():
         print_table(f"{head}, seed {seed}", results)
 
@@ -415,7 +420,8 @@ def read_log(path: Path | None, settings: dict, key=arm_key) -> dict:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue   # a line cut short by a stop mid-write
-        if isinstance(rec, dict) and all(rec.get(k) == v for k, v in settings.items()):
+        if (isinstance(rec, dict) and all(rec.get(k) == v for k, v in settings.items())
+                and rec.get("sets", []) == settings.get("sets", [])):   # (no overrides: none logged)
             done[key(rec)] = rec["result"]
     return done
 

@@ -2,6 +2,7 @@
 setting that changes what it says it changes (a misspelt key or a value the config refuses
 would turn a variant into a silent copy of the baseline, or a crash an hour in)."""
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -53,3 +54,15 @@ def test_batch_share_variants_sum_to_one():
     for name in ("target-heavy", "web-heavy", "no-replay"):
         t = apply_overrides(Config(), SANDBOX_PRESET + ablate.overrides(name, Args)).train
         assert t.target_share + t.candidate_share + t.replay_share == pytest.approx(1.0), name
+
+
+def test_an_e2e_log_keeps_runs_with_overrides_apart_from_plain_runs(tmp_path):
+    log = tmp_path / "e2e.jsonl"
+    plain = {"target": "sandbox-flowers", "rounds": 10, "steps": 120}
+    lines = [{**plain, "seed": 0, "arm": "random", "result": "plain"},
+             {**plain, "sets": ["model.caption_weight=3"], "seed": 0, "arm": "random", "result": "x3"},
+             {**plain, "sets": ["model.caption_weight=2"], "seed": 1, "arm": "random", "result": "x2"}]
+    log.write_text("\n".join(json.dumps(x) for x in lines) + "\n{cut short")
+    assert e2e.read_log(log, plain) == {(0, "random"): "plain"}
+    assert e2e.read_log(log, {**plain, "sets": ["model.caption_weight=3"]}) == {(0, "random"): "x3"}
+    assert e2e.read_log(log, {**plain, "steps": 240}) == {}
