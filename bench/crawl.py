@@ -233,6 +233,17 @@ Decontamination's cost (issue #18 item 1), 2026-12-02 (session 10), the shared 2
   "not measurably slower": what remains is mostly the copy hashes the workers now make (none in a
   plain fetch; crawl_stages.py's 0.38 ms of ~5.3 a URL) and ~3 s more start-up (the lists'
   training); not profiled further.
+2026-12-03 (session 16), a quiet machine (load 0.1-2.5, nothing else running), the same command
+  with --repeat 4 and then --repeat 8: exclude_ratio=0.97 and 1.01 (best over best; plain fetch
+  best 362 and 365 img/s); per repetition 1.02 0.91 0.74 1.10 and 0.94 0.93 0.94 1.03 0.93 0.88
+  1.06 0.98: mean 0.955 (SE 0.026) over the 12 pairs, ~4.5% slower, 1.7 SE from none. That is
+  the copy hashes' share of a worker's CPU: copy_hashes costs 190-280 CPU-us an image of
+  stored size (grey_square ~60% of it: Pillow's convert to grey and its box shrink of the
+  ~80,000 pixels; trim_borders' check of the edges and hash_grey ~15 us each) against ~5.3 ms a
+  URL. Tried and not kept: sharing one shrink with the cheap embedding (a 64 px RGBX box: 313 us
+  for both against 361 now, Pillow's 4-channel box costs more than grey-then-box; or Image.reduce
+  to >= 64 px first: 231 against 354, but 15 hash bits of 1024 moved, which needs
+  bench/decontam.py's recall measured again, for ~2% of the crawl's CPU).
 The pipe-send lead above, followed (2026-12-03, one bench/e2e.py arm beside it, load
   3.1-4.0): each fetch worker's results written to its pipe from a sender thread of its own (so
   a full pipe would stall that thread, not the worker's event loop), before/after clones
