@@ -184,6 +184,9 @@ class SandboxConfig:
     cache_bytes: int = 200_000_000        # encoded images the server keeps in memory (LRU)
     page_size: int = 0                    # results a search answers at most, as real engines page them (Bing 35); 0 = as many as asked
     page_decay: float = 0.75              # with page_size: page p holds page_decay**(p-1) of page 1's on-topic share
+    named_titles: float = 0.95            # share of titles that name the picture's concept (the most: the rest
+                                          # name another concept); lower: the rest name the family only, a
+                                          # file, boilerplate or nothing, as much alt text does (search.py)
 
 
 @dataclass
@@ -654,6 +657,7 @@ RULES: dict[str, object] = {
     "sandbox.cache_bytes": Ints(0, 10**12),
     "sandbox.page_size": Ints(0, 500, "0 = as many as asked"),
     "sandbox.page_decay": SHARE,
+    "sandbox.named_titles": Num(0, 0.95),
 
     "eval.label_fractions": Each(Num(0, 1, above=True), 1, 100),
     "eval.knn_k": Ints(1, 10_000),

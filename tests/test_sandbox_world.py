@@ -158,6 +158,43 @@ def test_titles_are_noisy_but_mostly_name_the_concept(world, index):
     assert sum(t.lower() != world.image_info(h.image_id).concept for t, h in zip(titles, hits)) >= 40
 
 
+def test_fewer_named_titles_only_take_names_away(world, index):
+    """sandbox.named_titles below its most: that share of titles still names the picture, the
+    rest name no concept (the family, a file, boilerplate, nothing); lowering it only takes names
+    away, and the titles that keep theirs are unchanged."""
+    from explorer.sandbox.search import tokens
+    concepts = random.Random(4).sample(range(len(world.concepts)), 400)
+    ids = [world.web_image_id(c, v) for c in concepts for v in (0, 7)]
+    default = [index.title(i) for i in ids]
+    most = SearchIndex(world, named_titles=0.95)
+    assert [most.title(i) for i in ids] == default
+    changed = {}
+    for share in (0.6, 0.3, 0.0):
+        fewer = SearchIndex(world, named_titles=share)
+        titles = [fewer.title(i) for i in ids]
+        changed[share] = {i for i, t, d in zip(ids, titles, default) if t != d}
+        assert len(changed[share]) / len(ids) == pytest.approx(0.95 - share, abs=0.05)  # (5% name another)
+        for i, t in zip(ids, titles):
+            if i in changed[share]:
+                info = world.image_info(i)
+                assert info.noun not in tokens(t)
+    assert changed[0.6] <= changed[0.3] <= changed[0.0]
+    unnamed = [fewer.title(i) for i in ids]   # (at 0.0)
+    assert sum(t == "" for t in unnamed) > 20                      # no alt text at all
+    assert sum(world.image_info(i).family in t for i, t in zip(ids, unnamed)) > 100   # the family only
+    with pytest.raises(ValueError):
+        SearchIndex(world, named_titles=0.99)   # (5% of titles always name another concept)
+
+
+def test_named_titles_is_a_setting_the_sandbox_server_uses():
+    from explorer.config import Config, ConfigError, apply_overrides
+    from explorer.sandbox.server import Sandbox
+    cfg = apply_overrides(Config(), ["sandbox.named_titles=0.3"])
+    assert Sandbox(cfg.sandbox).index.named_titles == 0.3
+    with pytest.raises(ConfigError):
+        apply_overrides(Config(), ["sandbox.named_titles=0.99"])
+
+
 def test_unmatched_queries_return_few_results(index):
     assert len(index.search("qwxzv plmkj", 50)) <= 10
 

@@ -13,6 +13,12 @@ was before pages existed. Later pages are less on-topic: page P gives the best c
 page_decay**(P-1) of page 1's share of slots and the rest to unrelated junk, while related
 concepts, near-copies and leaks keep their shares; the best concept's pictures carry on from where
 the earlier pages stopped. A query that matches nothing has no page 2.
+
+Titles (`title`): the picture's concept with realistic noise (typos, site names, stock words),
+5% another concept's name. `named_titles` < NAMED_MAX turns a further share into titles that do
+not name the picture at all, as much of the web's alt text does: the family only ("flowers"),
+a camera's file name, a page's boilerplate, or nothing. Those are drawn from a stream of their
+own, so lowering the share only takes names away (the titles that keep one are unchanged).
 """
 from __future__ import annotations
 
@@ -35,6 +41,8 @@ LEAK_RATE = 0.04       # ... to near-copies of target test images, when the quer
 MAX_RESULTS = 500
 MAX_PAGE = 1000       # deepest page asked for; the server refuses deeper ones
 MAX_DEPTH = 5000      # ranks a query's pages reach at most, as real engines stop; deeper pages are empty
+UNRELATED_TITLES = 0.05  # titles that name another concept
+NAMED_MAX = 1 - UNRELATED_TITLES   # the most titles that can name their picture (the default)
 
 
 @dataclass(frozen=True)
@@ -83,8 +91,12 @@ class Slots:
 
 
 class SearchIndex:
-    def __init__(self, world: World, page_size: int = 0, page_decay: float = 0.75):
+    def __init__(self, world: World, page_size: int = 0, page_decay: float = 0.75,
+                 named_titles: float = NAMED_MAX):
+        if not 0.0 <= named_titles <= NAMED_MAX:
+            raise ValueError(f"named_titles must be within [0, {NAMED_MAX}], not {named_titles}")
         self.world = world
+        self.named_titles = named_titles  # share of titles that name the picture's concept
         self.page_size = page_size      # results an answer holds at most; 0 = as many as asked
         self.page_decay = page_decay    # page P's share of on-topic slots: page_decay**(P-1) of page 1's
         self._postings: dict[str, list[int]] = defaultdict(list)
@@ -179,8 +191,12 @@ class SearchIndex:
         info = w.image_info(image_id)
         r = random.Random(stable_hash(w.seed, "title", image_id))
         name = info.concept if info.concept else info.noun
-        if r.random() < 0.05:  # an unrelated title
+        if r.random() < UNRELATED_TITLES:  # an unrelated title
             name = w.concepts[r.randrange(len(w.concepts))]
+        elif self.named_titles < NAMED_MAX:
+            u = random.Random(stable_hash(w.seed, "unnamed title", image_id))
+            if u.random() < 1 - self.named_titles / NAMED_MAX:
+                return unnamed_title(u, info.family)
         words = name.split()
         if r.random() < 0.15:  # a typo: two letters swapped
             j = r.randrange(len(words))
@@ -200,3 +216,21 @@ class SearchIndex:
         if r.random() < 0.5:
             text += r.choice([" - ", " | ", " :: "]) + r.choice(vocab.SITES)
         return text
+
+
+def unnamed_title(r: random.Random, family: str) -> str:
+    """A title that does not name its picture: the family only, a camera's file name, a page's
+    boilerplate, or none."""
+    kind = r.random()
+    if kind < 0.35:
+        words = [family]
+        if r.random() < 0.5:
+            words = r.choice(vocab.TITLE_PREFIXES).split()[:1] + words
+        if r.random() < 0.5:
+            words += r.choice(vocab.TITLE_SUFFIXES).split()
+        return " ".join(words)
+    if kind < 0.6:
+        return r.choice(vocab.CAMERA_NAMES).format(r.randrange(1, 10_000)) + r.choice(["", ".jpg", ".JPG", ".png"])
+    if kind < 0.85:
+        return r.choice(vocab.BOILERPLATE).format(site=r.choice(vocab.SITES), n=r.randrange(2, 40))
+    return ""

@@ -95,7 +95,8 @@ class Sandbox:
                 raise ValueError(f"the sandbox web listens on loopback addresses only, not {host!r}")
         self.options = options
         self.world = World(options.seed, test_per_class=options.test_per_class, looks=options.looks)
-        self.index = SearchIndex(self.world, page_size=options.page_size, page_decay=options.page_decay)
+        self.index = SearchIndex(self.world, page_size=options.page_size, page_decay=options.page_decay,
+                                 named_titles=options.named_titles)
         self.stats = Stats()
         self._search_attempts: Counter = Counter()
         self._searches = 0   # every search request answered, for the outage profiles

@@ -86,3 +86,7 @@ TITLE_SUFFIXES = ["stock photo", "wallpaper", "HD wallpaper", "images", "picture
                   "stock images", "clipart", "royalty free", "4k", "png", "jpg", "for sale"]
 JUNK_WORDS = ["sale", "discount", "login", "download", "recipe", "tutorial", "news",
               "weather", "lyrics", "review", "2019", "2023", "best price", "amazon", "meme"]
+# titles that do not name the picture (search.unnamed_title)
+CAMERA_NAMES = ["IMG_{:04d}", "DSC{:05d}", "DSC_{:04d}", "PXL_2023{:04d}", "photo{}", "image-{}", "P{:07d}"]
+BOILERPLATE = ["Home | {site}", "Gallery - {site}", "Page {n} | {site}", "Untitled", "untitled-{n}",
+               "Welcome to our website", "Products | {site}", "Blog post #{n}", "Shop now", "Contact us"]
