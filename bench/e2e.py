@@ -9,7 +9,10 @@ The budget is the same number of rounds and MUG steps for every arm (wall time o
 `explore-vs-random=<points> explore-vs-target-only=<points>` (linear probe, 100% labels).
 
     python bench/e2e.py [--rounds 6] [--steps 30] [--seeds 0,1,2] [--arms target-only,random,explore,oracle] [--log FILE] [--plot PNG]
-        [--keep-features DIR] [--reprobe DIR]
+        [--keep-features DIR] [--reprobe DIR] [--set KEY=VALUE ...]
+
+`--set` overrides a setting for every arm (after each arm's own), e.g. model.caption_weight=3 or
+sandbox.named_titles=0.3; a --log keeps runs with other overrides apart.
 
 With several seeds it also prints, for each metric, explore's mean lead over each other arm with
 its standard error and every seed's value; the last line then carries the means.
