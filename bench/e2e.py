@@ -207,6 +207,24 @@ cross-validated) on the run's own features. Linear 100% / 10%, k-NN 100% / 10%, 
   over random); at every fixed C the mean lead over random is +4.6..+10.1 (strongest
   regularisation the largest). What limits is the learner: bench/ablate.py (session 15) shows
   the web's images teach through their captions (MAE alone on them: -17 points).
+2026-12-03 (session 16), caption weight 3 for every arm: `--rounds 10 --steps 120 --seeds
+  0,1,2,3,4 --arms target-only,random,explore --set model.caption_weight=3`, each arm read back
+  with --reprobe (explore at seeds 0-2 are bench/ablate.py's caption-x3 runs; target-only at seeds
+  1-3 the plain runs: its batches hold no captions, so the weight changes nothing, and seed 0 run
+  again at weight 3 gave the same k-NN every round and the same probe). Linear 100%:
+  target-only 54.2 58.2 57.6 58.8 58.0, random 55.2 65.7 58.7 61.3 63.1, explore 67.3 71.8 74.2
+  62.9 62.4. explore-vs-random=+6.9 (3.1) [+12.1 +6.1 +15.5 +1.6 -0.7], explore-vs-target-only=
+  +10.4 (2.6) [+13.1 +13.6 +16.6 +4.1 +4.4]; k-NN 100% +9.1 (4.2) and +18.0 (3.1); INTERN -20.8
+  (3.2). Over seeds 0-3, against weight 1 above: explore +2.7 (67.3..62.9 vs 68.3..60.8), random
+  -1.3, so its lead over random goes +4.9 -> +8.8 and over target-only +9.2 -> +11.9: the
+  weight helps where the captions are relevant and costs where they are not. Seed 4 (new): the
+  policy failed, 49 relevant of 3,417 kept (1%, random 5%), and explore still ties random.
+Same day, `--seeds 0,1 --arms random,explore --set sandbox.named_titles=0.3` (weight 1; 30% of
+  titles name the picture, the rest the family only, a file name, boilerplate or nothing):
+  random 55.7 54.2, explore 57.5 63.2 (relevant 56-57%, as before): explore-vs-random +5.4 (3.6)
+  [+1.8 +9.0], and over target-only (54.2, 58.2) +3.3 and +5.0, against +14.1 and +13.7 with
+  the sandbox's usual titles. The titles that name their picture carry most of what this learner
+  gets from the web: the sandbox's 95% flatters every figure above.
 """
 from __future__ import annotations
 
