@@ -64,6 +64,8 @@ Prepared = tuple[Candidate, np.ndarray] | images.Rejection  # (image, cheap vect
 # while its other downloads wait.
 INLINE_JPEG_BYTES = 2_000_000
 FAILED_STARTS = 3  # workers in a row that die before delivering anything: a broken setup, not bad input
+START_TRIES = 3    # tries to start one worker before the process pool is given up (see _pick)
+START_RETRY_S = 0.2  # the wait before the next try, times the tries so far
 
 
 @dataclass
@@ -434,11 +436,17 @@ class ProcessFetcher:
                                f"(exit codes {self._failed_starts}; their errors are above); "
                                "crawl.pool=thread fetches in this process instead")
         while len(self.workers) < self.n_workers:
-            try:
-                worker = _Worker(self)
-            except (OSError, EOFError) as e:  # the fork server could not start, or died (its error is above)
-                raise RuntimeError(f"cannot start a fetch worker ({type(e).__name__}: {e}); "
-                                   "crawl.pool=thread fetches in this process instead") from e
+            for attempt in range(START_TRIES):
+                try:
+                    worker = _Worker(self)
+                    break
+                except (OSError, EOFError) as e:  # the fork server could not start, or died (its error is above)
+                    if attempt + 1 == START_TRIES:
+                        raise RuntimeError(f"cannot start a fetch worker ({type(e).__name__}: {e}); "
+                                           "crawl.pool=thread fetches in this process instead") from e
+                    # a fork server killed a moment ago may not be reaped yet: multiprocessing then
+                    # takes it for alive and its socket refuses; once reaped, it starts a new one
+                    time.sleep(START_RETRY_S * (attempt + 1))
             worker.watch(self._loop, self._readable)
             self.workers.append(worker)
         return min(self.workers, key=lambda w: len(w.jobs))
