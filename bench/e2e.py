@@ -240,7 +240,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sandbox_runs import run_sandbox  # noqa: E402
+from sandbox_runs import defaults_fingerprint, run_sandbox  # noqa: E402
 
 from explorer.config import EvalConfig  # noqa: E402
 from explorer.model.evaluate import score_features  # noqa: E402
@@ -335,7 +335,8 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown arms {', '.join(unknown)}: choose among {', '.join(ARMS)}")
     settings = {"target": args.target, "rounds": args.rounds, "steps": args.steps,
-                "queries": args.queries, "test_per_class": args.test_per_class}
+                "queries": args.queries, "test_per_class": args.test_per_class,
+                "defaults": defaults_fingerprint()}   # (runs under other defaults are not read back)
     if args.sets:   # (only then: the logs of runs before --set existed still read back)
         settings["sets"] = args.sets
     done = read_log(args.log, settings)

@@ -2,6 +2,7 @@
 downloaded against the world's ground truth (which the loop itself never sees)."""
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -15,6 +16,13 @@ from explorer.sandbox import image_id_of_url  # noqa: E402
 from explorer.session import RunDir  # noqa: E402
 
 RELEVANT = 0.5   # world relevance at or above which an image counts as truly relevant
+
+
+def defaults_fingerprint() -> str:
+    """A short hash of every setting a sandbox run starts from (Config's defaults under the
+    sandbox preset). Bench logs record it, so a run made under older defaults is never read
+    back as if it had been made under today's."""
+    return hashlib.sha256(repr(apply_overrides(Config(), SANDBOX_PRESET)).encode()).hexdigest()[:12]
 
 
 def run_sandbox(run_dir: Path, overrides: list[str], by_kind: dict[str, list[int]] | None = None,

@@ -354,6 +354,7 @@ SANDBOX_PRESET = [
     *CPU_PRESET,
     "train.lr=3e-3",       # over the cpu preset's: tiny-64 was under-stepped at 1e-3 (bench/ablate.py lr-high)
     "model.mask_ratio=0.5",  # over MAE's 0.75: tiny-64 learns more a step here, and no less at equal compute (bench/ablate.py)
+    "model.caption_weight=3",  # over 1: what a crawl teaches comes through its captions (bench/e2e.py, bench/ablate.py caption-x1)
     "train.workers=0",
     "eval.workers=0",
     "reward.k=10",

@@ -66,3 +66,19 @@ def test_an_e2e_log_keeps_runs_with_overrides_apart_from_plain_runs(tmp_path):
     assert e2e.read_log(log, plain) == {(0, "random"): "plain"}
     assert e2e.read_log(log, {**plain, "sets": ["model.caption_weight=3"]}) == {(0, "random"): "x3"}
     assert e2e.read_log(log, {**plain, "steps": 240}) == {}
+
+
+def test_bench_logs_tell_runs_under_other_defaults_apart(tmp_path, monkeypatch):
+    runs = sys.modules[e2e.defaults_fingerprint.__module__]
+    today = runs.defaults_fingerprint()
+    assert runs.defaults_fingerprint() == today   # the same defaults, the same mark
+    monkeypatch.setattr(runs, "SANDBOX_PRESET", SANDBOX_PRESET + ["model.caption_weight=1"])
+    older = runs.defaults_fingerprint()
+    assert older != today
+    log = tmp_path / "e2e.jsonl"
+    plain = {"target": "sandbox-flowers", "rounds": 10, "steps": 120}
+    log.write_text("\n".join(json.dumps(x) for x in [
+        {**plain, "seed": 0, "arm": "random", "result": "before"},                      # logged before the mark
+        {**plain, "defaults": older, "seed": 0, "arm": "explore", "result": "older"},
+        {**plain, "defaults": today, "seed": 0, "arm": "oracle", "result": "today"}]) + "\n")
+    assert e2e.read_log(log, {**plain, "defaults": today}) == {(0, "oracle"): "today"}
