@@ -27,6 +27,14 @@ from explorer.records import Query, QueryOutcome
 from policies import refine
 
 
+def zscore(x: np.ndarray) -> np.ndarray:
+    """Standardised scores; all zeros (uniform sampling) when the predictions are flat."""
+    std = float(x.std())
+    if std < 1e-9 * (1.0 + float(np.abs(x).mean())):
+        return np.zeros_like(x)
+    return (x - x.mean()) / std
+
+
 def softmax_sample(scores: np.ndarray, n: int, temperature: float, epsilon: float,
                    rng: np.random.Generator, allowed: np.ndarray | None = None) -> np.ndarray:
     """n distinct indices: a Binomial(n, ε) share uniformly at random, the rest without
@@ -78,6 +86,7 @@ class Policy(ABC):
 
     name: ClassVar[str] = ""
     reasks: ClassVar[bool] = True   # the baselines (random, oracle) only ever ask new concepts
+    takes_prior: ClassVar[bool] = True   # the baselines draw as they always do, names or not
 
     def __init__(self, concepts: list[str], embeddings: np.ndarray, cfg: PolicyConfig, seed: int):
         if len(concepts) != len(embeddings):
@@ -102,6 +111,7 @@ class Policy(ABC):
         self.refined: dict[int, set[str]] = {}             # refinements asked, by concept
         self.offer = refine.Refinements()                  # what the engine and vocab offer
         self.ignored_outcomes = 0     # concept not in the vocabulary, or reward not finite
+        self.prior: np.ndarray | None = None   # [N] z-scored similarity to the target's class names
 
     # -- what subclasses decide -------------------------------------------------------------
     @abstractmethod
@@ -126,14 +136,26 @@ class Policy(ABC):
         """(τ, ε) for `softmax_sample`."""
         return self.cfg.temperature, self.cfg.epsilon
 
+    def use_class_names(self, name_embeddings: np.ndarray) -> None:
+        """Guides the draws that no observation informs yet (the first round, asked blind
+        otherwise) by each concept's text similarity to the nearest of the target's class names
+        (unit embeddings [K, D], the vocabulary's text model), z-scored over the vocabulary and
+        drawn with the policy's own τ and ε. Once the policy has scores of its own, they decide.
+        A vocabulary that holds none of the target's kind costs nothing over a blind round: its
+        nearest concepts are as good a guess as any."""
+        name_embeddings = np.asarray(name_embeddings, dtype=np.float32)
+        if not self.takes_prior or name_embeddings.ndim != 2 or len(name_embeddings) == 0:
+            return
+        self.prior = zscore((self.embeddings @ name_embeddings.T).max(axis=1).astype(np.float64))
+
     def sample(self, n: int) -> list[str]:
         """min(n, candidates) distinct concepts; untried ones first, repeats only once every
         candidate was asked."""
         mask = self.candidates()
         n = min(int(n), int(mask.sum()))
         scores = self.scores()
-        if scores is None:
-            scores = np.zeros(len(self.concepts))
+        if scores is None:   # nothing observed yet: the class names' guidance, or uniform
+            scores = self.prior if self.prior is not None else np.zeros(len(self.concepts))
         tau, eps = self.sampling_params()
         picked = softmax_sample(scores, n, tau, eps, self.rng, allowed=mask & ~self.asked)
         if len(picked) < n:  # every candidate asked already: the rest may repeat

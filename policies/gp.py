@@ -22,7 +22,7 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from threadpoolctl import threadpool_limits
 
-from policies.base import Policy
+from policies.base import Policy, zscore
 from policies.registry import register
 
 PREDICT_CHUNK = 2048   # rows of the [chunk, m] cross-covariance held at once
@@ -55,14 +55,6 @@ class DotRBF(RBF):
 def default_kernel():
     return (ConstantKernel(1.0, (1e-3, 1e3)) * DotRBF(1.0, (LENGTH_SCALE_MIN, 2e1))
             + WhiteKernel(0.1, (NOISE_MIN, 1e1)))
-
-
-def zscore(x: np.ndarray) -> np.ndarray:
-    """Standardised scores; all zeros (uniform sampling) when the predictions are flat."""
-    std = float(x.std())
-    if std < 1e-9 * (1.0 + float(np.abs(x).mean())):
-        return np.zeros_like(x)
-    return (x - x.mean()) / std
 
 
 @register

@@ -14,6 +14,7 @@ from policies.registry import register
 class OraclePolicy(Policy):
     name = "oracle"
     reasks = False     # draws relevant concepts only: the bound of asking each concept once
+    takes_prior = False
 
     def __init__(self, concepts, embeddings, cfg, seed, relevance: dict[str, float] | None = None):
         if relevance is None:

@@ -11,6 +11,7 @@ from policies.registry import register
 class RandomPolicy(Policy):
     name = "random"
     reasks = False
+    takes_prior = False
 
     def scores(self) -> np.ndarray | None:
         return None

@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.gaussian_process import GaussianProcessRegressor
 
-from policies.gp import GPPolicy, default_kernel, zscore
+from policies.base import zscore
+from policies.gp import GPPolicy, default_kernel
 from policies.registry import register
 
 

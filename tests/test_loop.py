@@ -405,3 +405,20 @@ def test_an_unlabelled_folder_target_explores_without_evaluation(tmp_path):
     assert step == 3
     (record,) = run.read_rounds()
     assert record["kept"] > 0 and record["knn_acc"] is None
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_a_run_draws_its_first_round_near_the_targets_class_names(tmp_path, named):
+    run, cfg = small_config(tmp_path, 1, f"policy.class_names={str(named).lower()}")
+    with sandbox_for(cfg) as sandbox:
+        explorer, parts = build(run, cfg, sandbox, console=_Quiet(), quiet=True)
+        try:
+            policy, world = explorer.policy, sandbox.world
+            if not named:
+                assert policy.prior is None
+                return
+            top = [policy.concepts[i] for i in policy.prior.argsort()[::-1][:40]]
+            family = world.target_family(cfg.run.target)
+            assert all(world.family_of(c) == family for c in top), top
+        finally:
+            parts.close()

@@ -245,3 +245,57 @@ def test_ucb_counts_pending_concepts_as_explored():
     assert (after[picked] < before[picked]).all()
     policy.update([outcome(concepts[i], float(emb[i, 0]), 1) for i in picked])
     assert policy.pending().size == 0
+
+
+# -- the target's class names guide the first round -------------------------------------------
+
+def named_world(dim=16, per_family=40, seed=0):
+    """Two families of concepts around two directions; a class name near the first."""
+    rng = np.random.default_rng(seed)
+    centres = unit(rng.normal(size=(2, dim)))
+    family = np.repeat([0, 1, 1, 1, 1], per_family)   # the named family is a fifth of the vocabulary
+    emb = unit(centres[family] + 0.1 * rng.normal(size=(len(family), dim)))
+    name = unit(centres[:1] + 0.05 * rng.normal(size=(1, dim)))
+    return [f"f{f}-c{i}" for i, f in enumerate(family)], emb, family, name
+
+
+@pytest.mark.parametrize("name", ["gp", "ucb"])
+def test_the_first_round_is_drawn_near_the_class_names_then_the_policy_decides(name):
+    concepts, emb, family, class_name = named_world()
+    cfg = PolicyConfig(epsilon=0.0)
+    blind = make_policy(name, concepts, emb, cfg, seed=1)
+    guided = make_policy(name, concepts, emb, cfg, seed=1)
+    guided.use_class_names(class_name)
+    near = [family[guided.index[c]] == 0 for c in guided.sample(16)]
+    assert all(near)                                                     # not blind: all 16 near the name
+    assert sum(family[blind.index[c]] == 0 for c in blind.sample(16)) < 12   # blind: ~a fifth
+    # once rewards say the other family pays, the policy's own scores decide, not the names
+    guided.update([outcome(c, 0.1) for c in concepts if c.startswith("f0-")][:16]
+                  + [outcome(c, 0.9) for c in concepts if c.startswith("f1-")][:16])
+    later = [family[guided.index[c]] for c in guided.sample(16)]
+    assert sum(f == 1 for f in later) >= 14
+
+
+def test_the_baselines_and_an_empty_name_list_keep_the_blind_draw():
+    concepts, emb, family, class_name = named_world()
+    for name in ("random", "oracle"):
+        relevance = {c: 1.0 for c in concepts} if name == "oracle" else None
+        policy = make_policy(name, concepts, emb, PolicyConfig(), seed=0, relevance=relevance)
+        policy.use_class_names(class_name)
+        assert policy.prior is None
+    policy = make_policy("gp", concepts, emb, PolicyConfig(), seed=0)
+    policy.use_class_names(np.zeros((0, emb.shape[1]), np.float32))
+    assert policy.prior is None
+    twin = make_policy("gp", concepts, emb, PolicyConfig(), seed=0)
+    assert policy.sample(16) == twin.sample(16)   # the same draw as a policy never given names
+
+
+def test_a_resumed_run_with_names_draws_what_it_would_have():
+    concepts, emb, family, class_name = named_world()
+    first = make_policy("gp", concepts, emb, PolicyConfig(), seed=2)
+    first.use_class_names(class_name)
+    state = json.loads(json.dumps(first.state_dict()))
+    resumed = make_policy("gp", concepts, emb, PolicyConfig(), seed=2)
+    resumed.load_state_dict(state)
+    resumed.use_class_names(class_name)   # assemble hands the names in on every start
+    assert first.sample(16) == resumed.sample(16)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from explorer.inputs.vocab import (VocabError, cache_key, concept_embeddings, load_vocab,
+from explorer.inputs.vocab import (VocabError, cache_key, class_name_texts, concept_embeddings, load_vocab,
                             normalise_concepts)
 
 
@@ -82,3 +82,12 @@ def test_vocab_command_prints_size_and_sample(tmp_path):
     assert lines[0].endswith(": 3 concepts") and len(lines) == 3
     bad = CliRunner().invoke(app, ["vocab", "--vocab", "nope"])
     assert bad.exit_code == 1
+
+
+def test_class_names_are_read_as_words_and_junk_is_left_out():
+    names = ["001.Black_footed_Albatross", "pink-primrose", "rose", "Rose", "12 angry men",
+             "n01440764", "3", "", "  ", "a\x00b", "tab\tand\nnewline", "x" * 300, "Mr.Bean"]
+    assert class_name_texts(names) == ["Black footed Albatross", "pink primrose", "rose",
+                                       "12 angry men", "tab and newline", "x" * 100, "Mr Bean"]
+    for text in class_name_texts([chr(c) * 3 for c in range(0, 0x250)]):   # every control char out
+        assert text.isprintable() and 0 < len(text) <= 100

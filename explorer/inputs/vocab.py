@@ -51,6 +51,20 @@ def normalise_concepts(concepts: list[str]) -> list[str]:
     return out
 
 
+def class_name_texts(classes: list[str], max_chars: int = 100) -> list[str]:
+    """A target's class names as text for the policy's first round (`Policy.use_class_names`):
+    folder names read as words ("001.Black_footed_Albatross" -> "Black footed Albatross"),
+    control characters dropped, each cut at `max_chars`; names without two letters in a row
+    (numeric labels, WordNet ids like n01440764) and repeats are left out."""
+    out = []
+    for name in classes:
+        text = re.sub(r"^\d+[._\-]+", "", str(name))   # a class number before the name
+        text = normalise_concept(re.sub(r"[\x00-\x1f\x7f_.\-]+", " ", text))[:max_chars].strip()
+        if re.search(r"[^\W\d_]{2}", text):
+            out.append(text)
+    return normalise_concepts(out)
+
+
 def _timm_info_dir() -> Path:
     """timm's data/_info folder, found without importing timm (which imports torch)."""
     import importlib.util

@@ -146,7 +146,7 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool, rank
     from explorer.run.loop import Explorer
     from explorer.run.progress import RunProgress
     from explorer.run.tensorboard import make_tensorboard
-    from explorer.inputs.vocab import concept_embeddings
+    from explorer.inputs.vocab import class_name_texts, concept_embeddings
     from policies.base import load_descriptors
     from policies.registry import make_policy
     from policies.refine import Refinements
@@ -182,6 +182,10 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool, rank
                              relevance=relevance)
     except ValueError as e:
         raise UserError(str(e)) from e
+    names = class_name_texts(target.classes) if cfg.policy.class_names else []
+    if names and policy.takes_prior:   # the first round drawn near the target's names, not blind
+        policy.use_class_names(concept_embeddings(names, cfg.policy.text_model,
+                                                  Path(cfg.policy.embedding_cache).expanduser(), progress=False))
 
     policy.offer = Refinements(pages=engine.pages, backends=tuple(engine.backends),
                                descriptors=load_concept_descriptors(cfg, concepts, sandbox),
