@@ -18,13 +18,18 @@ k-NN of the first policy before its first round and after its last).
     sudo apt-get install dataset-fashion-mnist
     python bench/fashion.py [--policies gp,random] [--rounds 6] [--queries 8] [--results 20]
         [--steps 30] [--target-classes "T-shirt/top,Pullover,Coat,Shirt"] [--corpus-per-class 200]
-        [--init scratch|file:PATH] [--model tiny-64] [--data DIR] [--source DIR]
+        [--init scratch|file:PATH] [--model tiny-64] [--data DIR] [--source DIR] [--set KEY=VALUE ...]
 
 The crawl's near-copy and test-leak checks correlate 16x16 thumbnails; on Fashion-MNIST (centred
 grey products on black) that calls distinct photos copies: at the defaults (0.95 and 0.92) it
 would drop about half the corpus as near-duplicates and a third as copies of the target's test
 images. The corpus is drawn from Fashion-MNIST's train split and the test images from its test
 split, so the check raises both thresholds to 0.995 (`--dup-threshold`).
+
+Since 2026-12-03 (session 17) gp's first round is drawn near the target's class names
+(policy.class_names), which this vocabulary holds: its "asked" share is no longer earned by the
+rewards alone. The figures below are of a blind first round, which `--set
+policy.class_names=false` reproduces; not yet rerun with the names.
 
 Measured 2026-12-02 (shared 2-core CPU machine, other benchmarks running beside it; one seed,
 one run: per-round shares swing widely), 12 minutes:
@@ -160,7 +165,7 @@ def run_policy(policy: str, built: Built, args, root: Path) -> Outcome:
         f"crawl.results_per_query={args.results}", f"train.steps_per_round={args.steps}",
         f"crawl.image_size={built.spec.size}", f"crawl.near_dup_threshold={args.dup_threshold}",
         f"crawl.leak_threshold={args.dup_threshold}",
-    ]
+    ] + list(args.sets)
     cfg = apply_overrides(Config(), overrides)
     run.save_config(cfg)
     out = Outcome(policy)
@@ -232,6 +237,8 @@ def main() -> int:
                     help="crawl.near_dup_threshold and crawl.leak_threshold (see above)")
     ap.add_argument("--source", default=str(DEFAULT_SOURCE), help="folder of the IDX files")
     ap.add_argument("--data", default="", help="folder for the built check (default: a temp one)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for every policy's run (e.g. policy.class_names=false)")
     args = ap.parse_args()
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
 

@@ -12,6 +12,10 @@ cumulative relevant images (training mode when run, else fixed).
 
     python bench/policy.py [--rounds 8] [--queries 16] [--policies gp,gp-once,ucb,random,oracle] [--looks shared] [--set reward.encoder=file:PATH]
 
+Since 2026-12-03 (session 17) gp and ucb draw their first round near the target's class names
+(policy.class_names); every figure below is of a blind first round, which `--set
+policy.class_names=false` reproduces.
+
 Arms that re-ask also print, by kind of query (first ask, page, backend, descriptor), how many
 were asked and the relevant and kept images each brought on average.
 
