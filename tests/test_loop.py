@@ -410,13 +410,17 @@ def test_an_unlabelled_folder_target_explores_without_evaluation(tmp_path):
 @pytest.mark.parametrize("named", [True, False])
 def test_a_run_draws_its_first_round_near_the_targets_class_names(tmp_path, named):
     run, cfg = small_config(tmp_path, 1, f"policy.class_names={str(named).lower()}")
+    said = []
+    console = type("Recording", (), {"print": lambda self, *a, **k: said.extend(map(str, a))})()
     with sandbox_for(cfg) as sandbox:
-        explorer, parts = build(run, cfg, sandbox, console=_Quiet(), quiet=True)
+        explorer, parts = build(run, cfg, sandbox, console=console, quiet=True)
         try:
             policy, world = explorer.policy, sandbox.world
+            told = [line for line in said if "class names" in line]
             if not named:
-                assert policy.prior is None
+                assert policy.prior is None and not told
                 return
+            assert told and "10 class names (dahlia" in told[0]   # the run says what guides its first round
             top = [policy.concepts[i] for i in policy.prior.argsort()[::-1][:40]]
             family = world.target_family(cfg.run.target)
             assert all(world.family_of(c) == family for c in top), top

@@ -195,6 +195,10 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool, rank
     if learner.policy_state is not None:
         policy.load_state_dict(learner.policy_state)
     budget = Budget(run, cfg.run.hours)
+    if policy.prior is not None and not learner.rounds_done:
+        console.print(plain(f"the first round's concepts are drawn near the target's {len(names)} class "
+                            f"names ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}); "
+                            "--set policy.class_names=false draws them blind"))
     if learner.rounds_done:
         console.print(plain(f"resuming {run.root} at round {learner.rounds_done}, "
                             f"{budget.spent_s / 3600:.2f} h of {cfg.run.hours:g} h spent"))
