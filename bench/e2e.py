@@ -225,6 +225,25 @@ Same day, `--seeds 0,1 --arms random,explore --set sandbox.named_titles=0.3` (we
   [+1.8 +9.0], and over target-only (54.2, 58.2) +3.3 and +5.0, against +14.1 and +13.7 with
   the sandbox's usual titles. The titles that name their picture carry most of what this learner
   gets from the web: the sandbox's 95% flatters every figure above.
+2026-12-03 (session 17), today's defaults (caption weight 3 in the sandbox preset; gp's first
+  round drawn near the target's class names, policy.class_names): explore at seeds 0-4 and the
+  oracle at seeds 0-3 run two at a time; random and target-only are session 16's weight-3 runs
+  (class names touch gp and ucb only), transcribed into the same log; every arm read back with
+  --reprobe: `--seeds 0,1,2,3,4 --arms target-only,random,explore` and `--seeds 0,1,2,3 --arms
+  target-only,random,explore,oracle`. Linear 100%: explore 63.4 66.0 65.1 65.7 69.4 (relevant
+  47 66 47 57 51%), oracle 64.0 70.6 64.0 67.2. Seeds 0-4: explore-vs-random=+5.1 (1.3) [+8.2
+  +0.3 +6.4 +4.4 +6.3], explore-vs-target-only=+8.6 (0.8) [+9.2 +7.8 +7.5 +6.9 +11.4]; k-NN
+  100% +10.1 (1.9) and +19.0 (2.1); INTERN -20.3 (2.0). Seeds 0-3: explore-vs-oracle=-1.4 (1.2)
+  [-0.6 -4.6 +1.1 -1.5]; the oracle leads random by +6.2 [+8.8 +4.9 +5.3 +5.9], as at weight 1.
+  Against the blind first round (session 16, same seeds): seed 4 no longer fails (69.4 against
+  62.4 with 1% relevant; a second blind run of seed 4, from a kept directory, found the family
+  in round 2 by luck and gave 66.4, 43% relevant), and every seed's classes are all kept (fewest
+  9-93 images, blind 5-33 where it worked); but the mean probe does not rise: named minus blind
+  -3.9 -5.8 -9.1 +2.8 +7.0, mean -1.8 (SE 3.0), within the run-to-run spread (seed 0's explore
+  gave 70.8 and 68.3 in two runs). So the names remove the failure at the same mean, and the
+  spread of explore's lead falls (SE 1.3 against 3.1). Goals: +5 over random met (+5.1), +10 over
+  target-only missed (+8.6), within a point of the oracle missed by 0.4 at 1.2 SE; the oracle's
+  own +6.2 over random says the learner, not the policy, still limits.
 """
 from __future__ import annotations
 
