@@ -141,8 +141,8 @@ class Policy(ABC):
         otherwise) by each concept's text similarity to the nearest of the target's class names
         (unit embeddings [K, D], the vocabulary's text model), z-scored over the vocabulary and
         drawn with the policy's own τ and ε. Once the policy has scores of its own, they decide.
-        A vocabulary that holds none of the target's kind costs nothing over a blind round: its
-        nearest concepts are as good a guess as any."""
+        Where the vocabulary holds nothing of the target's kind, the first round is narrower than
+        a blind one (near one name); not measured: policy.class_names=false draws it blind."""
         name_embeddings = np.asarray(name_embeddings, dtype=np.float32)
         if not self.takes_prior or name_embeddings.ndim != 2 or len(name_embeddings) == 0:
             return
