@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 
@@ -38,3 +39,38 @@ def stop_at_build(monkeypatch):
         return seen
 
     return install
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failure is reported even where CPython 3.11 cannot format it: pytest reads the failing
+    statement with `ast.parse`, and 3.11's AST constructor keeps its recursion depth in state
+    shared by all threads (CPython gh-106905), so a parse in another thread at the same moment
+    (a traceback printed by a thread of the run) raises SystemError, which pytest turns into an
+    INTERNALERROR that ends the session and hides the test's name. Formatting is tried again,
+    then the failure is reported as its exception and the file:line of each frame."""
+    try:
+        return (yield)
+    except SystemError as e:
+        if "recursion depth mismatch" not in str(e):
+            raise
+    from _pytest.reports import TestReport
+
+    try:
+        return TestReport.from_item_and_call(item, call)
+    except SystemError:
+        pass
+    report = TestReport.from_item_and_call(item, _without_excinfo(call))
+    frames = [f"  {entry.path}:{entry.lineno + 1}" for entry in call.excinfo.traceback
+              if not {"_pytest", "pluggy"} & set(Path(entry.path).parts)]
+    report.outcome = "failed"
+    report.longrepr = "\n".join([call.excinfo.exconly(), *frames,
+                                 "(the source could not be shown: CPython gh-106905)"])
+    return report
+
+
+def _without_excinfo(call):
+    from _pytest.runner import CallInfo
+
+    return CallInfo(None, None, start=call.start, stop=call.stop, duration=call.duration,
+                    when=call.when, _ispytest=True)
