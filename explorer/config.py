@@ -158,6 +158,7 @@ class PolicyConfig:
     concept_descriptors: str = ""         # file of `concept<TAB>descriptor` lines (file: vocabs); "" = none
     class_names: bool = True              # the first round drawn by text similarity to the target's class names
                                           # (false, or a target without names: uniformly, blind)
+    class_names_share: float = 1.0        # of the first round, the share drawn near the names; the rest blind
     reask_share: float = 0.5              # most of a round's queries that re-ask concepts that paid off
     max_page: int = 5                     # results pages a concept is asked for at most
     temperature: float = 0.15             # tau in p(c) ∝ exp(z(c)/tau), z = r̂ z-scored over the vocab
@@ -637,6 +638,7 @@ RULES: dict[str, object] = {
     "policy.descriptor_share": SHARE,
     "policy.concept_descriptors": Form(r"[^\x00\n]*", "a path, or empty for none"),
     "policy.class_names": Flag(),
+    "policy.class_names_share": SHARE,
     "policy.reask_share": SHARE,
     "policy.max_page": Ints(1, 1000),
     "policy.temperature": Num(0, 1000, above=True),

@@ -140,7 +140,8 @@ class Policy(ABC):
         """Guides the draws that no observation informs yet (the first round, asked blind
         otherwise) by each concept's text similarity to the nearest of the target's class names
         (unit embeddings [K, D], the vocabulary's text model), z-scored over the vocabulary and
-        drawn with the policy's own τ and ε. Once the policy has scores of its own, they decide.
+        drawn with the policy's own τ and ε; `cfg.class_names_share` of the round is drawn so,
+        the rest uniformly. Once the policy has scores of its own, they decide.
         Where the vocabulary holds nothing of the target's kind, the first round is narrower than
         a blind one (near one name); not measured: policy.class_names=false draws it blind."""
         name_embeddings = np.asarray(name_embeddings, dtype=np.float32)
@@ -154,10 +155,20 @@ class Policy(ABC):
         mask = self.candidates()
         n = min(int(n), int(mask.sum()))
         scores = self.scores()
-        if scores is None:   # nothing observed yet: the class names' guidance, or uniform
-            scores = self.prior if self.prior is not None else np.zeros(len(self.concepts))
         tau, eps = self.sampling_params()
-        picked = softmax_sample(scores, n, tau, eps, self.rng, allowed=mask & ~self.asked)
+        allowed = mask & ~self.asked
+        if scores is None and self.prior is not None:   # nothing observed yet: guided by the
+            scores = self.prior                          # class names, a share of it blind
+            named = softmax_sample(scores, round(self.cfg.class_names_share * n), tau, eps, self.rng,
+                                   allowed=allowed)
+            rest = allowed.copy()
+            rest[named] = False
+            blind = softmax_sample(np.zeros(len(self.concepts)), n - len(named), tau, eps, self.rng,
+                                   allowed=rest)
+            picked = np.concatenate([named, blind])
+        else:
+            scores = np.zeros(len(self.concepts)) if scores is None else scores
+            picked = softmax_sample(scores, n, tau, eps, self.rng, allowed=allowed)
         if len(picked) < n:  # every candidate asked already: the rest may repeat
             again = mask.copy()
             again[picked] = False

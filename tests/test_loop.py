@@ -407,9 +407,13 @@ def test_an_unlabelled_folder_target_explores_without_evaluation(tmp_path):
     assert record["kept"] > 0 and record["knn_acc"] is None
 
 
-@pytest.mark.parametrize("named", [True, False])
-def test_a_run_draws_its_first_round_near_the_targets_class_names(tmp_path, named):
-    run, cfg = small_config(tmp_path, 1, f"policy.class_names={str(named).lower()}")
+@pytest.mark.parametrize("named, share, says", [(True, 1.0, "the first round"),
+                                                (True, 0.5, "50% of the first round"),
+                                                (True, 0.0, None), (False, 1.0, None)])
+def test_a_run_draws_its_first_round_near_the_targets_class_names(tmp_path, named, share, says):
+    run, cfg = small_config(tmp_path, 1, f"policy.class_names={str(named).lower()}",
+                            f"policy.class_names_share={share}")
+    named = says is not None
     said = []
     console = type("Recording", (), {"print": lambda self, *a, **k: said.extend(map(str, a))})()
     with sandbox_for(cfg) as sandbox:
@@ -421,6 +425,7 @@ def test_a_run_draws_its_first_round_near_the_targets_class_names(tmp_path, name
                 assert policy.prior is None and not told
                 return
             assert told and "10 class names (dahlia" in told[0]   # the run says what guides its first round
+            assert told[0].startswith(says + "'s concepts are drawn near"), told[0]
             top = [policy.concepts[i] for i in policy.prior.argsort()[::-1][:40]]
             family = world.target_family(cfg.run.target)
             assert all(world.family_of(c) == family for c in top), top

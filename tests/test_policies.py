@@ -276,6 +276,38 @@ def test_the_first_round_is_drawn_near_the_class_names_then_the_policy_decides(n
     assert sum(f == 1 for f in later) >= 14
 
 
+@pytest.mark.parametrize("share, named", [(0.5, 8), (0.25, 4)])
+def test_a_share_of_the_first_round_is_drawn_near_the_names_and_the_rest_blind(share, named):
+    concepts, emb, family, class_name = named_world(per_family=200)
+    rest_near = []
+    for seed in range(20):
+        policy = make_policy("gp", concepts, emb, PolicyConfig(epsilon=0.0, class_names_share=share), seed)
+        policy.use_class_names(class_name)
+        picked = policy.sample(16)
+        assert len(set(picked)) == 16
+        near = [family[policy.index[c]] == 0 for c in picked]
+        assert all(near[:named])                    # the named share, all near the name
+        rest_near.append(sum(near[named:]) / (16 - named))
+    assert 0.05 < np.mean(rest_near) < 0.4          # the rest blind: about the family's fifth
+
+
+def test_no_share_near_the_names_is_the_blind_draw():
+    concepts, emb, family, class_name = named_world()
+    none = make_policy("gp", concepts, emb, PolicyConfig(class_names_share=0.0), seed=5)
+    none.use_class_names(class_name)
+    blind = make_policy("gp", concepts, emb, PolicyConfig(), seed=5)
+    assert none.sample(16) == blind.sample(16)
+
+
+def test_a_whole_share_draws_as_the_names_alone():
+    concepts, emb, family, class_name = named_world()
+    whole = make_policy("gp", concepts, emb, PolicyConfig(class_names_share=1.0), seed=4)
+    default = make_policy("gp", concepts, emb, PolicyConfig(), seed=4)
+    for policy in (whole, default):
+        policy.use_class_names(class_name)
+    assert whole.sample(16) == default.sample(16)
+
+
 def test_the_baselines_and_an_empty_name_list_keep_the_blind_draw():
     concepts, emb, family, class_name = named_world()
     for name in ("random", "oracle"):

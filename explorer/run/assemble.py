@@ -182,7 +182,8 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool, rank
                              relevance=relevance)
     except ValueError as e:
         raise UserError(str(e)) from e
-    names = class_name_texts(target.classes) if cfg.policy.class_names else []
+    guided = cfg.policy.class_names and cfg.policy.class_names_share > 0
+    names = class_name_texts(target.classes) if guided else []
     if names and policy.takes_prior:   # the first round drawn near the target's names, not blind
         policy.use_class_names(concept_embeddings(names, cfg.policy.text_model,
                                                   Path(cfg.policy.embedding_cache).expanduser(), progress=False))
@@ -196,7 +197,9 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool, rank
         policy.load_state_dict(learner.policy_state)
     budget = Budget(run, cfg.run.hours)
     if policy.prior is not None and not learner.rounds_done:
-        console.print(plain(f"the first round's concepts are drawn near the target's {len(names)} class "
+        share = cfg.policy.class_names_share
+        console.print(plain(f"{'the' if share >= 1 else f'{share:.0%} of the'} first round's concepts are "
+                            f"drawn near the target's {len(names)} class "
                             f"names ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}); "
                             "--set policy.class_names=false draws them blind"))
     if learner.rounds_done:
