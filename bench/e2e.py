@@ -244,6 +244,15 @@ Same day, `--seeds 0,1 --arms random,explore --set sandbox.named_titles=0.3` (we
   spread of explore's lead falls (SE 1.3 against 3.1). Goals: +5 over random met (+5.1), +10 over
   target-only missed (+8.6), within a point of the oracle missed by 0.4 at 1.2 SE; the oracle's
   own +6.2 over random says the learner, not the policy, still limits.
+2026-12-04 (session 18), the first round again, explore only, two runs at a time, same code
+  (`--seed S --arms explore [--set policy.class_names=false | policy.class_names_share=0.5]`),
+  linear 100% (relevant share): blind 71.4 73.3 70.7 (60 59 61%); half near the names 69.5 68.2
+  67.6 (67 56 60%), seed 4 63.5 (32%); named (the default) 66.2 70.9 64.7 (57 61 44%) at seeds
+  0-2. Blind minus named, same session: +5.2 +2.4 +6.0, mean +4.5 (SE 1.1); with session 16-17's
+  runs added the blind runs of seeds 0-2 average 71.1 and the named 64.9. So where a blind first
+  round finds the family, the names cost 4-5 points; half costs about 2. The default was not
+  changed in that session (no time left to check a new default); the trade against seed 4's
+  blind failure (62.4, 1% relevant) is still open.
 """
 from __future__ import annotations
 
