@@ -34,7 +34,7 @@ needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
 
 
 # How long a step may take before the test calls it stuck: starting a Ray actor on a loaded 2-core
-# machine takes tens of seconds (a bound of 60 s was once passed while two other jobs ran).
+# machine can take tens of seconds.
 WAIT_S = 180
 
 
