@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from explorer.config import CrawlConfig  # noqa: E402
+from explorer.crawl.allocator import keep_freed_memory  # noqa: E402
 from explorer.crawl import images  # noqa: E402
 from explorer.crawl.decontam import copy_hashes  # noqa: E402
 
@@ -41,7 +42,7 @@ def stage_times(body: bytes, cfg: CrawlConfig) -> dict[str, float] | None:
     im = None
     exif_from = header
     if fmt == "JPEG" and header.mode in ("RGB", "L"):
-        im = images._turbo_decode(body, cfg.image_size)
+        im = images._turbo_decode(body, *header.size, cfg.image_size)
     if im is None:
         try:
             exif_from = images._pillow_decode(header, body, fmt, cfg)
@@ -50,7 +51,7 @@ def stage_times(body: bytes, cfg: CrawlConfig) -> dict[str, float] | None:
         im = images.to_rgb(exif_from)
     images.exif_orientation(exif_from)
     c2 = clock()
-    size = images.stored_size(*im.size, cfg.image_size)
+    size = images.stored_size(*header.size, cfg.image_size)
     if size != im.size:
         im = images.resize_area(im, size)
     c3 = clock()
@@ -86,6 +87,7 @@ def main() -> None:
     names, metas = crawl.make_corpus(args.workdir, args.n, args.broken, args.workload)
     files = args.workdir / f"files-{args.workload}"
     cfg = CrawlConfig(image_size=256, jpeg_quality=90)
+    keep_freed_memory()  # as the fetch workers do: without it, fresh pages for every big buffer
     totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     counts: dict[str, int] = defaultdict(int)
     images.prepare_with_embedding((files / names[args.broken]).read_bytes(), cfg)  # warm: imports, first calls

@@ -10,7 +10,8 @@ import simplejpeg
 from PIL import Image, ImageOps
 
 from explorer.config import CrawlConfig
-from explorer.crawl.images import Rejection, cheap_embedding, pixels, prepare, resize_area, sniff
+from explorer.crawl.images import (Rejection, cheap_embedding, dct_reduction, pixels, prepare, resize_area, sniff,
+                                   stored_size)
 from explorer.records import Candidate, UrlOutcome
 from tests.crawl_fixtures import jpeg_bytes
 
@@ -67,6 +68,28 @@ def test_jpeg_is_decoded_draft_scaled_to_the_stored_size():
     assert min(cand.width, cand.height) == 64 and cand.width == round(1000 * 64 / 600)
     assert cand.sha256 == hashlib.sha256(cand.data).hexdigest()
     assert Image.open(io.BytesIO(cand.data)).format == "JPEG"
+
+
+@pytest.mark.parametrize("side", [1, 64, 255, 256, 300])
+def test_dct_reduction_is_the_largest_power_of_two_that_keeps_the_side(side):
+    for short in range(1, 2600, 7):
+        for width, height in ((short, short + 13), (short * 3, short)):
+            k = dct_reduction(width, height, side)
+            assert k in (1, 2, 4, 8)
+            assert k == 1 or -(-short // k) >= side          # never below the stored side
+            assert k == 8 or -(-short // (2 * k)) < side     # and no smaller power of two would do
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+@pytest.mark.parametrize("width,height", [(1000, 600), (600, 1000), (520, 130), (129, 300), (255, 64), (64, 64),
+                                          (1023, 511)])
+def test_jpegs_are_stored_at_the_size_of_their_source_whatever_the_dct_scale(width, height, progressive):
+    rng = np.random.default_rng(width * height)
+    im = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    cand = prepare(encode(im, "JPEG", quality=90, progressive=progressive), CFG)
+    assert isinstance(cand, Candidate)
+    assert (cand.width, cand.height) == stored_size(width, height, CFG.image_size)
+    assert Image.open(io.BytesIO(cand.data)).size == (cand.width, cand.height)
 
 
 def test_small_images_are_not_upscaled():

@@ -4,8 +4,8 @@
 UrlOutcome and a reason. It is CPU work, kept off the crawl's event loop: the fetch workers run
 it (explorer/crawl/fetchers.py), or threads with crawl.pool=thread. Pillow
 parses headers (formats, sizes, EXIF) and decodes everything but plain JPEGs; libjpeg-turbo
-(simplejpeg) decodes JPEGs DCT-scaled straight to about the stored size and encodes the stored
-JPEG, and fast_image_resize (SIMD) does the rest of the resizing, all with the GIL released: most
+(simplejpeg) decodes JPEGs DCT-scaled by a power of two toward the stored size and encodes the
+stored JPEG, and fast_image_resize (SIMD) does the rest of the resizing, all with the GIL released: most
 of the speed of the crawl.
 """
 from __future__ import annotations
@@ -171,13 +171,24 @@ def _open_checked(body: bytes, fmt: str, cfg: CrawlConfig) -> Image.Image | Reje
     return im
 
 
-def _turbo_decode(body: bytes, side: int) -> Image.Image | None:
-    """A baseline RGB/grey JPEG decoded by libjpeg-turbo, DCT-scaled to the smallest size whose
-    shorter side is still >= `side`, with the GIL released throughout, as an RGBX image that
-    shares the decoder's buffer; None where libjpeg reports anything amiss (Pillow then decides,
-    as it tolerates the web's harmless marker quirks)."""
+def dct_reduction(width: int, height: int, side: int) -> int:
+    """The largest of 1, 2, 4 and 8 by which a JPEG can be DCT-scaled and keep its shorter side
+    >= `side`. Powers of two only: libjpeg-turbo's IDCTs at 1/2, 1/4 and 1/8 are SIMD, its other
+    scales (3/8, 5/8, 7/8...) plain C, slower than decoding at full size and resizing after."""
+    short, k = min(width, height), 1
+    while k < 8 and -(-short // (2 * k)) >= side:
+        k *= 2
+    return k
+
+
+def _turbo_decode(body: bytes, width: int, height: int, side: int) -> Image.Image | None:
+    """A baseline or progressive RGB/grey JPEG of `width` x `height` (its header's) decoded by
+    libjpeg-turbo, DCT-scaled by `dct_reduction`, with the GIL released throughout, as an RGBX
+    image that shares the decoder's buffer; None where libjpeg reports anything amiss (Pillow then
+    decides, as it tolerates the web's harmless marker quirks)."""
+    k = dct_reduction(width, height, side)
     try:
-        px = simplejpeg.decode_jpeg(body, colorspace="RGBX", min_height=side, min_width=side)
+        px = simplejpeg.decode_jpeg(body, colorspace="RGBX", min_height=-(-height // k), min_width=-(-width // k))
     except ValueError:
         return None
     return Image.frombuffer("RGBX", (px.shape[1], px.shape[0]), px, "raw", "RGBX", 0, 1)
@@ -258,14 +269,14 @@ def prepare_with_embedding(body: bytes, cfg: CrawlConfig) -> tuple[Candidate, np
             exif_from = header  # read after decoding where Pillow decodes: PNG's getexif() loads it
             im = None
             if fmt == "JPEG" and header.mode in ("RGB", "L"):
-                im = _turbo_decode(body, cfg.image_size)
+                im = _turbo_decode(body, orig_w, orig_h, cfg.image_size)
             if im is None:
                 exif_from = _pillow_decode(header, body, fmt, cfg)
                 im = to_rgb(exif_from)
             orientation = exif_orientation(exif_from)
-        size = stored_size(*im.size, cfg.image_size)
+        size = stored_size(orig_w, orig_h, cfg.image_size)  # (from the source's size, not the decoded one's)
         if size != im.size:
-            im = resize_area(im, size)  # the DCT scaling already did the bulk of it
+            im = resize_area(im, size)  # (a JPEG's DCT scaling did part of it)
         im = upright(im, orientation)  # applied to the small image
         if orientation in (5, 6, 7, 8):  # rotated by 90 degrees
             orig_w, orig_h = orig_h, orig_w
