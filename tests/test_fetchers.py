@@ -7,7 +7,7 @@ import re
 import signal
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from types import SimpleNamespace
 
 import pytest
@@ -160,6 +160,90 @@ def test_the_per_host_limit_holds_over_all_workers(tmp_path):
     assert [a.outcome for a in attempts] == [UrlOutcome.OK] * 12
     assert peak[0] == 2
     cache.close()
+
+
+class InFlight:
+    """An app whose requests answer after `hold` (an asyncio.Event of the serving loop, or a delay),
+    counting the requests in flight to it: now, at their peak, and as each request arrived."""
+
+    def __init__(self, delay_s: float = 0.0, hold_s: float = 0.0) -> None:
+        self.now = self.peak = 0
+        self.seen: list[int] = []    # for each request as it came: requests in flight to `others`
+        self.others: list["InFlight"] = []
+        self.release = threading.Event()
+        self.delay_s, self.hold_s = delay_s, hold_s
+
+    def app(self) -> web.Application:
+        async def handler(request):
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+            self.seen.append(sum(o.now for o in self.others))
+            try:
+                end = time.monotonic() + self.hold_s
+                while time.monotonic() < end and not self.release.is_set():  # held until released (or hold_s)
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(self.delay_s)
+            finally:
+                self.now -= 1
+            return web.Response(body=jpeg_bytes(120, 90, seed=int(request.match_info["i"])), content_type="image/jpeg")
+
+        app = web.Application()
+        app.router.add_get("/{i}.jpg", handler)
+        return app
+
+
+@pytest.mark.parametrize("pool", ["process", "thread"])
+def test_urls_waiting_for_a_busy_host_leave_the_crawls_slots_to_other_hosts(tmp_path, pool):
+    # crawl.concurrency 4, per_host 2: six URLs of a host that holds its answers come first, then
+    # two of another host. Those two are fetched while the first host's are held: the four URLs
+    # waiting for the busy host hold none of the crawl's four slots.
+    busy, other = InFlight(hold_s=20.0), InFlight()
+    other.others = [busy]
+    with serve(busy.app()) as busy_port, serve(other.app()) as other_port:
+        c = cfg(pool=pool, workers=2 if pool == "process" else 1, per_host=2, concurrency=4)
+        cache = open_cache(tmp_path, c)
+        items = [CrawlItem(f"http://127.0.0.1:{busy_port}/{i}.jpg") for i in range(6)]
+        items += [CrawlItem(f"http://127.0.0.1:{other_port}/{i}.jpg") for i in range(6, 8)]
+
+        async def crawl():
+            task = asyncio.create_task(crawler.crawl(items))
+            end = time.monotonic() + 15
+            while len(other.seen) < 2 and time.monotonic() < end and not task.done():
+                await asyncio.sleep(0.01)
+            while_held = (len(other.seen), busy.now)  # the other host's requests so far; the busy host's held
+            busy.release.set()
+            return while_held, await task
+
+        with Crawler.for_cache(cache, c, allow=[f"127.0.0.1:{busy_port}", f"127.0.0.1:{other_port}"]) as crawler:
+            while_held, attempts = asyncio.run(crawl())
+        cache.close()
+    assert [a.outcome for a in attempts] == [UrlOutcome.OK] * 8
+    assert while_held == (2, 2), "the other host's URLs waited behind the busy host's"
+    assert busy.peak == 2 and other.peak <= 2
+
+
+@pytest.mark.parametrize("pool", ["process", "thread"])
+def test_concurrency_bounds_the_requests_of_all_crawls_at_once(tmp_path, pool):
+    # two crawls at once on one crawler (as a round's searches crawl their results), eight hosts:
+    # crawl.concurrency=3 is for all of them together
+    servers = [InFlight(delay_s=0.05) for _ in range(8)]
+    for s in servers:
+        s.others = servers
+    with ExitStack() as stack:
+        ports = [stack.enter_context(serve(s.app())) for s in servers]
+        c = cfg(pool=pool, workers=2 if pool == "process" else 1, per_host=4, concurrency=3)
+        cache = open_cache(tmp_path, c)
+        urls = [f"http://127.0.0.1:{port}/{8 * i + k}.jpg" for i in range(4) for k, port in enumerate(ports)]
+
+        async def both():
+            return await asyncio.gather(crawler.crawl([CrawlItem(u) for u in urls[::2]]),
+                                        crawler.crawl([CrawlItem(u) for u in urls[1::2]]))
+
+        with Crawler.for_cache(cache, c, allow=[f"127.0.0.1:{p}" for p in ports]) as crawler:
+            attempts = [a for crawl in asyncio.run(both()) for a in crawl]
+        cache.close()
+    assert [a.outcome for a in attempts] == [UrlOutcome.OK] * 32
+    assert max(n for s in servers for n in s.seen) == 3  # (seen: all requests in flight as one came, itself too)
 
 
 class ExitWhenUnpickled:

@@ -225,13 +225,11 @@ class Crawler:
                 raise StoreError(f"cannot write the index {self.index_path}: {str(e).splitlines()[0]}") from e
 
     async def _fetch_all(self, items: list[CrawlItem]) -> list[UrlAttempt]:
-        slots = asyncio.Semaphore(self.cfg.concurrency)
         out: list[UrlAttempt] = []
 
-        async with self.fetcher.session() as fetch:
+        async with self.fetcher.session() as fetch:  # (its limits: requests in flight, per host and in all)
             async def one(item: CrawlItem) -> tuple[CrawlItem, Fetched]:
-                async with slots:
-                    return item, await fetch(item.url)
+                return item, await fetch(item.url)
 
             tasks = [asyncio.ensure_future(one(it)) for it in items]
             batch = []

@@ -17,9 +17,9 @@ what `images.prepare` made of the body. `crawl.pool` picks one of three:
   on a cluster fetch and prepare, and write the stored files into the shared cache directory
   themselves; this process still keeps the database and the index (their one writer).
 
-In process and ray modes this process keeps `per_host` and the politeness delay for the first
-hop of every URL, over all workers (`HostGate`); a redirect to another host is limited by the
-worker that follows it. A worker that dies (a decoder crashing on hostile bytes, the OOM killer) costs only the URLs
+In every mode this process keeps `per_host`, `concurrency` and the politeness delay for the
+first hop of every URL, over all workers (`HostGate`); a redirect to another host is limited by
+the worker that follows it. A worker that dies (a decoder crashing on hostile bytes, the OOM killer) costs only the URLs
 it had in flight: they get `worker_lost`, which a later crawl fetches again, and a new worker
 takes its place.
 
@@ -177,20 +177,27 @@ async def fetch_and_prepare(downloader: Downloader, url: str, cfg: CrawlConfig, 
 
 
 class HostGate:
-    """Per-host slots (crawl.per_host) and the politeness delay for the first hop of every URL,
-    kept by this process over all its workers (process and ray modes), and the resend-once of a
-    URL whose worker was killed over another URL's deadline. Its semaphores belong to one event
-    loop: `bind` each session's."""
+    """The crawl's limits on requests in flight, kept by this process over all its workers:
+    per host (crawl.per_host) and all hosts together (crawl.concurrency), with the politeness
+    delay, for the first hop of every URL; and the resend-once of a URL whose worker was killed
+    over another URL's deadline.
+
+    A URL takes its host's slot first, then one of the crawl's: a URL waiting for a busy host
+    holds none of the crawl's slots, so that URLs of other hosts go ahead (taken the other way
+    round, a list with a few slow hosts filled every slot with URLs queued behind them). Its
+    semaphores belong to one event loop: `bind` each session's."""
 
     def __init__(self, cfg: CrawlConfig) -> None:
-        self.per_host = cfg.per_host
+        self.per_host, self.concurrency = cfg.per_host, cfg.concurrency
         self._slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}  # host -> (slots, [users])
+        self._in_flight = asyncio.Semaphore(self.concurrency)
         self._pacer = HostPacer(cfg.politeness_delay_s)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         if loop is not self._loop:
             self._loop, self._slots = loop, {}
+            self._in_flight = asyncio.Semaphore(self.concurrency)
 
     async def send(self, url: str, run: Callable[[str, bool], Awaitable[Fetched | None]]) -> Fetched:
         """`run(url, second_try)` within the URL's host limits. It returns None when its worker was
@@ -201,10 +208,12 @@ class HostGate:
         try:
             async with slots:
                 await self._pacer.wait(host)
-                fetched = await run(url, False)
+                async with self._in_flight:
+                    fetched = await run(url, False)
                 if fetched is None:
                     await self._pacer.wait(host)
-                    fetched = await run(url, True)
+                    async with self._in_flight:
+                        fetched = await run(url, True)
                 return fetched
         finally:
             users[0] -= 1
@@ -221,12 +230,17 @@ class LocalFetcher:
         keep_freed_memory()  # (for this whole process: the preparing threads' buffers)
         self.pool = ThreadPoolExecutor(cfg.workers or 2 * len(os.sched_getaffinity(0)), thread_name_prefix="prepare")
         self.clock = PrepareClock()
+        self._gate = HostGate(cfg)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[FetchFn]:
+        self._gate.bind(asyncio.get_running_loop())
         async with Downloader(self.cfg, self.allow) as downloader:
-            yield lambda url: fetch_and_prepare(downloader, url, self.cfg, self.corpus_root, self.pool, self.clock,
-                                                object(), wait_within_deadline=True)
+            async def run(url: str, second_try: bool) -> Fetched:
+                return await fetch_and_prepare(downloader, url, self.cfg, self.corpus_root, self.pool, self.clock,
+                                               object(), wait_within_deadline=True)
+
+            yield lambda url: self._gate.send(url, run)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)  # a thread past its deadline may run on for minutes
