@@ -250,6 +250,48 @@ The pipe-send lead above, followed (2026-12-03, one bench/e2e.py arm beside it, 
   alternating, `--skip-img2dataset --repeat 2` twice each: before 223 224 / 232 276 img/s, after
   187 230 / 248 195. No gain beyond the run-to-run spread, so the send is not blocking the
   workers here and the change was not kept.
+2026-12-04 (session 19), a quiet machine (load 0.1-2.2, nothing else running; img2dataset 1.47.0 in
+  its own venv, I2D_PYTHON=...). At 209021a, `python bench/crawl.py --repeat 2`: explore 383 img/s
+  (337 whole command), img2dataset 191 (170); ratio=2.01 whole_ratio=1.98, CPU 5.5 vs 10.1 ms a
+  URL (cpu_ratio=1.86). Where explore's CPU went (perf record -a over one `explore fetch`, by
+  thread and library): the workers' event-loop threads 59% (libjpeg-turbo 56% of them, Python
+  20%, memcpy/memset 5%, the resizer 6%, kernel 5%), their preparing threads (PNG, WebP) 24%
+  (zlib 52% of them, libwebp 12%, Pillow 10%), the parent 14% (Python 68% of it, kernel 15%;
+  ~0.55 s of it start-up imports), the fork server 3% (its imports; OpenSSL's CA load when
+  aiohttp is imported); the image server took 0.25 CPU-ms a URL of the same two cores.
+  crawl_stages.py had left out the workers' malloc settings (PNG resize read 2.08 ms, 0.80 with
+  them; WebP 9.5, 6.5): now set; all 3.86 CPU-ms an image (baseline JPEG 2.70, progressive 5.12,
+  PNG 9.53, WebP 6.52). Start-up: 0.19 s to the command's body (typer imports pydantic: 54 ms),
+  0.34 s of imports there (aiohttp ~0.1 s) beside the fork server's, 0.1 s to close and exit.
+  Changed: JPEGs are DCT-scaled by powers of two only (libjpeg-turbo's 3/8..7/8 IDCTs are plain C:
+  a 7/8 decode+resize took 2.18 ms, full size 1.30; over 516 JPEGs 2.45 -> 2.16 ms); A/B of
+  `explore fetch`, 4 runs each alternating: 397 -> 411 img/s, 352 -> 364 whole, 5.13 -> 4.96
+  CPU-ms a URL. After it (02dbf58), `--repeat 3`: explore 456 img/s (399 whole), img2dataset 210
+  (187); pairs 1.99 2.17 2.17; ratio=2.17 whole_ratio=2.14, CPU 4.6 vs 9.3 ms (cpu_ratio=2.02).
+  Tried, not kept: glibc's malloc thresholds for the whole command (MALLOC_MMAP_THRESHOLD_,
+  MALLOC_TRIM_THRESHOLD_; 394 -> 400 img/s, within the runs' spread). Measured alone, not
+  adopted: pyspng decodes these PNGs in 6.44 ms against Pillow's 8.04 (OpenCV 8.19), OpenCV the
+  WebPs in 3.54 against 4.40: ~0.2 ms a URL together, for a second decoder of hostile bytes.
+  Not reached: 2.5x whole command. It needs explore's whole command at ~4.3 s for these 2,020
+  URLs (img2dataset's best 187 img/s), ~3.9 CPU-ms a URL with start-up against 4.6: the image
+  work alone is ~3.5 ms (JPEG decode with Huffman decoding over every bit, PNG's inflate, which
+  img2dataset pays alike), and what is left (aiohttp's client, the pipe, SQLite and FAISS, the
+  0.65 s of start-up) is ~1.1 ms, with no one part over ~0.3 ms.
+  --latency, the same day: explore kept 67 requests in flight on average of the 128 allowed.
+  One cause was the crawl's slots: a URL took one of crawl.concurrency's before its host's, so
+  URLs queued for a busy host held slots that other hosts' URLs waited for; now (d8bd78b) the
+  host's slot comes first. `python bench/crawl.py --latency --repeat 1 --i2d-thread-list 64,128`:
+  before, explore 76 img/s whole (67 in flight), img2dataset 39 (64 threads): 1.97x; after, 82
+  (72 in flight) against 40: 2.07x. With `--latency-n 2000` (2,020 URLs, 126 a host): before 92
+  (80 in flight) against 67 (128 threads, 55 in flight): 1.37x; after 101 (87): 1.50x. There
+  explore is held by its politeness: crawl.per_host=8 on 16 hosts allows 128 requests in flight,
+  while img2dataset has no per-host limit. Alone, `explore fetch` on that list: per_host 64 108
+  img/s; concurrency 256 and per_host 16 159; 512 and 32 198. With the same budget as
+  img2dataset's 2 x 128 threads, `--latency-n 2000 --repeat 2 --i2d-thread-list 64,128 --set
+  crawl.concurrency=256 --set crawl.per_host=16`: explore 157 and 157 img/s whole (136 in
+  flight), img2dataset best 67 and 67: latency_ratio=2.34 (2.34 2.35); against img2dataset at 2 x
+  256 threads (its default) 2.31 (159 vs 69). The defaults (128, 8) are kept: per_host 8 is the
+  politeness a crawl left overnight keeps, and a 1,000-host list is not held by it.
 """
 from __future__ import annotations
 
