@@ -253,6 +253,14 @@ Same day, `--seeds 0,1 --arms random,explore --set sandbox.named_titles=0.3` (we
   round finds the family, the names cost 4-5 points; half costs about 2. The default was not
   changed in that session (no time left to check a new default); the trade against seed 4's
   blind failure (62.4, 1% relevant) is still open.
+2026-12-04 (session 19), seeds 3 and 4, the same commands, explore only, two at a time (the crawl
+  now DCT-scales JPEGs by powers of two only, so stored pixels moved slightly): named 69.0 (59%)
+  and 74.0 (63%), blind 62.5 (60%) and 61.8 (9%: seed 4's blind first round asked cats, pasta and
+  dragonflies and the crawl never found the flowers, as in session 16's 62.4 at 1%). Over seeds
+  0-4, blind minus named: +5.2 +2.4 +6.0 -6.5 -12.2, mean -1.0 (SE 3.6); named 66.2 70.9 64.7 69.0
+  74.0 (mean 69.0, relevant 44-63%), blind 71.4 73.3 70.7 62.5 61.8 (mean 67.9, relevant 9-61%).
+  The names cost a few points where a blind round finds the family and save ~12 where it does
+  not: the default (policy.class_names on, share 1) stays.
 """
 from __future__ import annotations
 
