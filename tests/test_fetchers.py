@@ -1,6 +1,7 @@
 """Process mode of the fetchers: worker processes fetch and prepare; this process keeps the
 per-host limit, survives a worker's death with one recorded outcome per URL in flight, and
-stops with one clear error when workers cannot start at all."""
+stops with one clear error when workers cannot start at all. The limits on requests in flight
+(per host, then in all) are checked in thread mode too."""
 import asyncio
 import os
 import re
