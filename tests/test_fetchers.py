@@ -164,8 +164,9 @@ def test_the_per_host_limit_holds_over_all_workers(tmp_path):
 
 
 class InFlight:
-    """An app whose requests answer after `hold` (an asyncio.Event of the serving loop, or a delay),
-    counting the requests in flight to it: now, at their peak, and as each request arrived."""
+    """An app whose requests are held until `release` is set (for at most `hold_s`), then answer
+    after `delay_s`, counting the requests in flight to it: now, at their peak, and, as each came,
+    those in flight to `others`."""
 
     def __init__(self, delay_s: float = 0.0, hold_s: float = 0.0) -> None:
         self.now = self.peak = 0
