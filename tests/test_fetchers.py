@@ -334,6 +334,43 @@ def _running(pid: int) -> bool:
         return False
 
 
+MAIN_SCRIPT = """
+import sys
+with open(sys.argv[1], "a") as log:  # a line each time this script runs
+    log.write(__name__ + "\\n")
+if __name__ == "__main__":
+    import asyncio
+    from explorer.config import CrawlConfig
+    from explorer.crawl.fetchers import ProcessFetcher
+    fetcher = ProcessFetcher(CrawlConfig(workers=2, retries=0), [], None)
+    async def fetch_some():  # refused by the guard in the workers: nothing is connected to
+        async with fetcher.session() as fetch:
+            return await asyncio.gather(*(fetch(f"http://127.0.0.1:9/{i}.jpg") for i in range(4)))
+    outcomes = {f.result.outcome.value for f in asyncio.run(fetch_some())}
+    print(len(fetcher.workers), *sorted(outcomes))
+    fetcher.close()
+"""
+
+
+@pytest.mark.parametrize("run_as", ["path", "module"])
+def test_the_workers_do_not_run_the_command_s_script_again(tmp_path, run_as):
+    """multiprocessing runs the parent's __main__ in each process it starts; the fork server
+    stands one in, so `explore`'s script (typer, rich, pydantic) is not imported once a worker."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "fetch_main.py").write_text(MAIN_SCRIPT)
+    log = tmp_path / "runs.log"
+    root = Path(__file__).resolve().parent.parent
+    how = [str(tmp_path / "fetch_main.py")] if run_as == "path" else ["-m", "fetch_main"]
+    proc = subprocess.run([sys.executable, *how, str(log)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(tmp_path)])})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["2", "forbidden_address"]  # two workers started and answered
+    assert log.read_text().split() == ["__main__"]  # the command's run only
+
+
 def test_when_explore_fetch_is_killed_its_workers_and_fork_server_exit(tmp_path):
     import subprocess
     import sys

@@ -10,6 +10,8 @@ of a pipe that every worker holds a copy of, which a worker busy inside a decode
 closes, and each worker dies with the server (worker_server.die_with_parent). The request is
 made before the server forks anything; if `explore` died before it, that pipe ends the
 server, as no worker exists yet. `SERVER_PID`, inherited by the workers, is their parent's pid.
+The server's `__main__` is a stand-in for the command's script, which the workers do not run
+(worker_server.stand_in_main).
 """
 import os
 
@@ -18,3 +20,4 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 SERVER_PID = os.getpid()
 worker_server.die_with_parent()
+worker_server.stand_in_main()

@@ -13,21 +13,34 @@ server exits (`die_with_parent`, asked for by explorer/crawl/worker_env.py and `
 signal is tied to the *thread* that started the process: a server started from a thread that
 ends before `explore` dies with it, and the workers with it; their URLs get `worker_lost` and
 the next fetch starts a new server (as after the OOM killer).
+
+A process that multiprocessing starts runs the parent's `__main__` script again, as
+`__mp_main__`, unless its own `__main__` already names that script. The fork server was meant
+to import it once for all its workers (preloading "__main__"), but CPython's forkserver looks
+for the script's path under a key that the preparation data does not have ('main_path', not
+'init_main_from_path'), so it never did, and each worker ran `explore`'s script (typer, rich,
+pydantic) after its fork, before its first fetch. The workers need nothing from the script:
+the server stands in a module that names it (`stand_in_main`), given in MAIN_ENV, and the
+workers take it as run.
 """
 from __future__ import annotations
 
 import ctypes
+import importlib.machinery
+import json
 import multiprocessing
 import os
 import signal
 import sys
-from multiprocessing import forkserver
+import types
+from multiprocessing import forkserver, spawn
 from multiprocessing.context import BaseContext
 
-# What the server imports before it forks anything. "__main__" is the command's own script
-# (cli.py or the `explore` entry point), which a forked worker would otherwise run again;
-# multiprocessing imports it first, then the rest in order.
-PRELOAD = ["__main__", "explorer.crawl.worker_env", "explorer.crawl.fetchers"]
+# What the server imports, in order, before it forks anything (worker_env first: it stands in
+# the command's __main__).
+PRELOAD = ["explorer.crawl.worker_env", "explorer.crawl.fetchers"]
+MAIN_ENV = "EXPLORE_FORKSERVER_MAIN"  # how multiprocessing names this process's __main__, as JSON
+MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
 
 
 def available() -> bool:
@@ -40,7 +53,25 @@ def context() -> BaseContext:
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
+    # for the server, whenever it starts (also again, after it was killed); its other children inherit a name
+    data = spawn.get_preparation_data("fetch worker")
+    os.environ[MAIN_ENV] = json.dumps({key: data[key] for key in MAIN_KEYS if key in data})
     return ctx
+
+
+def stand_in_main() -> None:
+    """In the fork server: a `__main__` that names the command's script as this process's parent
+    runs it (MAIN_ENV), so that the workers forked from here do not run it again."""
+    try:
+        names = json.loads(os.environ.get(MAIN_ENV) or "{}")
+    except ValueError:
+        return  # (the workers then run the script, as multiprocessing does)
+    main = types.ModuleType("__mp_main__")
+    if "init_main_from_path" in names:
+        main.__file__ = names["init_main_from_path"]
+    if "init_main_from_name" in names:
+        main.__spec__ = importlib.machinery.ModuleSpec(names["init_main_from_name"], None)
+    sys.modules["__main__"] = sys.modules["__mp_main__"] = main
 
 
 def start() -> None:
