@@ -12,7 +12,12 @@ made before the server forks anything; if `explore` died before it, that pipe en
 server, as no worker exists yet. `SERVER_PID`, inherited by the workers, is their parent's pid.
 The server's `__main__` is a stand-in for the command's script, which the workers do not run
 (worker_server.stand_in_main).
+
+Last, the server imports what the workers run and freezes those objects out of the garbage
+collector's sight (`gc.freeze`, as Python's documentation advises before fork): a worker's
+collections then never walk them, nor copy the pages they share with the server.
 """
+import gc
 import os
 
 from explorer.crawl import worker_server
@@ -21,3 +26,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 SERVER_PID = os.getpid()
 worker_server.die_with_parent()
 worker_server.stand_in_main()
+
+import explorer.crawl.fetchers  # noqa: E402,F401 - after the settings above
+
+gc.freeze()

@@ -36,9 +36,9 @@ import types
 from multiprocessing import forkserver, spawn
 from multiprocessing.context import BaseContext
 
-# What the server imports, in order, before it forks anything (worker_env first: it stands in
-# the command's __main__).
-PRELOAD = ["explorer.crawl.worker_env", "explorer.crawl.fetchers"]
+# What the server imports before it forks anything: the workers' environment, which then
+# imports what they run (explorer.crawl.fetchers).
+PRELOAD = ["explorer.crawl.worker_env"]
 MAIN_ENV = "EXPLORE_FORKSERVER_MAIN"  # how multiprocessing names this process's __main__, as JSON
 MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
 
