@@ -296,6 +296,7 @@ The pipe-send lead above, followed (2026-12-03, one bench/e2e.py arm beside it, 
 from __future__ import annotations
 
 import argparse
+import compileall
 import ctypes
 import json
 import multiprocessing as mp
@@ -442,9 +443,20 @@ def run_measured(cmd: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess
     return proc, wall, children_cpu_s() - cpu
 
 
+def compile_explore() -> None:
+    """Bytecode for explore's modules, as pip writes it for an installed package (img2dataset's was
+    written at its install). Without it, an editable install on a machine that sets
+    PYTHONDONTWRITEBYTECODE (this one does) compiles explore's sources anew in every command."""
+    for package in ("cache", "explorer", "policies"):
+        compileall.compile_dir(ROOT / package, quiet=1)
+    compileall.compile_file(ROOT / "cli.py", quiet=1)
+
+
 def run_explore(url_file: Path, out: Path, port: int, size: int, sets: list[str],
                 hosts: tuple[str, ...] = ("127.0.0.1",), extra: tuple[str, ...] = ()) -> dict:
-    cmd = [sys.executable, str(ROOT / "cli.py"), "fetch", str(url_file), "--cache-dir", str(out), "--json",
+    # `python -m explorer` is the `explore` command (explorer/__main__.py), run from bytecode as an
+    # installed command is; `python cli.py` would compile the script each time, which no user's run does
+    cmd = [sys.executable, "-m", "explorer", "fetch", str(url_file), "--cache-dir", str(out), "--json",
            "--set", f"crawl.image_size={size}", "--set", "crawl.jpeg_quality=90", *extra]
     for host in hosts:  # the loopback servers, allowed by host:port as the sandbox is (never by default)
         cmd += ["--allow", f"{host}:{port}"]
@@ -509,6 +521,7 @@ def main() -> None:
     ap.add_argument("--i2d-thread-list", default="16,32,64,128",
                     help="--latency: img2dataset threads per process tried, each repetition (its best counts)")
     args = ap.parse_args()
+    compile_explore()
     if args.latency:
         return main_latency(args)
 
