@@ -292,6 +292,35 @@ The pipe-send lead above, followed (2026-12-03, one bench/e2e.py arm beside it, 
   flight), img2dataset best 67 and 67: latency_ratio=2.34 (2.34 2.35); against img2dataset at 2 x
   256 threads (its default) 2.31 (159 vs 69). The defaults (128, 8) are kept: per_host 8 is the
   politeness a crawl left overnight keeps, and a 1,000-host list is not held by it.
+2026-12-04 (session 20), a quiet machine (load 0.1-2.7, nothing else running): start-up and exit.
+  A timeline of a one-URL `explore fetch` (marks at each stage, all processes): 0.81-0.88 s
+  whole. Found: (1) each fetch worker imported cli.py again after its fork (typer, rich,
+  pydantic: ~55 ms each, after the crawl had started): CPython 3.11's forkserver never preloads
+  "__main__" (it asks the preparation data for 'main_path'; the key is 'init_main_from_path'),
+  so the fork server now stands in a __main__ naming the script; (2) the command's own numpy
+  started OpenBLAS threads that spun ~0.1 CPU-s each during start-up (now one thread, as in the
+  fork server); (3) the exit's garbage collections walked every module's objects (~0.1 s; now
+  gc.freeze() after set-up, and in the fork server before it forks); (4) this machine sets
+  PYTHONDONTWRITEBYTECODE, so every timed command compiled explore's sources while
+  img2dataset's were compiled at its pip install: this bench now compiles explore's modules
+  first and runs `python -m explorer` (the `explore` command) instead of the script cli.py.
+  One-URL fetch: 0.91 -> 0.85 s for (1), 0.88 -> 0.71 s for (2)+(3), 10-12 runs each,
+  alternating; now ~0.53 s (0.03 interpreter, 0.16 typer and cli, 0.27 imports and set-up
+  beside the fork server's, 0.05 exit). The 2,020-URL fetch, start of session (56fc79d) against
+  (1)-(3), both compiled, 5 runs each alternating, twice: whole command 393 vs 391 and 389 vs 398
+  img/s (4 of 5 pairs of the second set to the new code, by 2-4%): start-up went from ~0.62 to
+  ~0.50 s of the ~5 s command, within the spread between runs (380-413 img/s).
+  `python bench/crawl.py --repeat 4`: explore 456 img/s (413 whole), img2dataset 221 (197);
+  pairs whole 2.15 2.17 2.10 2.03; ratio=2.06 whole_ratio=2.10, CPU 4.4 vs 9.0 ms (cpu_ratio=2.02).
+  Where the CPU goes now (perf record -a over the busy part of a fetch, by thread and library):
+  the workers' event-loop threads 60% (libjpeg-turbo 57% of them, Python 19%, libc 8.5%, the
+  resizer 6%), their preparing threads 28% (zlib's inflate 55% of them: 15% of all the CPU, for
+  the 10% of URLs that are PNGs), the parent 6%, the image servers 4%. Measured alone over 80 of
+  these PNGs: Pillow 6.58 ms a PNG, pyspng 5.39, imagecodecs' libspng 5.68 and libpng 6.04;
+  inflate alone with zlib 1.2.13 (which Pillow's wheel loads: the system's libz.so.1, not the
+  zlib-ng it was built for) 4.50 ms, with zlib-ng 3.05. Even zlib-ng under Pillow would save
+  ~0.15 ms a URL (~3%). Not reached: 2.5x whole command; the image work and the client are what
+  is left, as in session 19.
 """
 from __future__ import annotations
 
