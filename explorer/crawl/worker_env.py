@@ -18,6 +18,7 @@ collector's sight (`gc.freeze`, as Python's documentation advises before fork): 
 collections then never walk them, nor copy the pages they share with the server.
 """
 import gc
+import importlib
 import os
 
 from explorer.crawl import worker_server
@@ -27,6 +28,6 @@ SERVER_PID = os.getpid()
 worker_server.die_with_parent()
 worker_server.stand_in_main()
 
-import explorer.crawl.fetchers  # noqa: E402,F401 - after the settings above
+importlib.import_module("explorer.crawl.fetchers")  # what the workers run, after the settings above
 
 gc.freeze()
