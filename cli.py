@@ -354,8 +354,8 @@ def fetch(
     import time
 
     cfg = load_config(config_file, set_)
-    # Before numpy: its OpenBLAS would start a thread per core that spins ~0.1 s of CPU on the cores
-    # the start-up needs; this process's products are small, one thread each (crawler.py).
+    # Before numpy: its OpenBLAS would start a thread per core, spinning on the cores the start-up
+    # needs (explorer/crawl/worker_env.py); this process's products are small, one thread each (crawler.py).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     if cfg.crawl.pool == "process":
         from explorer.crawl import worker_server
