@@ -355,7 +355,7 @@ if __name__ == "__main__":
 @pytest.mark.parametrize("run_as", ["path", "module"])
 def test_the_workers_do_not_run_the_command_s_script_again(tmp_path, run_as):
     """multiprocessing runs the parent's __main__ in each process it starts; the fork server
-    stands one in, so `explore`'s script (typer, rich, pydantic) is not imported once a worker."""
+    stands one in, so no worker imports `explore`'s script (typer, rich, pydantic) again."""
     import subprocess
     import sys
     from pathlib import Path
