@@ -319,8 +319,9 @@ The pipe-send lead above, followed (2026-12-03, one bench/e2e.py arm beside it, 
   these PNGs: Pillow 6.58 ms a PNG, pyspng 5.39, imagecodecs' libspng 5.68 and libpng 6.04;
   inflate alone with zlib 1.2.13 (which Pillow's wheel loads: the system's libz.so.1, not the
   zlib-ng it was built for) 4.50 ms, with zlib-ng 3.05. Even zlib-ng under Pillow would save
-  ~0.15 ms a URL (~3%). Not reached: 2.5x whole command. A bound: against img2dataset's 9.0
-  CPU-ms a URL, 2.5x allows explore 3.6 ms a URL, start-up included; its image work alone
+  ~0.15 ms a URL (~3%). Not reached: 2.5x whole command. A bound: 2.5x allows explore 3.6-3.8
+  CPU-ms a URL, start-up included (img2dataset's 9.0 / 2.5; or two cores over its whole command,
+  10.3 s / 2.5, less the image servers' 0.25 ms, with no idle core); its image work alone
   (`python bench/crawl_stages.py --limit 800`, without the copy hashes that `explore fetch` does
   not make) is 3.38 ms (baseline JPEG 2.20, progressive 4.62, PNG 9.24, WebP 6.26), the HTTP
   client 0.14 (1,717 GETs of these JPEGs from one loopback server: aiohttp alone 0.11-0.13,
