@@ -327,6 +327,22 @@ The pipe-send lead above, followed (2026-12-03, one bench/e2e.py arm beside it, 
   client 0.14 (1,717 GETs of these JPEGs from one loopback server: aiohttp alone 0.11-0.13,
   explore's Downloader 0.14-0.15) and the start-up ~0.2 ms a URL of this list. So 2.5x here needs
   the decoders themselves to cost less, not the crawler around them.
+2026-12-04 (session 21), a quiet machine (load 0.1-2.3): the cost of Ray on one machine, which
+  the 2026-12-02 figures above could not tell. `python bench/crawl.py --repeat 3
+  --skip-img2dataset --pool ray`: process pool 465, 471, 464 img/s (410-425 whole command), ray
+  295, 293, 294 img/s (11.2-12.3 s whole command against 4.8-4.9: ~5 s of `ray.init`):
+  pool_ratio=0.63 (0.63 0.62 0.63). Where (CPU seconds of every process, read from /proc while
+  `explore fetch` of these 2,020 URLs ran, then the same of the first 505; per URL from the
+  difference, so start-up drops out): the two actors 5.35 CPU-ms a URL against the fetch
+  workers' ~3.7 (each image prepared in a thread beside the actor's loop, its file written from
+  another, and Ray's task execution and result serialising), and the driver 1.0 ms against the
+  process pool's parent's ~0.3; Ray's own processes (dashboard agent, runtime-env agent,
+  dashboard, log monitor, autoscaler monitor, GCS, raylet) ~2.2 CPU-s a run. A bare Ray actor
+  call from an asyncio driver (a one-off script: an async method returning 20 kB, 128 in flight,
+  2 actors) costs the driver 0.49-0.57 CPU-ms, a streaming generator's item 0.43-0.44: Ray's
+  floor. So a crawl on a Ray cluster is held near 1,000 URLs a second by its one driver (the
+  one writer of the database and index), whatever the cluster's size; on one machine the
+  process pool is the one to use.
 """
 from __future__ import annotations
 
