@@ -343,6 +343,17 @@ The pipe-send lead above, followed (2026-12-03, one bench/e2e.py arm beside it, 
   floor. So a crawl on a Ray cluster is held near 1,000 URLs a second by its one driver (the
   one writer of the database and index), whatever the cluster's size; on one machine the
   process pool is the one to use.
+  Tried, not kept: URLs sent to an actor in batches (those that passed the host limits within a
+  window, one call each) and answered by a streaming generator in lists (those done within the
+  same window). The driver's one-turn batches held ~1.1 URLs (1,834 calls for 2,020 URLs: the
+  slots free one URL at a time) and made it slower (205-215 img/s); with windows of 10, 20 and 50 ms
+  (calls of ~5.5 URLs at 20 ms), against one call a URL in alternating runs: 294-306, 306-336 and
+  348-360 img/s against 278-290, the actors' CPU 10.2-11.0 s against 11.6-12.0. It helps only
+  where each actor answers many URLs a second (here 2 actors, ~150 a second each): a cluster
+  crawl near the driver's bound spreads ~1,000 URLs a second over dozens of actors, a few a
+  window each, so the driver's cost stays, and every URL waits up to two windows longer. What
+  would lift the bound is fewer, larger messages by design (each actor owning a share of the
+  hosts and their limits, lists of URLs in and of results out), not built.
 """
 from __future__ import annotations
 
