@@ -4,6 +4,7 @@ the first-byte delay and the stalls its profile draws."""
 import asyncio
 import importlib.util
 import io
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,25 @@ def bench_module(name: str):
 
 photo_workload = bench_module("photo_workload")
 latency_server = bench_module("latency_server")
+sys.modules.setdefault("photo_workload", photo_workload)  # (bench/crawl.py imports it from its own folder)
+bench_crawl = bench_module("crawl")
+
+# A child that leaves a grandchild burning CPU and exits without reaping it once the grandchild is
+# done (as a local Ray's daemons and actors escape `explore fetch`): the grandchild's CPU never
+# reaches the test's RUSAGE_CHILDREN.
+ESCAPING_GRANDCHILD = """
+import os, sys, time
+done = sys.argv[1]
+if os.fork() == 0:
+    start = time.process_time()
+    while time.process_time() - start < 0.5:
+        pass
+    open(done, "w").close()
+    os._exit(0)
+while not os.path.exists(done):
+    time.sleep(0.01)
+os._exit(0)
+"""
 
 
 def test_photo_workload_statistics_match_the_webs_photographs():
@@ -98,3 +118,17 @@ def test_latency_server_answers_on_each_hosts_address_and_stalls_to_the_clients_
             await runner.cleanup()
 
     asyncio.run(scenario())
+
+
+def test_the_cpu_of_processes_that_escape_reaping_is_sampled(tmp_path):
+    """bench/crawl.py counts crawl.pool=ray's CPU from /proc: RUSAGE_CHILDREN misses what its
+    descendants' parents never reaped, DescendantsCpu does not (less at most one interval)."""
+    sampler = bench_crawl.DescendantsCpu(interval_s=0.02)
+    sampler.start()
+    reaped = bench_crawl.children_cpu_s()
+    subprocess.run([sys.executable, "-c", ESCAPING_GRANDCHILD, str(tmp_path / "done")], check=True, timeout=60)
+    reaped = bench_crawl.children_cpu_s() - reaped
+    sampled = sampler.stop()
+    assert reaped < 0.3  # the child's own start-up and polling, not the grandchild's 0.5 s
+    assert sampled >= 0.45 + reaped * 0.5, (sampled, reaped)
+    assert sampled < 0.5 + reaped + 0.3  # nothing that ran before the sampler, nor outside this tree
