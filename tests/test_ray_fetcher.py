@@ -22,6 +22,7 @@ from PIL import Image
 from explorer.config import CrawlConfig
 from explorer.crawl import images
 from explorer.crawl.crawler import Crawler, CrawlItem, make_fetcher, open_cache
+from explorer.crawl.ray_fetcher import connect
 from explorer.errors import UserError
 from explorer.records import UrlOutcome
 from explorer.sandbox.slow_jpeg import slow_jpeg
@@ -67,6 +68,25 @@ def test_without_ray_the_pool_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as when it is not installed
     with pytest.raises(UserError, match=r"pip install -e '\.\[ray\]'"):
         make_fetcher(cfg(), [], None)
+
+
+def test_a_cluster_that_cannot_be_joined_is_one_line_naming_it_and_rays_token(monkeypatch):
+    """No Ray is reached (Ray itself would turn a loopback address into this machine's own)."""
+    class Unreachable:
+        @staticmethod
+        def is_initialized():
+            return False
+
+        @staticmethod
+        def init(**kw):
+            raise ConnectionError(f"Failed to connect to Ray cluster at {kw['address']}.\nmore lines")
+
+    monkeypatch.setitem(sys.modules, "ray", Unreachable)
+    with pytest.raises(UserError) as e:
+        connect("10.0.0.5:6379")
+    message = str(e.value)
+    assert "'10.0.0.5:6379'" in message and "crawl.ray_address" in message and "RAY_AUTH_MODE=token" in message
+    assert "\n" not in message
 
 
 @needs_ray

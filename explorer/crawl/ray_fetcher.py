@@ -78,7 +78,10 @@ def connect(address: str, num_cpus: int | None = None) -> bool:
                      _node_ip_address="127.0.0.1")
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"the Ray cluster at {address!r}" if address else "a local Ray"
-        raise UserError(f"cannot start or join {where} (crawl.ray_address): {first_line(e)[:300]}") from None
+        # Ray's own reason (a token refused, say) is only in its log lines above this one
+        hint = (" (a cluster with Ray's token authentication, on by default in recent Ray, needs "
+                "RAY_AUTH_MODE=token here and its token: RAY_AUTH_TOKEN or ~/.ray/auth_token)") if address else ""
+        raise UserError(f"cannot start or join {where} (crawl.ray_address): {first_line(e)[:300]}{hint}") from None
     return not address
 
 
