@@ -22,7 +22,8 @@ from PIL import Image
 from explorer.config import CrawlConfig
 from explorer.crawl import images
 from explorer.crawl.crawler import Crawler, CrawlItem, make_fetcher, open_cache
-from explorer.crawl.ray_fetcher import connect
+from explorer.crawl import ray_fetcher
+from explorer.crawl.ray_fetcher import connect, loopback_only_environment
 from explorer.errors import UserError
 from explorer.records import UrlOutcome
 from explorer.sandbox.slow_jpeg import slow_jpeg
@@ -48,12 +49,27 @@ def cfg(**kw) -> CrawlConfig:
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
+    assert connect("", num_cpus=2)  # as crawl.ray_address="" starts it: loopback only, its proxies too
     try:
         assert ray.util.get_node_ip_address() == "127.0.0.1"
         yield ray
     finally:
         ray.shutdown()
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` now (Ray's daemons and workers below this test)."""
+    found, todo = set(), [pid]
+    while todo:
+        for task in os.listdir(f"/proc/{todo.pop()}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    kids = {int(k) for k in f.read().split()}
+            except OSError:
+                continue
+            todo += kids - found
+            found |= kids
+    return found
 
 
 def stored_files(root) -> set[str]:
@@ -87,6 +103,45 @@ def test_a_cluster_that_cannot_be_joined_is_one_line_naming_it_and_rays_token(mo
     message = str(e.value)
     assert "'10.0.0.5:6379'" in message and "crawl.ray_address" in message and "RAY_AUTH_MODE=token" in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("before", [{}, {"HTTPS_PROXY": "http://proxy.example:3128", "no_proxy": "intranet"}])
+def test_a_local_rays_environment_sends_the_clouds_metadata_probes_to_loopback_and_is_restored(monkeypatch, before):
+    """A local Ray's dashboard asks 169.254.169.254 and metadata.google.internal which cloud it
+    is on (usage stats off or not): under loopback_only_environment `requests` (what it asks with)
+    sends those to a loopback proxy, and loopback itself direct; this process's own settings come
+    back after. Pure: proxies chosen, nothing sent."""
+    import requests.utils
+
+    for name in ray_fetcher.PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in before.items():
+        monkeypatch.setenv(name, value)
+    with loopback_only_environment():
+        for url in ("http://169.254.169.254/latest/meta-data/", "http://metadata.google.internal/computeMetadata/v1",
+                    "https://10.1.2.3/", "http://[fd00::1]:80/"):
+            proxies = requests.utils.get_environ_proxies(url)
+            assert requests.utils.select_proxy(url, proxies) == ray_fetcher.LOOPBACK_PROXY, url
+        for url in ("http://127.0.0.1:6379/", "http://localhost:8265/", "http://[::1]:52365/"):
+            assert not requests.utils.get_environ_proxies(url), url
+    assert {n: os.environ[n] for n in ray_fetcher.PROXY_VARIABLES if n in os.environ} == before
+
+
+@needs_ray
+def test_the_local_rays_processes_have_the_loopback_proxy_and_this_process_not(local_ray):
+    pids = descendants(os.getpid())
+    environments = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environments.append(dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e))
+        except OSError:
+            continue  # gone meanwhile
+    assert len(environments) >= 3  # at least the GCS, the raylet and the dashboard
+    for env in environments:
+        assert env.get(b"http_proxy") == env.get(b"HTTPS_PROXY") == ray_fetcher.LOOPBACK_PROXY.encode()
+        assert env.get(b"no_proxy") == ray_fetcher.LOOPBACK_EXEMPT.encode()
+    assert os.environ.get("http_proxy") != ray_fetcher.LOOPBACK_PROXY
 
 
 @needs_ray

@@ -37,7 +37,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 from cache.store import ImageStore, StoreError
 from explorer.config import CrawlConfig
@@ -49,6 +49,11 @@ from explorer.errors import UserError, first_line
 from explorer.records import FetchResult, UrlOutcome
 
 INSTALL = "crawl.pool=ray needs the ray package: pip install -e '.[ray]'"
+# A local Ray's processes get these (loopback_only_environment): a proxy where nothing listens
+LOOPBACK_PROXY = "http://127.0.0.1:9"
+LOOPBACK_EXEMPT = "127.0.0.1,localhost,::1"
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+                   "no_proxy", "NO_PROXY")
 
 
 def import_ray(local: bool):
@@ -65,6 +70,27 @@ def import_ray(local: bool):
     return ray
 
 
+@contextlib.contextmanager
+def loopback_only_environment() -> Iterator[None]:
+    """This process's environment, while a local Ray starts (its processes inherit it), with
+    every HTTP(S) proxy set to LOOPBACK_PROXY and loopback exempt: a local Ray's dashboard
+    process asks the clouds' metadata services which cloud it runs on (169.254.169.254, and
+    metadata.google.internal through DNS), usage stats off or not, and `requests` sends those
+    to the proxy instead, on this machine, where they fail. Restored after, for this process's
+    own clients (the search engines, which may be meant to use a proxy)."""
+    saved = {name: os.environ.get(name) for name in PROXY_VARIABLES}
+    for name in PROXY_VARIABLES:
+        os.environ[name] = LOOPBACK_EXEMPT if name.lower() == "no_proxy" else LOOPBACK_PROXY
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def connect(address: str, num_cpus: int | None = None) -> bool:
     """Join Ray (crawl.ray_address); True when this started a local Ray, to stop at close."""
     ray = import_ray(local=not address)
@@ -74,8 +100,9 @@ def connect(address: str, num_cpus: int | None = None) -> bool:
         if address:
             ray.init(address=address)
         else:
-            ray.init(num_cpus=num_cpus or len(os.sched_getaffinity(0)), include_dashboard=False,
-                     _node_ip_address="127.0.0.1")
+            with loopback_only_environment():
+                ray.init(num_cpus=num_cpus or len(os.sched_getaffinity(0)), include_dashboard=False,
+                         _node_ip_address="127.0.0.1")
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"the Ray cluster at {address!r}" if address else "a local Ray"
         # Ray's own reason (a token refused, say) is only in its log lines above this one

@@ -168,6 +168,8 @@ def build(run: RunDir, cfg: Config, sandbox, console: Console, quiet: bool, rank
                                 corpus_root=engine.root if isinstance(engine, CorpusEngine) else None,
                                 stop_when_full=True)
     crawler.reconcile_index()  # a kill between a DB commit and the index save left vectors out
+    if cfg.crawl.pool == "ray":  # Ray started or joined now, before any search runs beside its start
+        crawler.fetcher          # (which changes this process's proxy settings for a while: ray_fetcher.py)
 
     concepts = load_concepts(cfg, sandbox)
     embeddings = concept_embeddings(concepts, cfg.policy.text_model,
