@@ -129,14 +129,17 @@ def test_a_local_rays_environment_sends_the_clouds_metadata_probes_to_loopback_a
 
 @needs_ray
 def test_the_local_rays_processes_have_the_loopback_proxy_and_this_process_not(local_ray):
-    pids = descendants(os.getpid())
     environments = []
-    for pid in pids:
+    for pid in descendants(os.getpid()):
         try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                command = f.read()
             with open(f"/proc/{pid}/environ", "rb") as f:
-                environments.append(dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e))
+                environment = dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
         except OSError:
             continue  # gone meanwhile
+        if b"/ray/" in command or command.startswith(b"ray::"):  # (not other tests' processes)
+            environments.append(environment)
     assert len(environments) >= 3  # at least the GCS, the raylet and the dashboard
     for env in environments:
         assert env.get(b"http_proxy") == env.get(b"HTTPS_PROXY") == ray_fetcher.LOOPBACK_PROXY.encode()
