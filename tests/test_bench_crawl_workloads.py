@@ -130,5 +130,5 @@ def test_the_cpu_of_processes_that_escape_reaping_is_sampled(tmp_path):
     reaped = bench_crawl.children_cpu_s() - reaped
     sampled = sampler.stop()
     assert reaped < 0.3  # the child's own start-up and polling, not the grandchild's 0.5 s
-    assert sampled >= 0.45 + reaped * 0.5, (sampled, reaped)
+    assert sampled >= 0.5 + reaped - 2 * 0.05, (sampled, reaped)  # (each process's last interval may be missed)
     assert sampled < 0.5 + reaped + 0.3  # nothing that ran before the sampler, nor outside this tree
