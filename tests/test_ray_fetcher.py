@@ -7,10 +7,15 @@ near duplicate."""
 import asyncio
 import importlib.util
 import io
+import ipaddress
 import os
+import re
+import shutil
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 # Read by Ray when it is imported: the node is 127.0.0.1 (nothing listens beyond loopback), no usage report
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -20,9 +25,8 @@ import pytest
 from PIL import Image
 
 from explorer.config import CrawlConfig
-from explorer.crawl import images
+from explorer.crawl import images, ray_fetcher
 from explorer.crawl.crawler import Crawler, CrawlItem, make_fetcher, open_cache
-from explorer.crawl import ray_fetcher
 from explorer.crawl.ray_fetcher import connect, loopback_only_environment
 from explorer.errors import UserError
 from explorer.records import UrlOutcome
@@ -145,6 +149,53 @@ def test_the_local_rays_processes_have_the_loopback_proxy_and_this_process_not(l
         assert env.get(b"http_proxy") == env.get(b"HTTPS_PROXY") == ray_fetcher.LOOPBACK_PROXY.encode()
         assert env.get(b"no_proxy") == ray_fetcher.LOOPBACK_EXEMPT.encode()
     assert os.environ.get("http_proxy") != ray_fetcher.LOOPBACK_PROXY
+
+
+def own_network_namespace() -> bool:
+    """Whether this machine lets a test run a command in a network namespace of its own (root,
+    or user namespaces), with strace to watch it."""
+    if not (shutil.which("unshare") and shutil.which("strace") and shutil.which("ip")):
+        return False
+    probe = subprocess.run(["unshare", "-n", "ip", "link", "set", "lo", "up"], capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+# A local Ray started as crawl.pool=ray starts it, kept up while its dashboard settles (it asks
+# the clouds' metadata services within seconds of its start), with one task run on it.
+LOCAL_RAY_SCRIPT = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+from explorer.crawl.ray_fetcher import connect
+import ray
+assert connect("", num_cpus=1)
+ray.get(ray.remote(lambda: os.getpid()).remote())
+time.sleep(10)
+ray.shutdown()
+"""
+CONNECT_TO = re.compile(r'connect\(\d+, \{sa_family=AF_INET6?, .*?(?:inet_addr\("([^"]+)"\)|inet_pton\(AF_INET6, "([^"]+)")')
+
+
+def is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)
+
+
+@needs_ray
+@pytest.mark.skipif(not own_network_namespace(), reason="needs unshare -n, ip and strace (root or user namespaces)")
+def test_a_local_ray_and_all_its_processes_connect_to_loopback_only(tmp_path):
+    """Every connect() of a local Ray's processes, seen by strace, in a network namespace with
+    nothing but lo: an address beyond loopback is tried there (and fails), never reached. Before
+    loopback_only_environment its dashboard tried 169.254.169.254:80 and the DNS resolver."""
+    script, log = tmp_path / "local_ray.py", tmp_path / "connects.log"
+    script.write_text(LOCAL_RAY_SCRIPT)
+    root = str(Path(__file__).resolve().parents[1])
+    run = subprocess.run(["unshare", "-n", "sh", "-c", 'ip link set lo up && exec strace -f -qq -e trace=connect '
+                          '-o "$0" "$1" "$2" "$3"', str(log), sys.executable, str(script), root],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    tried = [a or b for a, b in CONNECT_TO.findall(log.read_text())]
+    assert tried  # strace saw Ray's own connections
+    assert [a for a in tried if not is_loopback(a)] == []
 
 
 @needs_ray
