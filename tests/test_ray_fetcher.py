@@ -65,9 +65,14 @@ def descendants(pid: int) -> set[int]:
     """Every process below `pid` now (Ray's daemons and workers below this test)."""
     found, todo = set(), [pid]
     while todo:
-        for task in os.listdir(f"/proc/{todo.pop()}/task"):
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue  # gone meanwhile
+        for task in tasks:
             try:
-                with open(f"/proc/{pid}/task/{task}/children") as f:
+                with open(f"/proc/{parent}/task/{task}/children") as f:
                     kids = {int(k) for k in f.read().split()}
             except OSError:
                 continue
@@ -142,7 +147,9 @@ def test_the_local_rays_processes_have_the_loopback_proxy_and_this_process_not(l
                 environment = dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
         except OSError:
             continue  # gone meanwhile
-        if b"/ray/" in command or command.startswith(b"ray::"):  # (not other tests' processes)
+        # Ray's programs (GCS, raylet, dashboard, monitors), not other tests' processes; nor its
+        # workers and agents, retitled "ray::...", which writes over what /proc shows of their environment
+        if b"/ray/" in command and not command.startswith(b"ray::"):
             environments.append(environment)
     assert len(environments) >= 3  # at least the GCS, the raylet and the dashboard
     for env in environments:
