@@ -6,9 +6,11 @@ import socket
 
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from explorer.config import CrawlConfig
-from explorer.crawl.downloader import Downloader
+from explorer.crawl.downloader import Downloader, host_key
 from explorer.records import UrlOutcome
 from tests.crawl_fixtures import CountingListener, can_bind, image_app, jpeg_bytes, serve
 
@@ -349,3 +351,16 @@ def test_the_downloader_resolves_names_through_the_injected_resolver():
         allowed, refused = asyncio.run(go())
     assert allowed.body == JPEG and refused.outcome == UrlOutcome.FORBIDDEN_ADDRESS
     assert resolver.asked == ["images.test", "other.test"] and hits == {"/a.jpg": 1}
+
+
+AUTHORITY_PARTS = ["", "user@", "u:p@", "@", ":@", "h", "127.0.0.1", "[::1]", "[", "]", ":", ":80", ":x", ".", "%", "/"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from(["http", "https", "file", "ftp", "HTTP", "x", ""]), st.sampled_from(["://", ":", ":/", "//"]),
+       st.lists(st.sampled_from(AUTHORITY_PARTS), max_size=5), st.text(max_size=8))
+def test_host_key_of_any_url_is_a_key_never_an_error(scheme, colon, parts, rest):
+    """Per-host limits key every URL of a list, whatever it holds (yarl raised IndexError for
+    "file://user@": an empty host after user info)."""
+    url = scheme + colon + "".join(parts) + rest
+    assert isinstance(host_key(url), str)

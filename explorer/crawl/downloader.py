@@ -30,7 +30,7 @@ def host_key(url: str | URL) -> str:
     wait for nobody."""
     try:
         return netguard.parse_url(url).host_port_subcomponent or str(url)
-    except ValueError:
+    except (ValueError, IndexError):  # (yarl: IndexError for an empty host after user info, "file://user@")
         return str(url)
 
 
